@@ -1,0 +1,35 @@
+"""Stateless math: every `*_forward` returns (out, cache) and its `*_backward` consumes that cache."""
+
+from rnnkit.functional.gru import GRUCache, gru_backward, gru_forward
+from rnnkit.functional.layers import (
+    affine_backward,
+    affine_forward,
+    dropout_backward,
+    dropout_forward,
+    embedding_backward,
+    embedding_forward,
+    lengths_to_mask,
+    mask_to_lengths,
+    reverse_padded,
+    softmax_cross_entropy,
+)
+from rnnkit.functional.lstm import LSTMCache, lstm_backward, lstm_forward
+from rnnkit.functional.rnn import (
+    RNNCache,
+    rnn_backward,
+    rnn_forward,
+    rnn_step_backward,
+    rnn_step_forward,
+)
+
+__all__ = [
+    "GRUCache", "LSTMCache", "RNNCache",
+    "affine_backward", "affine_forward",
+    "dropout_backward", "dropout_forward",
+    "embedding_backward", "embedding_forward",
+    "gru_backward", "gru_forward",
+    "lengths_to_mask", "mask_to_lengths", "reverse_padded",
+    "lstm_backward", "lstm_forward",
+    "rnn_backward", "rnn_forward", "rnn_step_backward", "rnn_step_forward",
+    "softmax_cross_entropy",
+]

@@ -1,0 +1,140 @@
+"""GRU over a whole sequence, in PyTorch's formulation so that weights are interchangeable.
+
+Dimensions, declared once for this module:
+    T  time steps        N  batch size        D  input size        H  hidden size
+
+    r_t = sigmoid(x_t W_xr + b_r + h_{t-1} W_hr)              (b_r = b_ir + b_hr)
+    z_t = sigmoid(x_t W_xz + b_z + h_{t-1} W_hz)              (b_z = b_iz + b_hz)
+    n_t = tanh(x_t W_xn + b_in + r_t * (h_{t-1} W_hn + b_hn))
+    h_t = (1 - z_t) * n_t + z_t * h_{t-1}
+
+Buffers:
+    x      (T, N, D)       h (T+1, N, H), h[0] the initial state
+    gates  (T, N, 3H)      activated [r, z, n] per step
+    hn     (T, N, H)       h_{t-1} W_hn + b_hn, needed by the backward of r
+    Wx (D, 3H)  Wh (H, 3H)  b (3H,) input-side biases (with b_hr, b_hz folded in)  bhn (H,)
+b_hn cannot be folded into b because r multiplies it. Derivation in docs/derivations/gru.md.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from rnnkit.backend import get_array_module
+from rnnkit.functional._checks import check_recurrent_args, expect_float, expect_shape
+from rnnkit.functional.lstm import sigmoid_
+
+
+class GRUCache(NamedTuple):
+    x: object  # (T, N, D)
+    h: object  # (T+1, N, H)
+    gates: object  # (T, N, 3H) activated [r, z, n]
+    hn: object  # (T, N, H)
+    Wx: object  # (D, 3H)
+    Wh: object  # (H, 3H)
+    mask: object  # (T, N) bool or None
+
+
+def gru_forward(x, h0, Wx, Wh, b, bhn, mask=None):
+    """Run a GRU over x.
+
+    x: (T, N, D); h0: (N, H); Wx: (D, 3H); Wh: (H, 3H); b: (3H,); bhn: (H,); mask: (T, N) or None.
+    Returns h: (T+1, N, H) and the cache.
+    """
+    expect_shape("Wh", Wh, (None, None), ("H", "3H"))
+    H = Wh.shape[0]
+    T, N, D, mask = check_recurrent_args(
+        x,
+        {"h0": (h0, (x.shape[1] if x.ndim == 3 else None, H))},
+        {"Wx": (Wx, (x.shape[-1], 3 * H), ("D", "3H")), "Wh": (Wh, (H, 3 * H), ("H", "3H")),
+         "b": (b, (3 * H,), ("3H",)), "bhn": (bhn, (H,), ("H",))},
+        mask,
+    )
+    xp = get_array_module(x)
+    h = xp.empty((T + 1, N, H), dtype=x.dtype)
+    h[0] = h0
+    gates = (x.reshape(T * N, D) @ Wx).reshape(T, N, 3 * H)  # hoisted input projection
+    gates += b
+    hn = xp.empty((T, N, H), dtype=x.dtype)
+    hW = xp.empty((N, 3 * H), dtype=x.dtype)
+    for t in range(T):
+        a = gates[t]
+        xp.matmul(h[t], Wh, out=hW)
+        a[:, : 2 * H] += hW[:, : 2 * H]
+        sigmoid_(a[:, : 2 * H], xp)  # r, z
+        r, z, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
+        xp.add(hW[:, 2 * H :], bhn, out=hn[t])
+        xp.multiply(r, hn[t], out=h[t + 1])  # h[t+1] as scratch before it holds the state
+        n += h[t + 1]
+        xp.tanh(n, out=n)  # n = tanh(x W_xn + b_in + r * (h W_hn + b_hn))
+        xp.subtract(h[t], n, out=h[t + 1])
+        h[t + 1] *= z
+        h[t + 1] += n  # h_t = n + z * (h_{t-1} - n)
+        if mask is not None:
+            xp.copyto(h[t + 1], h[t], where=~mask[t][:, None])
+    return h, GRUCache(x, h, gates, hn, Wx, Wh, mask)
+
+
+def gru_backward(dh, cache, dhT=None):
+    """BPTT for `gru_forward`.
+
+    dh: (T, N, H) gradient of h[1:]; dhT: (N, H) gradient of the final state or None.
+    Returns dx (T, N, D), dh0 (N, H), dWx (D, 3H), dWh (H, 3H), db (3H,), dbhn (H,).
+    """
+    x, h, gates, hn, Wx, Wh, mask = cache
+    T, N, D = x.shape
+    H = Wh.shape[0]
+    xp = get_array_module(dh)
+    expect_shape("dh", dh, (T, N, H), ("T", "N", "H"))
+    expect_float("dh", dh, x.dtype)
+    dh_next = xp.zeros((N, H), dtype=x.dtype)
+    if dhT is not None:
+        expect_shape("dhT", dhT, (N, H), ("N", "H"))
+        dh_next += dhT
+    dxa = xp.empty((T, N, 3 * H), dtype=x.dtype)  # gradient of the input-side pre-activations
+    dha = xp.empty((T, N, 3 * H), dtype=x.dtype)  # gradient of h_{t-1} Wh (+ b_hn)
+    dht = xp.empty((N, H), dtype=x.dtype)
+    tmp = xp.empty((N, H), dtype=x.dtype)
+    WhT = Wh.T
+    for t in reversed(range(T)):
+        a = gates[t]
+        r, z, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
+        dx_t, dh_t = dxa[t], dha[t]
+        dr, dz, dn = dx_t[:, :H], dx_t[:, H : 2 * H], dx_t[:, 2 * H :]
+        if mask is None:
+            xp.add(dh[t], dh_next, out=dht)
+        else:
+            m = mask[t][:, None]
+            xp.multiply(dh[t], m, out=dht)
+            dht += dh_next
+        xp.subtract(h[t], n, out=dz)
+        dz *= dht  # dL/dz = dh * (h_{t-1} - n)
+        xp.subtract(1, z, out=dn)
+        dn *= dht  # dL/dn = dh * (1 - z)
+        xp.multiply(n, n, out=tmp)
+        xp.subtract(1, tmp, out=tmp)
+        dn *= tmp  # through tanh: the gradient of n's pre-activation, input side
+        xp.multiply(dn, hn[t], out=dr)  # dL/dr = dn_pre * hn
+        xp.multiply(dn, r, out=dh_t[:, 2 * H :])  # dL/dhn = dn_pre * r
+        drz = dx_t[:, : 2 * H]
+        s = a[:, : 2 * H]
+        drz *= s
+        drz *= 1 - s  # through the sigmoids of r and z
+        dh_t[:, : 2 * H] = drz
+        if mask is not None:
+            keep = ~m
+            xp.copyto(dx_t, 0, where=keep)
+            xp.copyto(dh_t, 0, where=keep)
+        xp.matmul(dh_t, WhT, out=dh_next)
+        xp.multiply(dht, z, out=tmp)
+        dh_next += tmp  # dh_{t-1} = dh * z + d(h W_h) Wh^T
+        if mask is not None:
+            xp.copyto(dh_next, dht, where=keep)
+    dxa2 = dxa.reshape(T * N, 3 * H)
+    dha2 = dha.reshape(T * N, 3 * H)
+    dx = (dxa2 @ Wx.T).reshape(T, N, D)
+    dWx = x.reshape(T * N, D).T @ dxa2
+    dWh = h[:-1].reshape(T * N, H).T @ dha2
+    db = dxa2.sum(axis=0)
+    dbhn = dha2[:, 2 * H :].sum(axis=0)
+    return dx, dh_next, dWx, dWh, db, dbhn

@@ -1,0 +1,157 @@
+"""Non-recurrent layers with their backward: embedding, affine at every step, softmax cross-entropy over
+time, inverted dropout.
+
+Dimensions, declared once for this module:
+    T  time steps    N  batch size    D  input size    H  hidden size    V  vocabulary / classes
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from rnnkit.backend import get_array_module
+from rnnkit.functional._checks import check_mask, expect_shape
+
+
+# --- embedding -----------------------------------------------------------------------------------
+
+
+def embedding_forward(idx, W):
+    """idx: integer array of any shape (e.g. (T, N)) with values in [0, V); W: (V, D) -> out: idx.shape + (D,)."""
+    xp = get_array_module(W)
+    expect_shape("W", W, (None, None), ("V", "D"))
+    if idx.dtype.kind not in "iu":
+        raise ValueError(f"idx has dtype {idx.dtype}, expected an integer dtype")
+    V = W.shape[0]
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= V):
+        raise ValueError(f"idx has values in [{int(idx.min())}, {int(idx.max())}], expected [0, {V})")
+    return W[idx], (idx, V)
+
+
+def embedding_backward(dout, cache):
+    """dout: idx.shape + (D,) -> dW: (V, D). Rows of repeated indices add up."""
+    idx, V = cache
+    xp = get_array_module(dout)
+    D = dout.shape[-1]
+    dW = xp.zeros((V, D), dtype=dout.dtype)
+    xp.add.at(dW, idx.reshape(-1), dout.reshape(-1, D))
+    return dW
+
+
+# --- affine at every step ------------------------------------------------------------------------
+
+
+def affine_forward(x, W, b):
+    """x: (..., D); W: (D, V); b: (V,) -> out: (..., V). Applied at every time step as one product."""
+    expect_shape("W", W, (x.shape[-1], None), ("D", "V"))
+    expect_shape("b", b, (W.shape[1],), ("V",))
+    D = x.shape[-1]
+    out = x.reshape(-1, D) @ W + b
+    return out.reshape(x.shape[:-1] + (W.shape[1],)), (x, W)
+
+
+def affine_backward(dout, cache):
+    """Returns dx (..., D), dW (D, V), db (V,)."""
+    x, W = cache
+    D, V = W.shape
+    d2 = dout.reshape(-1, V)
+    dx = (d2 @ W.T).reshape(x.shape)
+    dW = x.reshape(-1, D).T @ d2
+    db = d2.sum(axis=0)
+    return dx, dW, db
+
+
+# --- softmax cross-entropy over time -------------------------------------------------------------
+
+
+def softmax_cross_entropy(logits, y, mask=None):
+    """Mean cross-entropy over valid tokens, and its gradient.
+
+    logits: (..., V); y: integer labels of shape logits.shape[:-1]; mask: same shape as y, or None.
+    Returns loss (a float, nats per valid token) and dlogits (same shape as logits).
+    """
+    xp = get_array_module(logits)
+    V = logits.shape[-1]
+    expect_shape("y", y, logits.shape[:-1])
+    if y.dtype.kind not in "iu":
+        raise ValueError(f"y has dtype {y.dtype}, expected an integer dtype")
+    if y.size and (int(y.min()) < 0 or int(y.max()) >= V):
+        raise ValueError(f"y has labels in [{int(y.min())}, {int(y.max())}], expected [0, {V})")
+    flat = logits.reshape(-1, V)
+    yf = y.reshape(-1)
+    shifted = flat - flat.max(axis=1, keepdims=True)  # subtract the max so exp never overflows
+    log_z = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+    log_p = shifted - log_z
+    rows = xp.arange(yf.shape[0])
+    if mask is None:
+        w = None
+        count = yf.shape[0]
+    else:
+        expect_shape("mask", mask, y.shape)
+        w = mask.reshape(-1).astype(logits.dtype)
+        count = float(w.sum())
+    nll = -log_p[rows, yf]
+    if count == 0:
+        return 0.0, xp.zeros_like(logits)
+    loss = float((nll if w is None else nll * w).sum()) / count
+    dlogits = xp.exp(log_p)  # softmax
+    dlogits[rows, yf] -= 1
+    if w is None:
+        dlogits /= count
+    else:
+        dlogits *= (w / count)[:, None]
+    return loss, dlogits.reshape(logits.shape)
+
+
+# --- inverted dropout ----------------------------------------------------------------------------
+
+
+def dropout_forward(x, p, rng, training=True):
+    """Inverted dropout: keep each unit with probability 1-p and scale by 1/(1-p), so eval is identity.
+
+    rng: a `numpy.random.Generator` (seeded by the caller). Returns out and the cache (the scaled mask).
+    """
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout p must be in [0, 1), got {p}")
+    if not training or p == 0.0:
+        return x, None
+    xp = get_array_module(x)
+    keep = xp.asarray(rng.random(x.shape) >= p).astype(x.dtype)
+    keep /= 1.0 - p
+    return x * keep, keep
+
+
+def dropout_backward(dout, cache):
+    return dout if cache is None else dout * cache
+
+
+# --- padded sequences ----------------------------------------------------------------------------
+
+
+def lengths_to_mask(lengths, T, xp=None):
+    """lengths: (N,) ints -> mask (T, N) bool with mask[t, n] = t < lengths[n]."""
+    xp = xp or get_array_module(lengths)
+    lengths = xp.asarray(lengths)
+    return xp.arange(T)[:, None] < lengths[None, :]
+
+
+def mask_to_lengths(mask):
+    """mask (T, N) prefix mask -> lengths (N,)."""
+    return mask.sum(axis=0).astype("int64")
+
+
+def reverse_padded(x, mask):
+    """Reverse each sequence within its valid prefix: out[t, n] = x[L_n - 1 - t, n] for t < L_n.
+
+    x: (T, N, ...); mask: (T, N) bool or None (all valid). Padded steps stay where they are. The same
+    call undoes itself, which the bidirectional wrapper uses on the way back.
+    """
+    T, N = x.shape[:2]
+    xp = get_array_module(x)
+    if mask is None:
+        return x[::-1].copy()
+    mask = check_mask(mask, T, N)
+    L = mask.sum(axis=0)
+    t = xp.arange(T)[:, None]
+    src = xp.where(t < L[None, :], L[None, :] - 1 - t, t)  # (T, N) source step for each output step
+    return x[src, xp.arange(N)[None, :]]

@@ -1,0 +1,166 @@
+"""LSTM over a whole sequence: `lstm_forward` and `lstm_backward`, side by side.
+
+Dimensions, declared once for this module:
+    T  time steps        N  batch size        D  input size        H  hidden size
+
+Buffers (time-major, haste's layout):
+    x      (T, N, D)       the input sequence
+    h      (T+1, N, H)     hidden states; h[0] is the initial state, h[t+1] the output of step t
+    c      (T+1, N, H)     cell states; c[0] is the initial cell state
+    gates  (T, N, 4H)      activated gates per step, in the order [i, f, o, g]
+    Wx     (D, 4H)  Wh (H, 4H)  b (4H,)   the one set of weights shared by every step
+
+The gate order is [i, f, o, g] so that the three sigmoids act on one contiguous block; `rnnkit.interop`
+reorders to PyTorch's [i, f, g, o]. The derivation is in docs/derivations/lstm.md.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from rnnkit.backend import get_array_module
+from rnnkit.functional._checks import check_recurrent_args, expect_shape, expect_float
+
+
+class LSTMCache(NamedTuple):
+    x: object  # (T, N, D)
+    h: object  # (T+1, N, H)
+    c: object  # (T+1, N, H)
+    gates: object  # (T, N, 4H) activated [i, f, o, g]
+    tanh_c: object  # (T, N, H) tanh(c[t+1]), kept because backward needs it at every step
+    Wx: object  # (D, 4H)
+    Wh: object  # (H, 4H)
+    mask: object  # (T, N) bool or None
+
+
+def sigmoid_(a, xp):
+    """In place: sigmoid(a) = 0.5 * tanh(0.5 a) + 0.5, which never overflows and takes three passes."""
+    a *= 0.5
+    xp.tanh(a, out=a)
+    a *= 0.5
+    a += 0.5
+    return a
+
+
+def lstm_forward(x, h0, c0, Wx, Wh, b, mask=None):
+    """Run an LSTM over x.
+
+    x: (T, N, D); h0, c0: (N, H); Wx: (D, 4H); Wh: (H, 4H); b: (4H,); mask: (T, N) of valid steps or None.
+    At a padded step (mask 0) the state is carried unchanged, so h[T], c[T] are each sequence's final state.
+    Returns h: (T+1, N, H), c: (T+1, N, H), cache.
+    """
+    expect_shape("Wh", Wh, (None, None), ("H", "4H"))
+    H = Wh.shape[0]
+    T, N, D, mask = check_recurrent_args(
+        x,
+        {"h0": (h0, (x.shape[1] if x.ndim == 3 else None, H)),
+         "c0": (c0, (x.shape[1] if x.ndim == 3 else None, H))},
+        {"Wx": (Wx, (x.shape[-1], 4 * H), ("D", "4H")), "Wh": (Wh, (H, 4 * H), ("H", "4H")),
+         "b": (b, (4 * H,), ("4H",))},
+        mask,
+    )
+    xp = get_array_module(x)
+    h = xp.empty((T + 1, N, H), dtype=x.dtype)
+    c = xp.empty((T + 1, N, H), dtype=x.dtype)
+    h[0] = h0
+    c[0] = c0
+    tanh_c = xp.empty((T, N, H), dtype=x.dtype)
+    # The input projection of every step at once: one (T*N, D) @ (D, 4H) product outside the loop.
+    gates = (x.reshape(T * N, D) @ Wx).reshape(T, N, 4 * H)
+    gates += b
+    hW = xp.empty((N, 4 * H), dtype=x.dtype)
+    ig = xp.empty((N, H), dtype=x.dtype)
+    for t in range(T):
+        a = gates[t]
+        xp.matmul(h[t], Wh, out=hW)
+        a += hW  # a = x_t Wx + h_{t-1} Wh + b
+        sigmoid_(a[:, : 3 * H], xp)  # i, f, o = sigmoid(.)
+        xp.tanh(a[:, 3 * H :], out=a[:, 3 * H :])  # g = tanh(.)
+        i, f, o, g = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+        xp.multiply(f, c[t], out=c[t + 1])
+        xp.multiply(i, g, out=ig)
+        c[t + 1] += ig  # c_t = f * c_{t-1} + i * g
+        xp.tanh(c[t + 1], out=tanh_c[t])
+        xp.multiply(o, tanh_c[t], out=h[t + 1])  # h_t = o * tanh(c_t)
+        if mask is not None:
+            keep = ~mask[t][:, None]  # padded rows keep the previous state
+            xp.copyto(h[t + 1], h[t], where=keep)
+            xp.copyto(c[t + 1], c[t], where=keep)
+    return h, c, LSTMCache(x, h, c, gates, tanh_c, Wx, Wh, mask)
+
+
+def lstm_backward(dh, cache, dhT=None, dcT=None):
+    """Backpropagation through time for `lstm_forward`.
+
+    dh: (T, N, H) gradient of the outputs h[1:]; dhT, dcT: (N, H) gradients of the final state (from a later
+    chunk or a decoder), or None. Gradients at padded steps are ignored.
+    Returns dx (T, N, D), dh0 (N, H), dc0 (N, H), dWx (D, 4H), dWh (H, 4H), db (4H,).
+    """
+    x, h, c, gates, tanh_c, Wx, Wh, mask = cache
+    T, N, D = x.shape
+    H = Wh.shape[0]
+    xp = get_array_module(dh)
+    expect_shape("dh", dh, (T, N, H), ("T", "N", "H"))
+    expect_float("dh", dh, x.dtype)
+    dh_next = xp.zeros((N, H), dtype=x.dtype)
+    dc_next = xp.zeros((N, H), dtype=x.dtype)
+    if dhT is not None:
+        expect_shape("dhT", dhT, (N, H), ("N", "H"))
+        dh_next += dhT
+    if dcT is not None:
+        expect_shape("dcT", dcT, (N, H), ("N", "H"))
+        dc_next += dcT
+    da = xp.empty((T, N, 4 * H), dtype=x.dtype)  # gradient of the gate pre-activations
+    dht = xp.empty((N, H), dtype=x.dtype)
+    dc = xp.empty((N, H), dtype=x.dtype)
+    tmp = xp.empty((N, H), dtype=x.dtype)
+    WhT = Wh.T
+    for t in reversed(range(T)):
+        a = gates[t]
+        i, f, o, g = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+        dat = da[t]
+        di, df, do, dg = dat[:, :H], dat[:, H : 2 * H], dat[:, 2 * H : 3 * H], dat[:, 3 * H :]
+        if mask is None:
+            xp.add(dh[t], dh_next, out=dht)
+        else:
+            m = mask[t][:, None]
+            xp.multiply(dh[t], m, out=dht)
+            dht += dh_next
+        tc = tanh_c[t]
+        xp.multiply(dht, tc, out=do)  # dL/do = dh * tanh(c)
+        # dc = dc_next + dh * o * (1 - tanh(c)^2)
+        xp.multiply(tc, tc, out=tmp)
+        xp.subtract(1, tmp, out=tmp)
+        tmp *= o
+        tmp *= dht
+        if mask is not None:
+            tmp *= m  # a padded step's dh goes straight to h_{t-1}, not into the cell
+        xp.add(dc_next, tmp, out=dc)
+        xp.multiply(dc, c[t], out=df)  # dL/df = dc * c_{t-1}
+        xp.multiply(dc, g, out=di)  # dL/di = dc * g
+        xp.multiply(dc, i, out=dg)  # dL/dg = dc * i
+        # Through the activations: sigmoid' = s (1 - s) on [i, f, o]; tanh' = 1 - g^2 on g.
+        s = a[:, : 3 * H]
+        ds = dat[:, : 3 * H]
+        ds *= s
+        ds *= 1 - s
+        xp.multiply(g, g, out=tmp)
+        xp.subtract(1, tmp, out=tmp)
+        dg *= tmp
+        if mask is None:
+            xp.multiply(dc, f, out=dc_next)  # dc_{t-1} = dc * f
+            xp.matmul(dat, WhT, out=dh_next)  # dh_{t-1} = da Wh^T
+        else:
+            keep = ~m
+            xp.copyto(dat, 0, where=keep)  # a padded step receives no gradient ...
+            xp.multiply(dc, f, out=dc_next)
+            xp.copyto(dc_next, dc, where=keep)  # ... and passes the state gradient through unchanged
+            xp.matmul(dat, WhT, out=dh_next)
+            xp.copyto(dh_next, dht, where=keep)
+    # The weight gradients of all steps at once: one product each after the loop.
+    da2 = da.reshape(T * N, 4 * H)
+    dx = (da2 @ Wx.T).reshape(T, N, D)
+    dWx = x.reshape(T * N, D).T @ da2
+    dWh = h[:-1].reshape(T * N, H).T @ da2
+    db = da2.sum(axis=0)
+    return dx, dh_next, dc_next, dWx, dWh, db

@@ -1,0 +1,118 @@
+"""Vanilla RNN over a whole sequence: `rnn_step_forward`/`rnn_step_backward` for one step (as in CS231n)
+and `rnn_forward`/`rnn_backward` for the unrolled sequence.
+
+Dimensions, declared once for this module:
+    T  time steps        N  batch size        D  input size        H  hidden size
+
+    h_t = tanh(x_t Wx + h_{t-1} Wh + b)       (or relu)
+
+Buffers: x (T, N, D); h (T+1, N, H) with h[0] the initial state; Wx (D, H); Wh (H, H); b (H,).
+The one set of weights (Wx, Wh, b) is shared by every step. Derivation in docs/derivations/rnn.md.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from rnnkit.backend import get_array_module
+from rnnkit.functional._checks import check_recurrent_args, expect_float, expect_shape
+
+NONLINEARITIES = ("tanh", "relu")
+
+
+class RNNCache(NamedTuple):
+    x: object  # (T, N, D)
+    h: object  # (T+1, N, H)
+    Wx: object  # (D, H)
+    Wh: object  # (H, H)
+    mask: object  # (T, N) bool or None
+    nonlinearity: str
+
+
+def rnn_step_forward(x, h_prev, Wx, Wh, b, nonlinearity="tanh"):
+    """One step: x (N, D), h_prev (N, H) -> h (N, H). Returns h and the cache (x, h_prev, h, Wx, Wh)."""
+    xp = get_array_module(x)
+    a = x @ Wx + h_prev @ Wh + b
+    h = xp.tanh(a) if nonlinearity == "tanh" else xp.maximum(a, 0)
+    return h, (x, h_prev, h, Wx, Wh, nonlinearity)
+
+
+def rnn_step_backward(dh, cache):
+    """Backward of one step. Returns dx (N, D), dh_prev (N, H), dWx, dWh, db."""
+    x, h_prev, h, Wx, Wh, nonlinearity = cache
+    da = dh * (1 - h * h) if nonlinearity == "tanh" else dh * (h > 0)
+    return da @ Wx.T, da @ Wh.T, x.T @ da, h_prev.T @ da, da.sum(axis=0)
+
+
+def rnn_forward(x, h0, Wx, Wh, b, mask=None, nonlinearity="tanh"):
+    """Run the RNN over x (T, N, D) from h0 (N, H). Returns h: (T+1, N, H) and the cache."""
+    if nonlinearity not in NONLINEARITIES:
+        raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
+    expect_shape("Wh", Wh, (None, None), ("H", "H"))
+    H = Wh.shape[0]
+    T, N, D, mask = check_recurrent_args(
+        x,
+        {"h0": (h0, (x.shape[1] if x.ndim == 3 else None, H))},
+        {"Wx": (Wx, (x.shape[-1], H), ("D", "H")), "Wh": (Wh, (H, H), ("H", "H")),
+         "b": (b, (H,), ("H",))},
+        mask,
+    )
+    xp = get_array_module(x)
+    h = xp.empty((T + 1, N, H), dtype=x.dtype)
+    h[0] = h0
+    h[1:] = (x.reshape(T * N, D) @ Wx).reshape(T, N, H)  # hoisted input projection
+    h[1:] += b
+    hW = xp.empty((N, H), dtype=x.dtype)
+    for t in range(T):
+        xp.matmul(h[t], Wh, out=hW)
+        h[t + 1] += hW
+        if nonlinearity == "tanh":
+            xp.tanh(h[t + 1], out=h[t + 1])
+        else:
+            xp.maximum(h[t + 1], 0, out=h[t + 1])
+        if mask is not None:
+            xp.copyto(h[t + 1], h[t], where=~mask[t][:, None])
+    return h, RNNCache(x, h, Wx, Wh, mask, nonlinearity)
+
+
+def rnn_backward(dh, cache, dhT=None):
+    """BPTT for `rnn_forward`. dh: (T, N, H) gradient of h[1:]; dhT: (N, H) or None.
+
+    Returns dx (T, N, D), dh0 (N, H), dWx (D, H), dWh (H, H), db (H,).
+    """
+    x, h, Wx, Wh, mask, nonlinearity = cache
+    T, N, D = x.shape
+    H = Wh.shape[0]
+    xp = get_array_module(dh)
+    expect_shape("dh", dh, (T, N, H), ("T", "N", "H"))
+    expect_float("dh", dh, x.dtype)
+    dh_next = xp.zeros((N, H), dtype=x.dtype)
+    if dhT is not None:
+        expect_shape("dhT", dhT, (N, H), ("N", "H"))
+        dh_next += dhT
+    da = xp.empty((T, N, H), dtype=x.dtype)
+    WhT = Wh.T
+    for t in reversed(range(T)):
+        dat = da[t]
+        if mask is None:
+            xp.add(dh[t], dh_next, out=dat)
+        else:
+            m = mask[t][:, None]
+            xp.multiply(dh[t], m, out=dat)
+            dat += dh_next
+            dht = dat.copy()
+        if nonlinearity == "tanh":
+            dat *= 1 - h[t + 1] * h[t + 1]  # tanh'(a) = 1 - h^2
+        else:
+            dat *= h[t + 1] > 0
+        if mask is not None:
+            xp.copyto(dat, 0, where=~m)
+        xp.matmul(dat, WhT, out=dh_next)
+        if mask is not None:
+            xp.copyto(dh_next, dht, where=~m)
+    da2 = da.reshape(T * N, H)
+    dx = (da2 @ Wx.T).reshape(T, N, D)
+    dWx = x.reshape(T * N, D).T @ da2
+    dWh = h[:-1].reshape(T * N, H).T @ da2
+    db = da2.sum(axis=0)
+    return dx, dh_next, dWx, dWh, db

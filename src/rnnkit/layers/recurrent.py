@@ -1,0 +1,271 @@
+"""Recurrent layers: `RNN`, `LSTM`, `GRU`, each with `num_layers`, dropout between layers, and a
+bidirectional option. They own the weights; the math is in `rnnkit.functional`.
+
+Dimensions, declared once for this module:
+    T  time steps    N  batch size    D  input size    H  hidden size    L  layers    K  directions (1 or 2)
+
+    x       (T, N, D)        input, time-major
+    out     (T, N, K*H)      the last layer's hidden state at every step (forward and reverse concatenated)
+    state   (L*K, N, H)      initial / final hidden state, PyTorch's order (layer-major, then direction);
+                             the LSTM's state is the pair (h, c)
+    mask    (T, N)           valid steps; each column a prefix of ones (variable lengths in one batch)
+
+At padded steps the state is carried unchanged, so `out` repeats the last state there and the final
+state is each sequence's own. The reverse direction reads each sequence backwards within its length.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from rnnkit.backend import DEFAULT_DTYPE, get_array_module
+from rnnkit.functional import (
+    dropout_backward,
+    dropout_forward,
+    gru_backward,
+    gru_forward,
+    lstm_backward,
+    lstm_forward,
+    reverse_padded,
+    rnn_backward,
+    rnn_forward,
+)
+from rnnkit.functional._checks import check_mask, expect_shape
+from rnnkit.layers.module import Module
+
+
+@dataclass(frozen=True)
+class CellKind:
+    """How one cell type plugs into the shared stacking / direction logic."""
+
+    name: str
+    gates: int  # weight blocks per cell: 1 (RNN), 3 (GRU), 4 (LSTM)
+    has_cell_state: bool  # the LSTM carries (h, c)
+    forward: Callable  # (x, state, params, mask) -> (h (T+1, N, H), final state, cache)
+    backward: Callable  # (dy, cache, dstate) -> (dx, dstate0, {param: grad})
+
+
+def _rnn_fw(nonlinearity):
+    def fw(x, state, p, mask):
+        h, cache = rnn_forward(x, state[0], p["Wx"], p["Wh"], p["b"], mask, nonlinearity)
+        return h, (h[-1],), cache
+
+    return fw
+
+
+def _rnn_bw(dy, cache, dstate):
+    dx, dh0, dWx, dWh, db = rnn_backward(dy, cache, dstate[0])
+    return dx, (dh0,), {"Wx": dWx, "Wh": dWh, "b": db}
+
+
+def _lstm_fw(x, state, p, mask):
+    h, c, cache = lstm_forward(x, state[0], state[1], p["Wx"], p["Wh"], p["b"], mask)
+    return h, (h[-1], c[-1]), cache
+
+
+def _lstm_bw(dy, cache, dstate):
+    dx, dh0, dc0, dWx, dWh, db = lstm_backward(dy, cache, dstate[0], dstate[1])
+    return dx, (dh0, dc0), {"Wx": dWx, "Wh": dWh, "b": db}
+
+
+def _gru_fw(x, state, p, mask):
+    h, cache = gru_forward(x, state[0], p["Wx"], p["Wh"], p["b"], p["bhn"], mask)
+    return h, (h[-1],), cache
+
+
+def _gru_bw(dy, cache, dstate):
+    dx, dh0, dWx, dWh, db, dbhn = gru_backward(dy, cache, dstate[0])
+    return dx, (dh0,), {"Wx": dWx, "Wh": dWh, "b": db, "bhn": dbhn}
+
+
+class Recurrent(Module):
+    """A stack of `num_layers` recurrent layers of one cell kind, optionally bidirectional.
+
+    Parameters are named `l{k}.Wx`, `l{k}.Wh`, `l{k}.b` (and `l{k}.bhn` for the GRU); the reverse
+    direction of layer k is `l{k}_reverse.*`. Initialisation follows PyTorch: U(-1/sqrt(H), 1/sqrt(H)).
+    """
+
+    def __init__(self, kind: CellKind, input_size, hidden_size, num_layers=1, bidirectional=False,
+                 dropout=0.0, dtype=DEFAULT_DTYPE, seed=0):
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.kind = kind
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.num_layers, self.bidirectional, self.dropout = num_layers, bidirectional, dropout
+        self.num_directions = 2 if bidirectional else 1
+        self.dtype = np.dtype(dtype)
+        self.rng = np.random.default_rng(seed)  # weights now, dropout masks later
+        H, G = hidden_size, kind.gates
+        bound = 1.0 / math.sqrt(H)
+        for k in range(num_layers):
+            D = input_size if k == 0 else H * self.num_directions
+            for d in range(self.num_directions):
+                pre = self._prefix(k, d)
+                u = lambda *shape: self.rng.uniform(-bound, bound, shape).astype(dtype)  # noqa: E731
+                self.add_param(pre + "Wx", u(D, G * H))
+                self.add_param(pre + "Wh", u(H, G * H))
+                self.add_param(pre + "b", u(G * H))
+                if kind.name == "gru":
+                    self.add_param(pre + "bhn", u(H))
+        self._caches = None
+
+    @staticmethod
+    def _prefix(k, d):
+        return f"l{k}{'_reverse' if d else ''}."
+
+    def _layer_params(self, k, d):
+        pre = self._prefix(k, d)
+        return {name[len(pre):]: p for name, p in self.params.items() if name.startswith(pre)}
+
+    def init_state(self, N, xp=np):
+        """Zero initial state: (L*K, N, H), or the pair (h, c) for the LSTM."""
+        shape = (self.num_layers * self.num_directions, N, self.hidden_size)
+        h = xp.zeros(shape, dtype=self.dtype)
+        return (h, xp.zeros(shape, dtype=self.dtype)) if self.kind.has_cell_state else h
+
+    def _split_state(self, state, N):
+        """Turn the user's state into a tuple of (L*K, N, H) arrays, checking shapes."""
+        shape = (self.num_layers * self.num_directions, N, self.hidden_size)
+        if state is None:
+            state = self.init_state(N)
+        parts = tuple(state) if self.kind.has_cell_state else (state,)
+        names = ("h0", "c0") if self.kind.has_cell_state else ("h0",)
+        if len(parts) != len(names):
+            raise ValueError(f"state for {self.kind.name} must be {names}, got {len(parts)} arrays")
+        for name, s in zip(names, parts):
+            expect_shape(name, s, shape, ("L*K", "N", "H"))
+        return parts
+
+    def _join_state(self, parts):
+        return tuple(parts) if self.kind.has_cell_state else parts[0]
+
+    def forward(self, x, state=None, mask=None):
+        """x: (T, N, D) -> out (T, N, K*H), final state (L*K, N, H) (a pair for the LSTM)."""
+        expect_shape("x", x, (None, None, self.input_size), ("T", "N", "D"))
+        T, N, _ = x.shape
+        mask = check_mask(mask, T, N)
+        parts = self._split_state(state, N)
+        xp = get_array_module(x)
+        finals = [xp.empty_like(s) for s in parts]
+        caches = []
+        inp = x
+        for k in range(self.num_layers):
+            outs = []
+            for d in range(self.num_directions):
+                i = k * self.num_directions + d
+                xin = reverse_padded(inp, mask) if d else inp
+                h, final, cache = self.kind.forward(xin, tuple(s[i] for s in parts),
+                                                    self._layer_params(k, d), mask)
+                for f, s in zip(finals, final):
+                    f[i] = s
+                outs.append(reverse_padded(h[1:], mask) if d else h[1:])
+                caches.append(cache)
+            inp = xp.concatenate(outs, axis=-1) if self.num_directions == 2 else outs[0]
+            drop = None
+            if k < self.num_layers - 1 and self.dropout > 0:
+                inp, drop = dropout_forward(inp, self.dropout, self.rng, self.training)
+            caches.append(drop)
+        self._caches = (mask, caches)
+        return inp, self._join_state(finals)
+
+    def backward(self, dout, dstate=None):
+        """dout: (T, N, K*H) gradient of `out`; dstate: gradient of the final state (same form) or None.
+
+        Adds the parameter gradients into `self.grads`; returns dx (T, N, D) and the initial state's
+        gradient. The layers and directions run in the reverse of the forward's order.
+        """
+        if self._caches is None:
+            raise RuntimeError("backward called before forward")
+        mask, caches = self._caches
+        T, N, _ = dout.shape
+        expect_shape("dout", dout, (T, N, self.num_directions * self.hidden_size), ("T", "N", "K*H"))
+        H, K = self.hidden_size, self.num_directions
+        zeros = self.init_state(N)
+        dparts = self._split_state(dstate if dstate is not None else zeros, N)
+        xp = get_array_module(dout)
+        dstate0 = [xp.empty_like(s) for s in dparts]
+        dinp = dout
+        for k in reversed(range(self.num_layers)):
+            drop = caches[k * (K + 1) + K]
+            dinp = dropout_backward(dinp, drop)
+            dx = None
+            for d in reversed(range(K)):
+                i = k * K + d
+                dy = dinp[..., d * H:(d + 1) * H]
+                if d:
+                    dy = reverse_padded(dy, mask)
+                dxd, ds0, grads = self.kind.backward(xp.ascontiguousarray(dy), caches[k * (K + 1) + d],
+                                                      tuple(s[i] for s in dparts))
+                if d:
+                    dxd = reverse_padded(dxd, mask)
+                dx = dxd if dx is None else dx + dxd
+                for g0, s in zip(dstate0, ds0):
+                    g0[i] = s
+                pre = self._prefix(k, d)
+                for name, g in grads.items():
+                    self.grads[pre + name] += g
+            dinp = dx
+        return dinp, self._join_state(dstate0)
+
+
+RNN_TANH = CellKind("rnn", 1, False, _rnn_fw("tanh"), _rnn_bw)
+RNN_RELU = CellKind("rnn", 1, False, _rnn_fw("relu"), _rnn_bw)
+LSTM_KIND = CellKind("lstm", 4, True, _lstm_fw, _lstm_bw)
+GRU_KIND = CellKind("gru", 3, False, _gru_fw, _gru_bw)
+
+
+class RNN(Recurrent):
+    """Vanilla RNN, h_t = tanh(x_t Wx + h_{t-1} Wh + b); `nonlinearity="relu"` as an option."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bidirectional=False, dropout=0.0,
+                 nonlinearity="tanh", dtype=DEFAULT_DTYPE, seed=0):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        kind = RNN_TANH if nonlinearity == "tanh" else RNN_RELU
+        super().__init__(kind, input_size, hidden_size, num_layers, bidirectional, dropout, dtype, seed)
+        self.nonlinearity = nonlinearity
+
+
+class LSTM(Recurrent):
+    """LSTM with gates [i, f, o, g]; `forget_bias` sets the forget gate's bias at initialisation
+    (1.0 is the usual choice, Jozefowicz et al. 2015; None keeps PyTorch's uniform initialisation)."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bidirectional=False, dropout=0.0,
+                 forget_bias=None, dtype=DEFAULT_DTYPE, seed=0):
+        super().__init__(LSTM_KIND, input_size, hidden_size, num_layers, bidirectional, dropout, dtype,
+                         seed)
+        if forget_bias is not None:
+            H = hidden_size
+            for name, p in self.params.items():
+                if name.endswith(".b"):
+                    p[H:2 * H] = forget_bias
+
+
+class GRU(Recurrent):
+    """GRU in PyTorch's formulation (reset gate applied to h W_hn + b_hn)."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bidirectional=False, dropout=0.0,
+                 dtype=DEFAULT_DTYPE, seed=0):
+        super().__init__(GRU_KIND, input_size, hidden_size, num_layers, bidirectional, dropout, dtype,
+                         seed)
+
+
+def make_recurrent(cell: str, input_size, hidden_size, **kwargs) -> Recurrent:
+    """Build a recurrent layer by name: 'lstm', 'gru', 'rnn' (tanh) or 'rnn_relu'."""
+    cell = cell.lower()
+    if cell != "lstm":
+        kwargs.pop("forget_bias", None)
+    if cell == "lstm":
+        return LSTM(input_size, hidden_size, **kwargs)
+    if cell == "gru":
+        return GRU(input_size, hidden_size, **kwargs)
+    if cell in ("rnn", "rnn_tanh", "rnn_relu"):
+        return RNN(input_size, hidden_size, nonlinearity="relu" if cell == "rnn_relu" else "tanh", **kwargs)
+    raise ValueError(f"cell must be one of lstm, gru, rnn, rnn_relu; got {cell!r}")
