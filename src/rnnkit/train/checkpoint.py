@@ -104,7 +104,7 @@ def has_checkpoint(run_dir, name="last"):
 
 def load_checkpoint(run_dir, name="last", task=None):
     """Return (arrays, meta, task) of checkpoint `name`; anything but a valid one is a UserError."""
-    from safetensors import SafetensorsError
+    from safetensors import SafetensorError
     from safetensors.numpy import load
 
     run_dir = Path(run_dir)
@@ -132,7 +132,7 @@ def load_checkpoint(run_dir, name="last", task=None):
         raise UserError(f"{wpath}: checksum mismatch (file corrupted or replaced)")
     try:
         arrays = load(data)
-    except (SafetensorsError, ValueError, OSError) as e:
+    except (SafetensorError, ValueError, OSError, TypeError) as e:
         raise UserError(f"{wpath}: not a valid safetensors file ({e})") from None
     meta = info.get("meta")
     if not isinstance(meta, dict):
