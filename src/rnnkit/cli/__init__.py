@@ -14,7 +14,11 @@ from rnnkit.errors import UserError
 
 # Modules that add verbs: each defines `register(sub, train_sub)` where `sub` holds the top-level verbs
 # and `train_sub` the tasks of `rnnkit train <task>`.
-VERB_MODULES = ["rnnkit.cli.demo", "rnnkit.cli.bench"]
+VERB_MODULES = [
+    "rnnkit.cli.demo",
+    "rnnkit.cli.bench",
+    "rnnkit.cli.evaluate",
+]
 
 
 def build_parser():

@@ -1,0 +1,50 @@
+"""`rnnkit eval DIR`: evaluate a run of any task. The run's checkpoint names its task, and the task's CLI
+module (`rnnkit.cli.<module>`) provides `evaluate(args)`."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from rnnkit.errors import UserError
+from rnnkit.train.checkpoint import read_json
+
+# task name (as saved in the checkpoint) -> CLI module that defines `evaluate(args)`
+TASK_MODULES = {
+    "lm": "rnnkit.cli.lm",
+    "classify": "rnnkit.cli.classify",
+    "caption": "rnnkit.cli.caption",
+    "translate": "rnnkit.cli.translate",
+    "adding": "rnnkit.cli.memory",
+    "copy": "rnnkit.cli.memory",
+}
+
+
+def register(sub, train_sub):
+    p = sub.add_parser("eval", help="evaluate a trained run (validation loss, accuracy, BLEU, ...)")
+    p.add_argument("dir", help="run directory written by `rnnkit train`")
+    p.add_argument("--data", help="data file to evaluate on (the task's format); default: the run's own")
+    p.add_argument("--beam", type=int, default=None, help="beam width, for tasks that decode")
+    p.add_argument("--encoding", default="utf-8", help="text encoding of --data")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.set_defaults(func=run)
+
+
+def run_task(run_dir) -> str:
+    """The task of the run in `run_dir`, read from its checkpoint index."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run directory")
+    for name in ("best", "last"):
+        if (run_dir / f"{name}.json").exists():
+            task = read_json(run_dir / f"{name}.json", "checkpoint index").get("task")
+            if task not in TASK_MODULES:
+                raise UserError(f"{run_dir}: unknown task {task!r} in {name}.json")
+            return task
+    raise UserError(f"{run_dir}: not an rnnkit run directory (no checkpoint)")
+
+
+def run(args):
+    task = run_task(args.dir)
+    module = importlib.import_module(TASK_MODULES[task])
+    return module.evaluate(args)
