@@ -233,3 +233,35 @@ def test_backward_accumulates(rng):
     assert np.allclose(layer.grads["l0.Wx"], 2 * once)
     layer.zero_grad()
     assert not layer.grads["l0.Wx"].any()
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_trace_records_every_state_gradient(rng, cell):
+    """trace["dh"][t] is dL/dh_t: with a loss on the last output only, trace["dh"][0] is dh0 and
+    trace["dh"][T] the upstream gradient; checked numerically at a middle step via h0 of a suffix run."""
+    x, h0 = rng.standard_normal((T, N, D)), rng.standard_normal((N, H))
+    dh = np.zeros((T, N, H))
+    dh[-1] = rng.standard_normal((N, H))
+    trace = {}
+    if cell == "rnn":
+        Wx, Wh, b = rng.standard_normal((D, H)), rng.standard_normal((H, H)) * 0.5, rng.standard_normal(H)
+        h, cache = rnn_forward(x, h0, Wx, Wh, b)
+        dh0 = rnn_backward(dh, cache, trace=trace)[1]
+        suffix = lambda: rnn_forward(x[2:], hmid, Wx, Wh, b)[0][-1]  # noqa: E731
+    elif cell == "lstm":
+        c0 = rng.standard_normal((N, H))
+        Wx, Wh, b = rng.standard_normal((D, 4 * H)), rng.standard_normal((H, 4 * H)), rng.standard_normal(4 * H)
+        h, c, cache = lstm_forward(x, h0, c0, Wx, Wh, b)
+        dh0 = lstm_backward(dh, cache, trace=trace)[1]
+        cmid = c[2].copy()
+        suffix = lambda: lstm_forward(x[2:], hmid, cmid, Wx, Wh, b)[0][-1]  # noqa: E731
+    else:
+        Wx, Wh = rng.standard_normal((D, 3 * H)), rng.standard_normal((H, 3 * H))
+        b, bhn = rng.standard_normal(3 * H), rng.standard_normal(H)
+        h, cache = gru_forward(x, h0, Wx, Wh, b, bhn)
+        dh0 = gru_backward(dh, cache, trace=trace)[1]
+        suffix = lambda: gru_forward(x[2:], hmid, Wx, Wh, b, bhn)[0][-1]  # noqa: E731
+    assert trace["dh"].shape == (T + 1, N, H)
+    assert np.allclose(trace["dh"][0], dh0) and np.allclose(trace["dh"][T], dh[-1])
+    hmid = h[2].copy()
+    assert rel_error(numerical_grad(suffix, hmid, dh[-1]), trace["dh"][2]) < TOL

@@ -75,10 +75,11 @@ def gru_forward(x, h0, Wx, Wh, b, bhn, mask=None):
     return h, GRUCache(x, h, gates, hn, Wx, Wh, mask)
 
 
-def gru_backward(dh, cache, dhT=None):
+def gru_backward(dh, cache, dhT=None, trace=None):
     """BPTT for `gru_forward`.
 
     dh: (T, N, H) gradient of h[1:]; dhT: (N, H) gradient of the final state or None.
+    trace: a dict to receive trace["dh"][t] = dL/dh_t, (T+1, N, H), for diagnostics; None to skip.
     Returns dx (T, N, D), dh0 (N, H), dWx (D, 3H), dWh (H, 3H), db (3H,), dbhn (H,).
     """
     x, h, gates, hn, Wx, Wh, mask = cache
@@ -96,6 +97,8 @@ def gru_backward(dh, cache, dhT=None):
     dht = xp.empty((N, H), dtype=x.dtype)
     tmp = xp.empty((N, H), dtype=x.dtype)
     WhT = Wh.T
+    if trace is not None:
+        trace_dh = trace["dh"] = xp.zeros((T + 1, N, H), dtype=x.dtype)
     for t in reversed(range(T)):
         a = gates[t]
         r, z, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
@@ -107,6 +110,8 @@ def gru_backward(dh, cache, dhT=None):
             m = mask[t][:, None]
             xp.multiply(dh[t], m, out=dht)
             dht += dh_next
+        if trace is not None:
+            trace_dh[t + 1] = dht
         xp.subtract(h[t], n, out=dz)
         dz *= dht  # dL/dz = dh * (h_{t-1} - n)
         xp.subtract(1, z, out=dn)
@@ -130,6 +135,8 @@ def gru_backward(dh, cache, dhT=None):
         dh_next += tmp  # dh_{t-1} = dh * z + d(h W_h) Wh^T
         if mask is not None:
             xp.copyto(dh_next, dht, where=keep)
+    if trace is not None:
+        trace_dh[0] = dh_next
     dxa2 = dxa.reshape(T * N, 3 * H)
     dha2 = dha.reshape(T * N, 3 * H)
     dx = (dxa2 @ Wx.T).reshape(T, N, D)

@@ -89,7 +89,7 @@ def lstm_forward(x, h0, c0, Wx, Wh, b, mask=None):
     return h, c, LSTMCache(x, h, c, gates, tanh_c, Wx, Wh, mask)
 
 
-def lstm_backward(dh, cache, dhT=None, dcT=None):
+def lstm_backward(dh, cache, dhT=None, dcT=None, trace=None):
     """Backpropagation through time for `lstm_forward`.
 
     dh: (T, N, H) gradient of the outputs h[1:]; dhT, dcT: (N, H) gradients of the final state (from a later
@@ -115,6 +115,9 @@ def lstm_backward(dh, cache, dhT=None, dcT=None):
     dc = xp.empty((N, H), dtype=x.dtype)
     tmp = xp.empty((N, H), dtype=x.dtype)
     WhT = Wh.T
+    if trace is not None:
+        trace_dh = trace["dh"] = xp.zeros((T + 1, N, H), dtype=x.dtype)
+        trace_dc = trace["dc"] = xp.zeros((T + 1, N, H), dtype=x.dtype)
     for t in reversed(range(T)):
         a = gates[t]
         i, f, o, g = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
@@ -136,6 +139,9 @@ def lstm_backward(dh, cache, dhT=None, dcT=None):
         if mask is not None:
             tmp *= m  # a padded step's dh goes straight to h_{t-1}, not into the cell
         xp.add(dc_next, tmp, out=dc)
+        if trace is not None:
+            trace_dh[t + 1] = dht
+            trace_dc[t + 1] = dc
         xp.multiply(dc, c[t], out=df)  # dL/df = dc * c_{t-1}
         xp.multiply(dc, g, out=di)  # dL/di = dc * g
         xp.multiply(dc, i, out=dg)  # dL/dg = dc * i
@@ -157,6 +163,8 @@ def lstm_backward(dh, cache, dhT=None, dcT=None):
             xp.copyto(dc_next, dc, where=keep)  # ... and passes the state gradient through unchanged
             xp.matmul(dat, WhT, out=dh_next)
             xp.copyto(dh_next, dht, where=keep)
+    if trace is not None:
+        trace_dh[0], trace_dc[0] = dh_next, dc_next
     # The weight gradients of all steps at once: one product each after the loop.
     da2 = da.reshape(T * N, 4 * H)
     dx = (da2 @ Wx.T).reshape(T, N, D)

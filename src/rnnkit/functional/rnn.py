@@ -75,8 +75,9 @@ def rnn_forward(x, h0, Wx, Wh, b, mask=None, nonlinearity="tanh"):
     return h, RNNCache(x, h, Wx, Wh, mask, nonlinearity)
 
 
-def rnn_backward(dh, cache, dhT=None):
+def rnn_backward(dh, cache, dhT=None, trace=None):
     """BPTT for `rnn_forward`. dh: (T, N, H) gradient of h[1:]; dhT: (N, H) or None.
+    trace: a dict to receive trace["dh"][t] = dL/dh_t, (T+1, N, H), for diagnostics; None to skip.
 
     Returns dx (T, N, D), dh0 (N, H), dWx (D, H), dWh (H, H), db (H,).
     """
@@ -92,6 +93,8 @@ def rnn_backward(dh, cache, dhT=None):
         dh_next += dhT
     da = xp.empty((T, N, H), dtype=x.dtype)
     WhT = Wh.T
+    if trace is not None:
+        trace_dh = trace["dh"] = xp.zeros((T + 1, N, H), dtype=x.dtype)
     for t in reversed(range(T)):
         dat = da[t]
         if mask is None:
@@ -101,6 +104,8 @@ def rnn_backward(dh, cache, dhT=None):
             xp.multiply(dh[t], m, out=dat)
             dat += dh_next
             dht = dat.copy()
+        if trace is not None:
+            trace_dh[t + 1] = dat
         if nonlinearity == "tanh":
             dat *= 1 - h[t + 1] * h[t + 1]  # tanh'(a) = 1 - h^2
         else:
@@ -110,6 +115,8 @@ def rnn_backward(dh, cache, dhT=None):
         xp.matmul(dat, WhT, out=dh_next)
         if mask is not None:
             xp.copyto(dh_next, dht, where=~m)
+    if trace is not None:
+        trace_dh[0] = dh_next
     da2 = da.reshape(T * N, H)
     dx = (da2 @ Wx.T).reshape(T, N, D)
     dWx = x.reshape(T * N, D).T @ da2
