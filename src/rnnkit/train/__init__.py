@@ -1,5 +1,6 @@
-"""Training system: checkpoints, run directories, and the training loops."""
+"""Training system: checkpoints, run directories, batch sources and the training loop."""
 
+from rnnkit.train.batches import IndexBatches, StreamBatch, StreamBatches
 from rnnkit.train.checkpoint import (
     has_checkpoint,
     load_checkpoint,
@@ -8,6 +9,8 @@ from rnnkit.train.checkpoint import (
     save_checkpoint,
     write_json_atomic,
 )
+from rnnkit.train.loop import BatchSource, TrainConfig, TrainTask, fit, plot_metrics
 
-__all__ = ["has_checkpoint", "load_checkpoint", "prepare_run_dir", "read_json", "save_checkpoint",
-           "write_json_atomic"]
+__all__ = ["BatchSource", "IndexBatches", "StreamBatch", "StreamBatches", "TrainConfig", "TrainTask",
+           "fit", "has_checkpoint", "load_checkpoint", "plot_metrics", "prepare_run_dir", "read_json",
+           "save_checkpoint", "write_json_atomic"]

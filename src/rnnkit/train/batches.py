@@ -1,0 +1,123 @@
+"""Resumable batch sources for `rnnkit.train.loop.fit`.
+
+`StreamBatches`: a token stream cut into N parallel streams for truncated BPTT (the language model).
+`IndexBatches`: shuffled mini-batches of item indices for full BPTT on padded batches (other tasks give a
+`collate` that pads the items into arrays).
+
+Both return to the same batch after `load_state_dict(state_dict())`: the position and the RNG state are
+plain JSON.
+
+Dimensions: T time steps (chunk length), N streams / batch size.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class StreamBatch(NamedTuple):
+    x: np.ndarray  # (T, N) input tokens
+    y: np.ndarray  # (T, N) next tokens (targets)
+    reset: bool  # first chunk of an epoch: the carried hidden state must be reset to zeros
+
+
+class StreamBatches:
+    """Cut `ids` into N equal streams (stream n is ids[n*L : (n+1)*L]); batch k is the k-th chunk of T
+    steps of every stream, so the hidden state at the end of one chunk is the right initial state for the
+    next (truncated BPTT). Each epoch starts at a random offset in [0, T) (`shuffle_offset`), so chunk
+    boundaries fall in different places from epoch to epoch; the state is reset at each epoch's start.
+    """
+
+    def __init__(self, ids, batch_size: int, seq_len: int, seed: int = 0, shuffle_offset: bool = True):
+        ids = np.asarray(ids)
+        if ids.ndim != 1:
+            raise ValueError("ids must be a 1-D token array")
+        if batch_size < 1 or seq_len < 1:
+            raise ValueError("batch_size and seq_len must be positive")
+        self.N, self.T = batch_size, seq_len
+        self.L = len(ids) // batch_size  # tokens per stream
+        if self.L < seq_len + 1:
+            raise ValueError(f"{len(ids)} tokens is too short for {batch_size} streams of one chunk of "
+                             f"{seq_len} steps (needs {batch_size * (seq_len + 1)})")
+        self.streams = ids[: self.N * self.L].reshape(self.N, self.L).T.copy()  # (L, N)
+        self.shuffle_offset = shuffle_offset
+        self.rng = np.random.default_rng(seed)
+        self.epoch = 0
+        self.pos = None  # start of the next chunk in the current epoch; None: start a new epoch
+
+    def chunks_per_epoch(self, offset=0):
+        return (self.L - 1 - offset) // self.T
+
+    def _new_epoch(self):
+        offset = int(self.rng.integers(0, min(self.T, self.L - 1 - self.T) + 1)) if self.shuffle_offset \
+            else 0
+        self.pos = offset
+        self.epoch += 1
+
+    def next_batch(self) -> StreamBatch:
+        reset = False
+        if self.pos is None or self.pos + self.T + 1 > self.L:
+            self._new_epoch()
+            reset = True
+        p, T = self.pos, self.T
+        x = self.streams[p:p + T]
+        y = self.streams[p + 1:p + T + 1]
+        self.pos = p + T
+        return StreamBatch(x, y, reset)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "pos": self.pos, "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, d: dict):
+        self.epoch, self.pos = int(d["epoch"]), (None if d["pos"] is None else int(d["pos"]))
+        self.rng.bit_generator.state = d["rng"]
+
+
+class IndexBatches:
+    """Endless mini-batches of indices into `n` items, reshuffled each epoch; `collate(indices)` turns
+    them into the batch (e.g. padded arrays and a mask). The last short batch of an epoch is kept unless
+    `drop_last`."""
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0, collate=None, shuffle: bool = True,
+                 drop_last: bool = False):
+        if n < 1 or batch_size < 1:
+            raise ValueError("need at least one item and a positive batch size")
+        self.n, self.batch_size = n, batch_size
+        self.collate = collate or (lambda idx: idx)
+        self.shuffle, self.drop_last = shuffle, drop_last
+        self.rng = np.random.default_rng(seed)
+        self.epoch = 0
+        self.order = None
+        self.pos = 0
+
+    def _draw_order(self):
+        self._rng_at_epoch = self.rng.bit_generator.state  # the permutation is re-drawn from it
+        self.order = self.rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+
+    def next_batch(self):
+        end = self.pos + self.batch_size
+        if self.order is None or self.pos >= self.n or (self.drop_last and end > self.n):
+            self._draw_order()
+            self.epoch += 1
+            self.pos = 0
+            end = self.batch_size
+        idx = self.order[self.pos:end]
+        self.pos = end
+        return self.collate(idx)
+
+    def state_dict(self) -> dict:
+        # The RNG state from before the current epoch's permutation, not the permutation itself, so the
+        # JSON stays small; loading re-draws the same permutation.
+        started = self.order is not None
+        return {"epoch": self.epoch, "pos": self.pos, "started": started,
+                "rng": self._rng_at_epoch if started else self.rng.bit_generator.state}
+
+    def load_state_dict(self, d: dict):
+        self.epoch, self.pos = int(d["epoch"]), int(d["pos"])
+        self.rng.bit_generator.state = d["rng"]
+        if d.get("started"):
+            self._draw_order()
+        else:
+            self.order = None

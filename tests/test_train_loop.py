@@ -1,0 +1,212 @@
+"""The generic training loop on a toy task: it learns, resumes exactly, checkpoints, logs, stops."""
+
+import json
+
+import numpy as np
+import pytest
+
+from rnnkit.errors import UserError
+from rnnkit.functional import softmax_cross_entropy
+from rnnkit.layers import LSTM, Dropout, Embedding, Linear
+from rnnkit.train import IndexBatches, StreamBatches, TrainConfig, fit, load_checkpoint
+
+
+class ToyStreamTask:
+    """Next-token prediction on a periodic stream with truncated BPTT, dropout and a carried state."""
+
+    task = "toy"
+
+    def __init__(self, V=7, seed=0, dropout=0.3):
+        self.emb = Embedding(V, 8, seed=seed)
+        self.rnn = LSTM(8, 16, num_layers=2, dropout=dropout, seed=seed + 1)
+        self.drop = Dropout(dropout, seed=seed + 2)
+        self.head = Linear(16, V, seed=seed + 3)
+        self.modules = {"emb": self.emb, "rnn": self.rnn, "drop": self.drop, "head": self.head}
+        self.state = None
+        self.evals = 0
+
+    def train_step(self, batch):
+        if batch.reset or self.state is None:
+            self.state = self.rnn.init_state(batch.x.shape[1])
+        out, self.state = self.rnn.forward(self.emb.forward(batch.x), self.state)
+        loss, dlogits = softmax_cross_entropy(self.head.forward(self.drop.forward(out)), batch.y)
+        dx, _ = self.rnn.backward(self.drop.backward(self.head.backward(dlogits)))
+        self.emb.backward(dx)
+        return {"loss": loss, "tokens": batch.x.size}
+
+    def evaluate(self):
+        self.evals += 1
+        x = np.tile(np.arange(7), 6)[:, None]
+        out, _ = self.rnn.forward(self.emb.forward(x[:-1]))
+        loss, _ = softmax_cross_entropy(self.head.forward(out), x[1:])
+        return {"val_loss": loss, "bumpy": float(self.evals % 2)}
+
+    def extra_state(self):
+        if self.state is None:
+            return {}, {"has_state": False}
+        return {"h": self.state[0], "c": self.state[1]}, {"has_state": True}
+
+    def load_extra_state(self, arrays, obj):
+        self.state = (arrays["h"].copy(), arrays["c"].copy()) if obj["has_state"] else None
+
+
+def _source(seed=0):
+    ids = np.tile(np.arange(7), 60)
+    return StreamBatches(ids, batch_size=4, seq_len=9, seed=seed)
+
+
+def _weights(task):
+    return {f"{n}.{k}": v.copy() for n, m in task.modules.items() for k, v in m.state_dict().items()}
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_resume_reaches_the_same_weights(tmp_path, optimizer):
+    N = 24
+    kw = dict(optimizer=optimizer, lr=0.01, eval_every=5, checkpoint_every=7, log_every=3, momentum=0.9)
+    straight = ToyStreamTask()
+    fit(straight, _source(), TrainConfig(steps=N, **kw), tmp_path / "a", {"toy": 1}, progress=False)
+
+    half = ToyStreamTask()
+    fit(half, _source(), TrainConfig(steps=N // 2, **kw), tmp_path / "b", {"toy": 1}, progress=False)
+    resumed = ToyStreamTask(seed=99)  # different initial weights and generators: all must be restored
+    summary = fit(resumed, _source(seed=5), TrainConfig(steps=N, **kw), tmp_path / "b", {"toy": 1},
+                  resume=True, progress=False)
+    assert summary["step"] == N
+    a, b = _weights(straight), _weights(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == np.float32
+        np.testing.assert_allclose(b[k], a[k], rtol=0, atol=1e-6, err_msg=k)
+    # the metrics file of the resumed run holds the same train lines as the straight one
+    la = [json.loads(s) for s in (tmp_path / "a/metrics.jsonl").read_text().splitlines()]
+    lb = [json.loads(s) for s in (tmp_path / "b/metrics.jsonl").read_text().splitlines()]
+    ta = [(r["step"], round(r["loss"], 5)) for r in la if r["kind"] == "train"]
+    tb = [(r["step"], round(r["loss"], 5)) for r in lb if r["kind"] == "train"]
+    assert ta == tb
+
+
+def test_fit_learns_and_writes_the_run_dir(tmp_path):
+    task = ToyStreamTask(dropout=0.0)
+    cfg = TrainConfig(steps=60, lr=0.02, eval_every=20, checkpoint_every=20, log_every=10)
+    s = fit(task, _source(), cfg, tmp_path, {"V": 7}, progress=False)
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in lines if r["kind"] == "train"]
+    evals = [r for r in lines if r["kind"] == "eval"]
+    assert [r["step"] for r in train] == [10, 20, 30, 40, 50, 60]
+    assert [r["step"] for r in evals] == [20, 40, 60]
+    assert train[-1]["loss"] < 0.5 * train[0]["loss"]
+    assert all(r["tokens_per_s"] > 0 and "grad_norm" in r for r in train)
+    assert s["best"] == min(r["val_loss"] for r in evals) and s["stopped"] == "steps"
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    arrays, meta, t = load_checkpoint(tmp_path, "last", "toy")
+    assert t == "toy" and meta["step"] == 60 and meta["config"] == {"V": 7}
+    assert "optim/rnn.l0.Wx/m" in arrays and "extra/h" in arrays
+    _, bmeta, _ = load_checkpoint(tmp_path, "best", "toy")
+    assert bmeta["step"] == s["best_step"]
+
+
+def test_early_stopping_on_max_monitor(tmp_path):
+    # "bumpy" goes 1, 0, 1, 0...; with mode max it never beats the first eval, so patience 2 stops at
+    # the third eval.
+    task = ToyStreamTask()
+    cfg = TrainConfig(steps=100, eval_every=2, monitor="bumpy", monitor_mode="max", patience=2)
+    s = fit(task, _source(), cfg, tmp_path, {}, progress=False)
+    assert s["stopped"] == "early_stopping" and s["step"] == 6 and s["best_step"] == 2
+
+
+def test_time_budget_stops(tmp_path):
+    s = fit(ToyStreamTask(), _source(), TrainConfig(steps=None, minutes=1e-9), tmp_path, {},
+            progress=False)
+    assert s["stopped"] == "minutes" and s["step"] == 0
+
+
+def test_diverging_loss_is_a_user_error(tmp_path):
+    class Nan(ToyStreamTask):
+        def train_step(self, batch):
+            return {"loss": float("nan"), "tokens": 1}
+
+    with pytest.raises(UserError, match="diverged.*step 1"):
+        fit(Nan(), _source(), TrainConfig(steps=3), tmp_path, {}, progress=False)
+
+
+@pytest.mark.parametrize("field,value,flag", [("lr", -1.0, "--lr"), ("optimizer", "lbfgs", "--optimizer"),
+                                              ("schedule", "linear", "--schedule"), ("steps", 0, "--steps")])
+def test_bad_config_names_the_flag(tmp_path, field, value, flag):
+    with pytest.raises(UserError, match=flag):
+        fit(ToyStreamTask(), _source(), TrainConfig(**{field: value}), tmp_path, {}, progress=False)
+
+
+def test_resume_refuses_another_task(tmp_path):
+    fit(ToyStreamTask(), _source(), TrainConfig(steps=2), tmp_path, {}, progress=False)
+
+    class Other(ToyStreamTask):
+        task = "other"
+
+    with pytest.raises(UserError, match="task 'toy', expected 'other'"):
+        fit(Other(), _source(), TrainConfig(steps=4), tmp_path, {}, resume=True, progress=False)
+
+
+def test_progress_bar_draws_on_a_tty(tmp_path):
+    import io
+
+    from rnnkit.train.progress import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Tty()
+    bar = Progress(total_steps=10, stream=out, interval=0)
+    bar.update(5, 2.0, 1234.0, 10.0)
+    bar.message("step 5: val_loss 1.9")
+    bar.close()
+    text = out.getvalue()
+    assert "5/10" in text and "loss 2.0000" in text and "1,234 tok/s" in text and "left 00:10" in text
+    assert "val_loss 1.9\n" in text
+    silent = Tty()
+    off = Progress(total_steps=10, stream=silent, enabled=False)
+    off.update(1, 1.0, 1.0, 1.0)
+    off.message("x")
+    assert silent.getvalue() == ""
+    pipe = io.StringIO()  # not a tty: no bar, messages only
+    p = Progress(total_steps=10, stream=pipe)
+    p.update(1, 1.0, 1.0, 1.0)
+    p.message("eval")
+    assert pipe.getvalue() == "eval\n"
+
+
+def test_stream_batches_cover_the_streams_and_resume():
+    ids = np.arange(103)
+    src = StreamBatches(ids, batch_size=4, seq_len=5, seed=1, shuffle_offset=False)
+    b = src.next_batch()
+    assert b.reset and b.x.shape == (5, 4)
+    np.testing.assert_array_equal(b.x[:, 1], np.arange(25, 30))
+    np.testing.assert_array_equal(b.y, b.x + 1)
+    b2 = src.next_batch()
+    assert not b2.reset and b2.x[0, 0] == 5
+    src = StreamBatches(ids, batch_size=4, seq_len=5, seed=1)
+    seen = [src.next_batch() for _ in range(7)]
+    state = json.loads(json.dumps(src.state_dict()))
+    nxt = [src.next_batch() for _ in range(9)]
+    other = StreamBatches(ids, batch_size=4, seq_len=5, seed=2)
+    other.load_state_dict(state)
+    again = [other.next_batch() for _ in range(9)]
+    assert any(b.reset for b in seen + nxt)
+    for u, v in zip(nxt, again):
+        np.testing.assert_array_equal(u.x, v.x)
+        assert u.reset == v.reset
+    with pytest.raises(ValueError, match="too short"):
+        StreamBatches(np.arange(10), batch_size=4, seq_len=5)
+
+
+def test_index_batches_reshuffle_and_resume():
+    src = IndexBatches(10, 4, seed=3)
+    first = [src.next_batch() for _ in range(3)]
+    assert sorted(np.concatenate(first).tolist()) == list(range(10))
+    src.next_batch()
+    state = json.loads(json.dumps(src.state_dict()))
+    nxt = [src.next_batch() for _ in range(5)]
+    other = IndexBatches(10, 4, seed=9)
+    other.load_state_dict(state)
+    for u, v in zip(nxt, [other.next_batch() for _ in range(5)]):
+        np.testing.assert_array_equal(u, v)
