@@ -1,0 +1,416 @@
+"""`rnnkit train translate`, `rnnkit translate DIR [FILE|-]` and `rnnkit eval` for translation runs.
+
+With `--data TSV` the model learns source<TAB>target pairs (`--reverse` swaps the columns: fra.txt is
+English<TAB>French, so French -> English needs it); with no `--data` it learns the embedded
+date-normalisation task (`rnnkit.data.dates`), character by character.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from rnnkit.data.parallel import (
+    build_vocabs,
+    collate,
+    detokenize,
+    encode_pairs,
+    pad_batch,
+    read_parallel,
+    split_by_source,
+)
+from rnnkit.data.vocab import Vocab
+from rnnkit.errors import UserError
+from rnnkit.functional import softmax_cross_entropy
+from rnnkit.models.seq2seq import ATTENTIONS, BOS, Seq2Seq, Seq2SeqConfig
+
+TASK = "translate"
+
+
+# --- the training task -----------------------------------------------------------------------------
+
+
+class TranslateTask:
+    """What `rnnkit.train.loop.fit` trains: one Seq2Seq, teacher forcing with a ratio."""
+
+    task = TASK
+
+    def __init__(self, model: Seq2Seq, dev_items, dev_groups, tgt_vocab, teacher_forcing=1.0, seed=0,
+                 batch_size=64, max_dev_decode=500, tokenizer="word"):
+        self.model = model
+        self.modules = {"model": model}
+        self.dev_items = dev_items  # encoded (src ids, tgt ids) pairs
+        self.dev_groups = dev_groups[:max_dev_decode]  # (src tokens, refs) for exact match / BLEU
+        self.tgt_vocab = tgt_vocab
+        self.src_vocab = None
+        self.ratio = teacher_forcing
+        self.rng = np.random.default_rng(seed + 17)
+        self.batch_size = batch_size
+        self.tokenizer = tokenizer
+
+    def train_step(self, batch):
+        m = self.model
+        tgt_in = batch["tgt_in"]
+        if self.ratio < 1.0:
+            tgt_in = m.scheduled_inputs(batch["src"], batch["src_mask"], tgt_in, self.ratio, self.rng)
+        logits = m.forward(batch["src"], batch["src_mask"], tgt_in)
+        loss, dlogits = softmax_cross_entropy(logits, batch["tgt_out"], batch["tgt_mask"])
+        m.backward(dlogits)
+        return {"loss": loss, "tokens": int(batch["tgt_mask"].sum())}
+
+    def evaluate(self):
+        tot, count = 0.0, 0
+        for i in range(0, len(self.dev_items), 256):
+            b = collate(self.dev_items[i:i + 256], BOS)
+            logits = self.model.forward(b["src"], b["src_mask"], b["tgt_in"])
+            n = int(b["tgt_mask"].sum())
+            loss, _ = softmax_cross_entropy(logits, b["tgt_out"], b["tgt_mask"])
+            tot += loss * n
+            count += n
+        out = {"val_loss": tot / max(count, 1)}
+        if self.dev_groups and self.src_vocab is not None:
+            hyps = translate_tokens(self.model, self.src_vocab, self.tgt_vocab,
+                                    [s for s, _ in self.dev_groups], beam=1)
+            out["val_exact"] = float(np.mean([h in refs for h, (_, refs) in zip(hyps, self.dev_groups)]))
+        return out
+
+    def extra_state(self):
+        return {}, {"teacher_forcing_rng": self.rng.bit_generator.state}
+
+    def load_extra_state(self, arrays, obj):
+        if "teacher_forcing_rng" in obj:
+            self.rng.bit_generator.state = obj["teacher_forcing_rng"]
+
+
+# --- decoding helpers ------------------------------------------------------------------------------
+
+
+def translate_tokens(model, src_vocab, tgt_vocab, sources, beam=1, max_len=None, length_penalty=1.0,
+                     batch_size=128, return_attention=False):
+    """Token lists -> translated token lists (same order); empty sources give empty translations.
+    Batches are formed by source length so that little is padded."""
+    out = [[] for _ in sources]
+    atts = [None for _ in sources]
+    order = sorted((i for i, s in enumerate(sources) if s), key=lambda i: len(sources[i]))
+    for k in range(0, len(order), batch_size):
+        idx = order[k:k + batch_size]
+        src, mask = pad_batch([src_vocab.encode(sources[i]) for i in idx])
+        ml = max_len or 2 * src.shape[0] + 10
+        res = model.translate_ids(src, mask, beam=beam, max_len=ml, length_penalty=length_penalty,
+                                  return_attention=return_attention)
+        hyps, at = res if return_attention else (res, None)
+        for j, i in enumerate(idx):
+            out[i] = tgt_vocab.decode(hyps[j], strip_specials=True)
+            if at:
+                atts[i] = at[j]
+    return (out, atts) if return_attention else out
+
+
+def score(hyps, refs_lists, tokenizer="word"):
+    """BLEU and chrF (sacrebleu, every reference of each source) and exact match; on detokenized text."""
+    try:
+        import sacrebleu
+    except ImportError:
+        raise UserError("BLEU and chrF need sacrebleu: pip install 'rnnkit[translate]'") from None
+    H = [detokenize(h, tokenizer) for h in hyps]
+    R = [[detokenize(r, tokenizer) for r in refs] for refs in refs_lists]
+    k = max(len(r) for r in R)
+    streams = [[r[j] if j < len(r) else None for r in R] for j in range(k)]
+    tok = "char" if tokenizer == "char" else "13a"
+    return {"bleu": sacrebleu.corpus_bleu(H, streams, tokenize=tok).score,
+            "chrf": sacrebleu.corpus_chrf(H, streams).score,
+            "exact": 100.0 * float(np.mean([h in r for h, r in zip(H, R)])),
+            "sentences": len(H), "references": sum(len(r) for r in R)}
+
+
+# --- building data and model from arguments or a run -----------------------------------------------
+
+
+def _data_settings(args) -> dict:
+    if args.data:
+        return {"kind": "tsv", "path": str(Path(args.data).resolve()), "reverse": bool(args.reverse),
+                "max_words": args.max_words, "dev_frac": args.dev_frac, "test_frac": args.test_frac,
+                "max_test": args.max_test, "seed": args.split_seed, "tokenizer": "word",
+                "encoding": args.encoding}
+    return {"kind": "dates", "n_train": args.n_train, "n_dev": 500, "n_test": 1000, "seed": args.split_seed,
+            "tokenizer": "char"}
+
+
+def load_split(ds: dict, quiet=False):
+    """(train pairs, dev pairs, test groups, dev groups) from the run's data settings."""
+    if ds["kind"] == "dates":
+        from rnnkit.data.dates import date_pairs
+
+        train, dev, test = date_pairs(ds["n_train"], ds["n_dev"], ds["n_test"], ds["seed"])
+        return train, dev, [(s, [t]) for s, t in test], [(s, [t]) for s, t in dev]
+    pairs, rep = read_parallel(ds["path"], ds["reverse"], ds["max_words"], ds["tokenizer"],
+                               ds.get("encoding", "utf-8"))
+    if rep.skipped and not quiet:
+        print(f"rnnkit: {rep.summary(ds['path'])}", file=sys.stderr)
+    sp = split_by_source(pairs, ds["dev_frac"], ds["test_frac"], ds["seed"], ds.get("max_test"),
+                         max_dev=5000)
+    return sp.train, sp.dev, sp.test, sp.dev_refs
+
+
+def load_run(run_dir, which=None):
+    """Rebuild (model, src_vocab, tgt_vocab, config) from a run directory."""
+    from rnnkit.train.checkpoint import has_checkpoint, load_checkpoint
+
+    which = which or ("best" if has_checkpoint(run_dir, "best") else "last")
+    arrays, meta, _ = load_checkpoint(run_dir, which, TASK)
+    config = meta.get("config") or {}
+    try:
+        model = Seq2Seq(Seq2SeqConfig(**config["model"]))
+        src_vocab = Vocab.from_dict(config["src_vocab"], f"{run_dir}: source vocabulary")
+        tgt_vocab = Vocab.from_dict(config["tgt_vocab"], f"{run_dir}: target vocabulary")
+        model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{run_dir}/{which}.json: not a usable translation checkpoint ({e})") from None
+    model.eval()
+    return model, src_vocab, tgt_vocab, config
+
+
+# --- commands --------------------------------------------------------------------------------------
+
+
+def register(sub, train_sub):
+    p = train_sub.add_parser("translate", help="encoder-decoder translation (default: the date task)")
+    p.add_argument("--data", help="parallel TSV, source<TAB>target (default: generated date task)")
+    p.add_argument("--reverse", action="store_true", help="swap the columns (target<TAB>source)")
+    p.add_argument("--encoding", default="utf-8")
+    p.add_argument("--max-words", type=int, default=10, help="skip pairs with a longer side")
+    p.add_argument("--min-freq", type=int, default=2, help="vocabulary: keep words seen this often")
+    p.add_argument("--dev-frac", type=float, default=0.02)
+    p.add_argument("--test-frac", type=float, default=0.05)
+    p.add_argument("--max-test", type=int, default=None, help="cap on test sources")
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--n-train", type=int, default=20000, help="date task: training pairs")
+    p.add_argument("--attention", choices=ATTENTIONS, default="general")
+    p.add_argument("--cell", choices=("lstm", "gru"), default="lstm")
+    p.add_argument("--unidirectional", action="store_true", help="one-directional encoder")
+    p.add_argument("--layers", type=int, default=1)
+    p.add_argument("--emb", type=int, default=None, help="embedding size (256; date task 32)")
+    p.add_argument("--hidden", type=int, default=None, help="hidden size (256; date task 64)")
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--teacher-forcing", type=float, default=1.0, help="ratio of gold decoder inputs")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--clip", type=float, default=5.0)
+    p.add_argument("--steps", type=int, default=None, help="updates (default 1500 for the date task)")
+    p.add_argument("--minutes", type=float, default=None)
+    p.add_argument("--eval-every", type=int, default=500)
+    p.add_argument("--beam", type=int, default=5, help="beam width for the final test evaluation")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/translate")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=train)
+
+    q = sub.add_parser("translate", help="translate lines with a trained run")
+    q.add_argument("dir", help="run directory of `rnnkit train translate`")
+    q.add_argument("file", nargs="?", default="-", help="input text, one sentence a line ('-': stdin)")
+    q.add_argument("--beam", type=int, default=5, help="beam width (1: greedy)")
+    q.add_argument("--max-len", type=int, default=None, help="most output tokens (default 2*len+10)")
+    q.add_argument("--length-penalty", type=float, default=1.0, help="beam score / length**this")
+    q.add_argument("--heatmap", help="write the attention of the first non-empty line to this PNG")
+    q.add_argument("--encoding", default="utf-8")
+    q.set_defaults(func=translate_cmd)
+
+
+def _check_args(args):
+    def bad(flag, what, v):
+        raise UserError(f"--{flag}: expected {what}, got {v!r}")
+
+    if args.max_words is not None and args.max_words < 1:
+        bad("max-words", "a positive integer", args.max_words)
+    if args.min_freq < 1:
+        bad("min-freq", "a positive integer", args.min_freq)
+    if not 0 <= args.dev_frac < 1 or not 0 < args.test_frac < 1 or args.dev_frac + args.test_frac >= 1:
+        bad("test-frac", "fractions with dev + test < 1", (args.dev_frac, args.test_frac))
+    if not 0 <= args.teacher_forcing <= 1:
+        bad("teacher-forcing", "a ratio in [0, 1]", args.teacher_forcing)
+    if not 0 <= args.dropout < 1:
+        bad("dropout", "a number in [0, 1)", args.dropout)
+    if args.beam < 1:
+        bad("beam", "a positive integer", args.beam)
+    for flag in ("layers", "batch_size", "n_train"):
+        if getattr(args, flag) < 1:
+            bad(flag.replace("_", "-"), "a positive integer", getattr(args, flag))
+    if args.emb is not None and args.emb < 1:
+        bad("emb", "a positive integer", args.emb)
+    if args.hidden is not None and args.hidden < 1:
+        bad("hidden", "a positive integer", args.hidden)
+
+
+def train(args):
+    from rnnkit.train.batches import IndexBatches
+    from rnnkit.train.checkpoint import prepare_run_dir, read_json
+    from rnnkit.train.loop import TrainConfig, fit
+
+    _check_args(args)
+    run_dir = prepare_run_dir(args.out, args.resume, args.force)
+    dates = not args.data
+    if args.resume:
+        config = read_json(run_dir / "last.json", "checkpoint index")["meta"]["config"]
+        ds = config["data"]
+    else:
+        ds = _data_settings(args)
+    t0 = time.perf_counter()
+    train_pairs, dev_pairs, test_groups, dev_groups = load_split(ds)
+    if args.resume:
+        src_vocab = Vocab.from_dict(config["src_vocab"])
+        tgt_vocab = Vocab.from_dict(config["tgt_vocab"])
+        mcfg = Seq2SeqConfig(**config["model"])
+    else:
+        src_vocab, tgt_vocab = build_vocabs(train_pairs, 1 if dates else args.min_freq)
+        mcfg = Seq2SeqConfig(len(src_vocab), len(tgt_vocab), emb=args.emb or (32 if dates else 256),
+                             hidden=args.hidden or (64 if dates else 256), cell=args.cell,
+                             layers=args.layers, bidirectional=not args.unidirectional,
+                             attention=args.attention, dropout=args.dropout, seed=args.seed)
+        config = {"model": asdict(mcfg), "src_vocab": src_vocab.to_dict(), "tgt_vocab": tgt_vocab.to_dict(),
+                  "data": ds, "teacher_forcing": args.teacher_forcing, "batch_size": args.batch_size}
+    model = Seq2Seq(mcfg)
+    items = encode_pairs(train_pairs, src_vocab, tgt_vocab)
+    task = TranslateTask(model, encode_pairs(dev_pairs[:2000], src_vocab, tgt_vocab), dev_groups,
+                         tgt_vocab, config.get("teacher_forcing", 1.0), args.seed,
+                         tokenizer=ds["tokenizer"])
+    task.src_vocab = src_vocab
+    source = IndexBatches(len(items), config.get("batch_size", args.batch_size), seed=args.seed,
+                          collate=lambda idx: collate([items[i] for i in idx], BOS))
+    steps = args.steps if args.steps is not None else (1500 if dates and args.minutes is None else None)
+    if steps is None and args.minutes is None:
+        steps = 10000
+    cfg = TrainConfig(steps=steps, minutes=args.minutes, lr=args.lr, clip=args.clip, seed=args.seed,
+                      eval_every=args.eval_every, checkpoint_every=args.eval_every, monitor="val_loss")
+    print(f"rnnkit: {len(train_pairs)} training pairs, {len(dev_pairs)} dev, {len(test_groups)} test "
+          f"sources; vocab {len(src_vocab)} -> {len(tgt_vocab)}; {model.num_parameters()} parameters "
+          f"(data ready in {time.perf_counter() - t0:.1f}s)", file=sys.stderr)
+    summary = fit(task, source, cfg, run_dir, config, resume=args.resume, progress=not args.no_progress)
+    # final test with the best checkpoint (lowest dev loss)
+    model, src_vocab, tgt_vocab, _ = load_run(run_dir)
+    results = {"train": {k: summary[k] for k in ("step", "stopped", "elapsed", "tokens_per_s")}}
+    for beam in sorted({1, args.beam}):
+        t1 = time.perf_counter()
+        hyps = translate_tokens(model, src_vocab, tgt_vocab, [s for s, _ in test_groups], beam=beam)
+        res = score(hyps, [r for _, r in test_groups], ds["tokenizer"])
+        res["seconds"] = round(time.perf_counter() - t1, 1)
+        results[f"test_beam{beam}"] = res
+    from rnnkit.train.checkpoint import write_json_atomic
+
+    write_json_atomic(run_dir / "test.json", results)
+    if args.json:
+        print(json.dumps(results))
+    else:
+        for k, v in results.items():
+            if k.startswith("test"):
+                print(f"{k}: BLEU {v['bleu']:.2f}  chrF {v['chrf']:.2f}  exact {v['exact']:.2f}%  "
+                      f"({v['sentences']} sentences, {v['seconds']}s)")
+        print(f"run: {run_dir} ({summary['step']} steps, {summary['elapsed']:.0f}s)")
+    return 0
+
+
+def _read_lines(file, encoding):
+    if file == "-":
+        return sys.stdin.read().splitlines()
+    try:
+        return Path(file).read_text(encoding=encoding).splitlines()
+    except FileNotFoundError:
+        raise UserError(f"{file}: no such file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{file}: not valid {encoding} text (use --encoding)") from None
+    except OSError as e:
+        raise UserError(f"{file}: cannot read ({e.__class__.__name__})") from None
+
+
+def translate_cmd(args):
+    from rnnkit.data.parallel import TOKENIZERS
+
+    if args.beam < 1:
+        raise UserError(f"--beam: expected a positive integer, got {args.beam}")
+    if args.max_len is not None and args.max_len < 1:
+        raise UserError(f"--max-len: expected a positive integer, got {args.max_len}")
+    model, src_vocab, tgt_vocab, config = load_run(args.dir)
+    kind = config["data"]["tokenizer"]
+    lines = _read_lines(args.file, args.encoding)
+    sources = [TOKENIZERS[kind](line) for line in lines]
+    want_att = bool(args.heatmap) and model.cfg.attention != "none"
+    if args.heatmap and not want_att:
+        raise UserError(f"--heatmap: the run in {args.dir} has no attention")
+    res = translate_tokens(model, src_vocab, tgt_vocab, sources, args.beam, args.max_len,
+                           args.length_penalty, return_attention=want_att)
+    hyps, atts = res if want_att else (res, None)
+    for h in hyps:
+        print(detokenize(h, kind))
+    if want_att:
+        first = next((i for i, s in enumerate(sources) if s), None)
+        if first is None:
+            raise UserError("--heatmap: every input line is empty")
+        src_shown = [t if t in src_vocab.stoi else "<unk>" for t in sources[first]]
+        plot_attention(atts[first], src_shown, hyps[first] + ["<eos>"], args.heatmap)
+        print(f"rnnkit: attention heatmap written to {args.heatmap}", file=sys.stderr)
+    return 0
+
+
+def plot_attention(alpha, src_tokens, tgt_tokens, path):
+    """alpha (len(tgt), len(src)) as a heatmap PNG: target tokens down, source tokens across."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UserError("--heatmap needs matplotlib: pip install 'rnnkit[plot]'") from None
+    alpha = np.asarray(alpha)[:len(tgt_tokens), :len(src_tokens)]
+    fig, ax = plt.subplots(figsize=(1 + 0.45 * len(src_tokens), 1 + 0.4 * len(tgt_tokens)))
+    ax.imshow(alpha, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(src_tokens)), src_tokens, rotation=60, ha="right")
+    ax.set_yticks(range(len(tgt_tokens)), tgt_tokens)
+    ax.set_xlabel("source")
+    ax.set_ylabel("output")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def evaluate(args):
+    """`rnnkit eval DIR [--data TSV] [--beam K] [--json]`: BLEU, chrF and exact match.
+
+    Without --data, the run's own test split. With --data naming the run's training file, that file's
+    test split (the split is deterministic); with any other TSV, every pair of it, the translations of
+    one source grouped as its references."""
+    model, src_vocab, tgt_vocab, config = load_run(args.dir)
+    ds = config["data"]
+    beam = args.beam or 5
+    if beam < 1:
+        raise UserError(f"--beam: expected a positive integer, got {beam}")
+    if args.data and not (ds["kind"] == "tsv" and Path(args.data).resolve() == Path(ds["path"])):
+        pairs, rep = read_parallel(args.data, ds.get("reverse", False), ds.get("max_words"),
+                                   ds["tokenizer"], args.encoding)
+        if rep.skipped:
+            print(f"rnnkit: {rep.summary(args.data)}", file=sys.stderr)
+        groups: dict = {}
+        for s, t in pairs:
+            groups.setdefault(tuple(s), []).append(t)
+        test = [(list(k), v) for k, v in groups.items()]
+        what = str(args.data)
+    else:
+        _, _, test, _ = load_split(ds, quiet=True)
+        what = "test split of " + (ds.get("path") or "the date task")
+    t0 = time.perf_counter()
+    hyps = translate_tokens(model, src_vocab, tgt_vocab, [s for s, _ in test], beam=beam)
+    res = score(hyps, [r for _, r in test], ds["tokenizer"])
+    res.update({"beam": beam, "data": what, "seconds": round(time.perf_counter() - t0, 1),
+                "unk_rate": src_vocab.unknown_rate(s for s, _ in test)})
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(f"{what}: BLEU {res['bleu']:.2f}  chrF {res['chrf']:.2f}  exact {res['exact']:.2f}%  "
+              f"(beam {beam}, {res['sentences']} sentences, {res['references']} references)")
+    return 0

@@ -1,0 +1,313 @@
+"""Encoder-decoder (many-to-many with different lengths), the lecture's translation picture: an encoder
+reads the source; a decoder, started from the encoder's final state, writes the target one token at a
+time. Optional attention (Luong dot / general, Bahdanau additive) over the encoder's outputs.
+
+Dimensions, declared once for this module:
+    S  source steps    T  target steps    N  batch size    D  embedding size    H  hidden size
+    K  encoder directions (1 or 2)        E  key size = K*H (H when dot attention sums the directions)
+    L  layers (encoder and decoder alike) V  target vocabulary
+
+    src       (S, N)     source token ids; src_mask (S, N) the valid positions (a prefix per column)
+    tgt_in    (T, N)     decoder inputs: <bos> y_1 ... y_{T-1} (teacher forcing)
+    logits    (T, N, V)  scores of the next token y_1 ... y_T (<eos> last)
+
+Bridge for a bidirectional encoder: the decoder's initial state of layer l is the SUM of the two
+directions' final states of encoder layer l (h and, for the LSTM, c alike); its backward copies the
+gradient to both directions. No parameters, and the decoder keeps the size H.
+
+With attention (Luong et al. 2015, without input feeding, so the decoder runs over the whole target in
+one call during training):
+    ctx_t, alpha_t = attention(h_t, keys)          h_t the decoder's state, keys the encoder outputs
+    ht_t = tanh([ctx_t; h_t] Wc + bc)              the attentional state (`combine`)
+    logits_t = ht_t Wo + bo                         (`out`); without attention, logits_t = h_t Wo + bo
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from rnnkit.backend import DEFAULT_DTYPE
+from rnnkit.functional.attention import attention_backward, attention_forward, attention_params
+from rnnkit.layers import Dropout, Embedding, Linear, Module, make_recurrent
+
+PAD, UNK, BOS, EOS = 0, 1, 2, 3  # special token ids shared by both vocabularies
+SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>"]
+ATTENTIONS = ("none", "dot", "general", "additive")
+
+
+@dataclass
+class Seq2SeqConfig:
+    src_vocab: int  # source vocabulary size (specials included)
+    tgt_vocab: int  # target vocabulary size (specials included)
+    emb: int = 256  # embedding size D, both sides
+    hidden: int = 256  # hidden size H of the encoder (each direction) and the decoder
+    cell: str = "lstm"  # lstm | gru, both sides
+    layers: int = 1  # recurrent layers L, both sides
+    bidirectional: bool = True  # bidirectional encoder; the bridge sums the directions
+    attention: str = "general"  # none | dot | general | additive
+    dropout: float = 0.0  # on the embeddings and the attentional state (and between layers)
+    forget_bias: float | None = 1.0  # LSTM forget-gate bias at initialisation
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
+        if self.cell not in ("lstm", "gru"):
+            raise ValueError(f"cell must be lstm or gru, got {self.cell!r}")
+
+
+class Attention(Module):
+    """Owns the attention parameters; the math is `rnnkit.functional.attention`."""
+
+    def __init__(self, kind, H, E, dtype=DEFAULT_DTYPE, seed=0):
+        super().__init__()
+        self.kind = kind
+        for name, p in attention_params(kind, H, E, rng=np.random.default_rng(seed), dtype=dtype).items():
+            self.add_param(name, p)
+        self._cache = None
+
+    def forward(self, q, keys, mask):
+        ctx, alpha, self._cache = attention_forward(q, keys, mask, self.kind, self.params)
+        return ctx, alpha
+
+    def backward(self, dctx):
+        dq, dkeys, grads = attention_backward(dctx, self._cache)
+        for name, g in grads.items():
+            self.grads[name] += g
+        return dq, dkeys
+
+
+class Seq2Seq(Module):
+    def __init__(self, cfg: Seq2SeqConfig, dtype=DEFAULT_DTYPE):
+        super().__init__()
+        self.cfg = cfg
+        self.dtype = np.dtype(dtype)
+        D, H, s = cfg.emb, cfg.hidden, cfg.seed
+        self.K = 2 if cfg.bidirectional else 1
+        rec = dict(num_layers=cfg.layers, dropout=cfg.dropout if cfg.layers > 1 else 0.0, dtype=dtype,
+                   forget_bias=cfg.forget_bias)
+        self.src_emb = Embedding(cfg.src_vocab, D, dtype=dtype, seed=s + 1)
+        self.tgt_emb = Embedding(cfg.tgt_vocab, D, dtype=dtype, seed=s + 2)
+        self.encoder = make_recurrent(cfg.cell, D, H, bidirectional=cfg.bidirectional, seed=s + 3, **rec)
+        self.decoder = make_recurrent(cfg.cell, D, H, seed=s + 4, **rec)
+        # dot attention compares h_t with the keys directly, so the two directions are summed to size H
+        self.sum_keys = cfg.attention == "dot" and self.K == 2
+        self.E = H if self.sum_keys else self.K * H
+        if cfg.attention != "none":
+            self.attn = Attention(cfg.attention, H, self.E, dtype=dtype, seed=s + 5)
+            self.combine = Linear(self.E + H, H, dtype=dtype, seed=s + 6)
+        self.out = Linear(H, cfg.tgt_vocab, dtype=dtype, seed=s + 7)
+        self.drop_src = Dropout(cfg.dropout, seed=s + 8)
+        self.drop_tgt = Dropout(cfg.dropout, seed=s + 9)
+        self.drop_out = Dropout(cfg.dropout, seed=s + 10)
+        self._cache = None
+
+    @property
+    def is_lstm(self):
+        return self.cfg.cell == "lstm"
+
+    def config_dict(self):
+        return asdict(self.cfg)
+
+    # --- encoder and bridge ------------------------------------------------------------------------
+
+    def encode(self, src, src_mask):
+        """src (S, N) -> keys (S, N, E) and the decoder's initial state (L, N, H) (a pair for the LSTM)."""
+        x = self.drop_src.forward(self.src_emb.forward(src))
+        out, final = self.encoder.forward(x, None, src_mask)
+        H = self.cfg.hidden
+        keys = out[..., :H] + out[..., H:] if self.sum_keys else out
+        return keys, self._bridge(final)
+
+    def _bridge(self, final):
+        """Sum the directions of each layer: (L*K, N, H) -> (L, N, H)."""
+        parts = final if self.is_lstm else (final,)
+        if self.K == 2:
+            parts = tuple(p.reshape(self.cfg.layers, 2, *p.shape[1:]).sum(axis=1) for p in parts)
+        return tuple(parts) if self.is_lstm else parts[0]
+
+    def _bridge_backward(self, dstate):
+        """(L, N, H) -> (L*K, N, H): the sum's gradient goes to both directions."""
+        parts = dstate if self.is_lstm else (dstate,)
+        if self.K == 2:
+            parts = tuple(np.repeat(p, 2, axis=0) for p in parts)  # layer-major, then direction
+        return tuple(parts) if self.is_lstm else parts[0]
+
+    # --- decoder head ------------------------------------------------------------------------------
+
+    def _head(self, dec, keys, src_mask):
+        """Decoder states (T, N, H) -> logits (T, N, V), attention weights (T, N, S) or None."""
+        alpha = None
+        if self.cfg.attention != "none":
+            ctx, alpha = self.attn.forward(dec, keys, src_mask)
+            ht = np.tanh(self.combine.forward(np.concatenate([ctx, dec], axis=-1)))  # ht = tanh([c; h] Wc)
+            self._ht = ht
+            top = ht
+        else:
+            top = dec
+        return self.out.forward(self.drop_out.forward(top)), alpha
+
+    def forward(self, src, src_mask, tgt_in):
+        """Teacher-forced pass: logits (T, N, V) of the tokens that follow each of `tgt_in`."""
+        keys, state = self.encode(src, src_mask)
+        x = self.drop_tgt.forward(self.tgt_emb.forward(tgt_in))
+        dec, _ = self.decoder.forward(x, state)
+        logits, _ = self._head(dec, keys, src_mask)
+        self._cache = keys.shape
+        return logits
+
+    def backward(self, dlogits):
+        """Adds every parameter's gradient; the model's forward read bottom-up."""
+        if self._cache is None:
+            raise RuntimeError("backward called before forward")
+        S, N, _ = self._cache
+        H = self.cfg.hidden
+        dtop = self.drop_out.backward(self.out.backward(dlogits))
+        dkeys = None
+        if self.cfg.attention != "none":
+            dpre = dtop * (1 - self._ht * self._ht)  # tanh' = 1 - ht^2
+            dcat = self.combine.backward(dpre)
+            dctx, ddec = dcat[..., :self.E], dcat[..., self.E:]
+            dq, dkeys = self.attn.backward(np.ascontiguousarray(dctx))
+            ddec = ddec + dq
+        else:
+            ddec = dtop
+        dx, dstate0 = self.decoder.backward(np.ascontiguousarray(ddec), None)
+        self.tgt_emb.backward(self.drop_tgt.backward(dx))
+        if dkeys is None:
+            dout = np.zeros((S, N, self.K * H), dtype=dlogits.dtype)
+        elif self.sum_keys:
+            dout = np.concatenate([dkeys, dkeys], axis=-1)
+        else:
+            dout = dkeys
+        dxs, _ = self.encoder.backward(np.ascontiguousarray(dout), self._bridge_backward(dstate0))
+        self.src_emb.backward(self.drop_src.backward(dxs))
+        self._cache = None
+
+    # --- decoding ----------------------------------------------------------------------------------
+
+    def _step(self, tok, state, keys, src_mask):
+        """One decoder step for tokens (N,) -> log-probabilities (N, V), new state, alpha (N, S) or None."""
+        x = self.tgt_emb.forward(tok[None, :])
+        dec, state = self.decoder.forward(x, state)
+        logits, alpha = self._head(dec, keys, src_mask)
+        z = logits[0] - logits[0].max(axis=-1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+        return logp, state, (alpha[0] if alpha is not None else None)
+
+    def scheduled_inputs(self, src, src_mask, tgt_in, ratio, rng):
+        """Decoder inputs for teacher forcing with ratio r: at each step the gold token with probability r,
+        else the model's own greedy prediction (treated as a constant: no gradient through the choice)."""
+        inputs = tgt_in.copy()
+        if ratio >= 1.0:
+            return inputs
+        training = self.training
+        self.eval()
+        try:
+            keys, state = self.encode(src, src_mask)
+            for t in range(tgt_in.shape[0] - 1):
+                logp, state, _ = self._step(inputs[t], state, keys, src_mask)
+                use_gold = rng.random(tgt_in.shape[1]) < ratio
+                inputs[t + 1] = np.where(use_gold, tgt_in[t + 1], logp.argmax(axis=-1))
+        finally:
+            self.train(training)
+        return inputs
+
+    def greedy(self, src, src_mask, max_len, return_attention=False):
+        """Greedy decoding of a batch. Returns a list of N token-id lists (no <bos>/<eos>) and, with
+        return_attention, a list of (len+1, S) weight arrays (the <eos> step included)."""
+        training = self.training
+        self.eval()
+        try:
+            keys, state = self.encode(src, src_mask)
+            N = src.shape[1]
+            tok = np.full(N, BOS, dtype=np.int64)
+            done = np.zeros(N, bool)
+            steps, alphas = [], []
+            for _ in range(max_len):
+                logp, state, alpha = self._step(tok, state, keys, src_mask)
+                tok = logp.argmax(axis=-1)
+                steps.append(tok)
+                alphas.append(alpha)
+                done |= tok == EOS
+                if done.all():
+                    break
+        finally:
+            self.train(training)
+        hyps, atts = [], []
+        seq = np.stack(steps)  # (steps, N)
+        for n in range(N):
+            ends = np.flatnonzero(seq[:, n] == EOS)
+            end = int(ends[0]) if ends.size else seq.shape[0]
+            hyps.append(seq[:end, n].tolist())
+            if return_attention and alphas[0] is not None:
+                atts.append(np.stack([a[n] for a in alphas[:end + 1]]))
+        return (hyps, atts) if return_attention else hyps
+
+    def beam_search(self, src, src_mask, beam=5, max_len=50, length_penalty=1.0, return_attention=False):
+        """Batched beam search: K = `beam` hypotheses per sentence, all sentences in one decoder call per
+        step. A finished hypothesis (it emitted <eos>) stays in its beam with its score frozen. The final
+        choice maximises score / length**length_penalty (length counts <eos>; 0 turns normalisation off).
+        Returns like `greedy`."""
+        K = int(beam)
+        if K < 1:
+            raise ValueError(f"beam must be >= 1, got {beam}")
+        training = self.training
+        self.eval()
+        try:
+            keys, state = self.encode(src, src_mask)
+            N = src.shape[1]
+            rows = np.repeat(np.arange(N), K)  # each sentence's K copies side by side
+            keys = keys[:, rows]
+            mask = src_mask[:, rows] if src_mask is not None else None
+            state = tuple(s[:, rows] for s in state) if self.is_lstm else state[:, rows]
+            scores = np.zeros((N, K))
+            scores[:, 1:] = -np.inf  # the K copies start identical: expand only the first
+            tok = np.full(N * K, BOS, dtype=np.int64)
+            finished = np.zeros(N * K, bool)
+            lengths = np.zeros(N * K)
+            hist = np.zeros((0, N * K), dtype=np.int64)
+            ahist = []
+            for _ in range(max_len):
+                logp, state, alpha = self._step(tok, state, keys, mask)
+                V = logp.shape[1]
+                logp = logp.astype(np.float64)
+                logp[finished] = -np.inf
+                logp[finished, EOS] = 0.0  # a finished hypothesis carries on unchanged
+                total = (scores.reshape(N * K, 1) + logp).reshape(N, K * V)
+                kk = min(K, K * V)
+                top = np.argpartition(-total, kk - 1, axis=1)[:, :kk]
+                order = np.argsort(-np.take_along_axis(total, top, axis=1), axis=1, kind="stable")
+                top = np.take_along_axis(top, order, axis=1)  # (N, K) best first
+                scores = np.take_along_axis(total, top, axis=1)
+                src_rows = (np.arange(N)[:, None] * K + top // V).reshape(-1)
+                tok = (top % V).reshape(-1).astype(np.int64)
+                hist = np.concatenate([hist[:, src_rows], tok[None]], axis=0)
+                if return_attention and alpha is not None:
+                    ahist = [a[src_rows] for a in ahist] + [alpha[src_rows]]
+                finished = finished[src_rows]
+                lengths = lengths[src_rows] + ~finished  # a live hypothesis grows by one token
+                finished = finished | (tok == EOS)
+                state = tuple(s[:, src_rows] for s in state) if self.is_lstm else state[:, src_rows]
+                if finished.all():
+                    break
+        finally:
+            self.train(training)
+        norm = scores / np.maximum(lengths.reshape(N, K), 1) ** length_penalty if length_penalty else scores
+        best = np.arange(N) * K + norm.argmax(axis=1)
+        hyps, atts = [], []
+        for r in best:
+            seq = hist[:, r]
+            ends = np.flatnonzero(seq == EOS)
+            end = int(ends[0]) if ends.size else seq.shape[0]
+            hyps.append(seq[:end].tolist())
+            if return_attention and ahist:
+                atts.append(np.stack([a[r] for a in ahist[:end + 1]]))
+        return (hyps, atts) if return_attention else hyps
+
+    def translate_ids(self, src, src_mask, beam=1, max_len=50, length_penalty=1.0, return_attention=False):
+        if beam <= 1:
+            return self.greedy(src, src_mask, max_len, return_attention)
+        return self.beam_search(src, src_mask, beam, max_len, length_penalty, return_attention)
