@@ -1,0 +1,397 @@
+"""Sentence classification (many-to-one) on the command line.
+
+    rnnkit train classify --train TSV --dev TSV [--cell lstm] [--bidirectional] [--pooling max] ...
+    rnnkit predict DIR [FILE|-]            a label and its probability for each input line
+    rnnkit eval DIR --data TSV [--json]    (dispatched here by `rnnkit.cli.evaluate`): accuracy,
+                                           macro-F1, per-class precision and recall, confusion matrix
+
+A run directory holds everything prediction needs: the checkpoint's config carries the model
+configuration, the tokenizer settings, the vocabulary and the label names.
+
+Dimensions: T time steps, N batch size, C classes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rnnkit.data.tsv import read_labelled_tsv, read_text_lines
+from rnnkit.data.vocab import Vocab
+from rnnkit.data.words import MODES, BucketBatches, Tokenizer, pad_batch
+from rnnkit.errors import UserError
+from rnnkit.functional import softmax_cross_entropy
+from rnnkit.models.classifier import CELLS, POOLINGS, ClassifierConfig, SentenceClassifier
+from rnnkit.report.classification import classification_report, format_report
+from rnnkit.train.checkpoint import load_checkpoint, prepare_run_dir
+
+TASK = "classify"
+
+
+# --- argument parsing ----------------------------------------------------------------------------
+
+
+def register(sub, train_sub):
+    p = train_sub.add_parser("classify", help="sentence classification (e.g. sentiment) from a TSV file",
+                             description="Train a many-to-one recurrent classifier on `text<TAB>label` "
+                                         "files, keeping the checkpoint with the best dev accuracy.")
+    d = p.add_argument_group("data")
+    d.add_argument("--train", required=True, help="training TSV with header text<TAB>label")
+    d.add_argument("--dev", required=True, help="dev TSV (same format): early stopping, best checkpoint")
+    d.add_argument("--skip-bad-rows", action="store_true",
+                   help="skip (and count) malformed rows instead of stopping at the first")
+    d.add_argument("--encoding", default="utf-8", help="text encoding of the TSV files")
+    d.add_argument("--tokenizer", default="word", choices=MODES, help="word rules or whitespace split")
+    d.add_argument("--no-lowercase", action="store_true", help="keep case (default: lower-case)")
+    d.add_argument("--min-freq", type=int, default=1, help="keep words seen at least this often")
+    d.add_argument("--max-vocab", type=int, default=None, help="largest vocabulary (incl. <pad>, <unk>)")
+    d.add_argument("--max-len", type=int, default=100,
+                   help="truncate training sentences to this many tokens (the count is reported)")
+    d.add_argument("--label-names", default=None,
+                   help="display names, e.g. '0=negative,1=positive' (labels stay as in the file)")
+    m = p.add_argument_group("model")
+    m.add_argument("--cell", default="lstm", choices=CELLS)
+    m.add_argument("--bidirectional", action="store_true")
+    m.add_argument("--embed-dim", type=int, default=128)
+    m.add_argument("--hidden", type=int, default=128, help="hidden size per direction")
+    m.add_argument("--layers", type=int, default=1)
+    m.add_argument("--pooling", default="max", choices=POOLINGS, help="over each sentence's valid steps")
+    m.add_argument("--embed-dropout", type=float, default=0.3)
+    m.add_argument("--dropout", type=float, default=0.3, help="before the output layer")
+    m.add_argument("--layer-dropout", type=float, default=0.0, help="between stacked layers")
+    m.add_argument("--embed-init-std", type=float, default=1.0)
+    t = p.add_argument_group("training")
+    t.add_argument("--out", default="runs/classify", help="run directory")
+    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--epochs", type=float, default=None, help="stop after this many passes (sets --steps)")
+    t.add_argument("--steps", type=int, default=None, help="stop after this many updates")
+    t.add_argument("--minutes", type=float, default=None, help="stop after this much wall-clock time")
+    t.add_argument("--optimizer", default="adam")
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--weight-decay", type=float, default=0.0)
+    t.add_argument("--clip", type=float, default=5.0, help="global gradient-norm clip; 0: off")
+    t.add_argument("--schedule", default="constant", choices=("constant", "cosine", "step"))
+    t.add_argument("--warmup", type=int, default=0)
+    t.add_argument("--eval-every", type=int, default=200, help="steps between dev evaluations")
+    t.add_argument("--patience", type=int, default=0,
+                   help="stop after this many evaluations without a better dev accuracy; 0: off")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument("--force", action="store_true", help="overwrite the run in --out")
+    t.add_argument("--quiet", action="store_true", help="no progress output")
+    t.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=train)
+
+    q = sub.add_parser("predict", help="classify each line of a file (or stdin) with a trained run")
+    q.add_argument("dir", help="run directory written by `rnnkit train classify`")
+    q.add_argument("file", nargs="?", default="-", help="text file, one input per line; '-': stdin")
+    q.add_argument("--checkpoint", default=None, choices=("best", "last"),
+                   help="which checkpoint (default: best if present, else last)")
+    q.add_argument("--skip-bad-rows", action="store_true", help="skip (and count) blank lines")
+    q.add_argument("--encoding", default="utf-8")
+    q.add_argument("--batch-size", type=int, default=256)
+    q.add_argument("--json", action="store_true", help="one JSON object per line, all probabilities")
+    q.set_defaults(func=predict)
+
+
+def _note(msg):
+    print(f"rnnkit: {msg}", file=sys.stderr)
+
+
+def _check_positive(args, *names):
+    for name in names:
+        v = getattr(args, name)
+        if v is not None and not v > 0:
+            raise UserError(f"--{name.replace('_', '-')}: expected a positive number, got {v}")
+
+
+def _parse_label_names(spec, labels):
+    if spec is None:
+        return None
+    out = {}
+    for part in spec.split(","):
+        if "=" not in part:
+            raise UserError(f"--label-names: expected LABEL=NAME pairs separated by commas, got {part!r}")
+        k, v = (s.strip() for s in part.split("=", 1))
+        if k not in labels:
+            raise UserError(f"--label-names: {k!r} is not a label of the training data "
+                            f"({', '.join(labels)})")
+        out[k] = v
+    return out
+
+
+def sort_labels(labels):
+    """Class order: numerically when every label is an integer ("0" < "2" < "10"), else by string."""
+    labels = sorted(set(labels))
+    try:
+        return sorted(labels, key=int)
+    except ValueError:
+        return labels
+
+
+# --- data to batches -----------------------------------------------------------------------------
+
+
+def encode_texts(texts, tokenizer: Tokenizer, vocab: Vocab, max_len=None):
+    """Texts -> id arrays (never empty: a text with no tokens becomes one <unk>); count of truncated."""
+    out, truncated = [], 0
+    for text in texts:
+        ids = vocab.encode(tokenizer(text)) or [vocab.unk_id]
+        if max_len and len(ids) > max_len:
+            ids = ids[:max_len]
+            truncated += 1
+        out.append(np.asarray(ids, dtype=np.int64))
+    return out, truncated
+
+
+def fixed_batches(seqs, y=None, batch_size=256):
+    """Batches for evaluation / prediction, sorted by length: [(order indices, idx, mask, y or None)]."""
+    order = np.argsort([len(s) for s in seqs], kind="stable")
+    out = []
+    for i in range(0, len(order), batch_size):
+        sel = order[i:i + batch_size]
+        idx, mask = pad_batch([seqs[j] for j in sel])
+        out.append((sel, idx, mask, None if y is None else y[sel]))
+    return out
+
+
+def predict_proba(model, batches, n):
+    """(n, C) probabilities in the original order."""
+    probs = np.zeros((n, model.cfg.num_classes), dtype=np.float64)
+    for sel, idx, mask, _ in batches:
+        probs[sel] = model.predict_proba(idx, mask)
+    return probs
+
+
+class ClassifyTask:
+    """What `rnnkit.train.loop.fit` trains: one module, cross-entropy on (idx, mask, y) batches."""
+
+    task = TASK
+
+    def __init__(self, model: SentenceClassifier, dev_batches, n_dev):
+        self.model = model
+        self.modules = {"model": model}
+        self.dev_batches, self.n_dev = dev_batches, n_dev
+
+    def train_step(self, batch):
+        idx, mask, y = batch
+        loss, _ = self.model.loss(idx, mask, y)
+        return {"loss": loss, "tokens": int(mask.sum())}
+
+    def evaluate(self):
+        total_loss, correct = 0.0, 0
+        for _, idx, mask, y in self.dev_batches:
+            logits = self.model.forward(idx, mask)
+            loss, _ = softmax_cross_entropy(logits, y)
+            total_loss += loss * len(y)
+            correct += int((logits.argmax(axis=1) == y).sum())
+        return {"val_loss": total_loss / self.n_dev, "val_acc": correct / self.n_dev}
+
+    def extra_state(self):
+        return {}, {}
+
+    def load_extra_state(self, arrays, obj):
+        pass
+
+
+# --- rnnkit train classify -----------------------------------------------------------------------
+
+
+def _read(path, args, known=None):
+    data = read_labelled_tsv(path, skip_bad_rows=args.skip_bad_rows, known_labels=known,
+                             encoding=args.encoding)
+    for n in data.notes:
+        _note(n)
+    if data.skipped:
+        _note(data.skipped_summary())
+    return data
+
+
+def train(args):
+    from rnnkit.train.loop import TrainConfig, fit
+
+    _check_positive(args, "epochs", "steps", "minutes", "batch_size", "embed_dim", "hidden", "layers",
+                    "min_freq", "eval_every", "lr")
+    if args.max_len is not None and args.max_len < 1:
+        raise UserError(f"--max-len: expected a positive integer, got {args.max_len}")
+    out = Path(args.out)
+    if args.resume:
+        # The vocabulary and labels come from the run, so the data must give the same ones.
+        _, meta, _ = load_checkpoint(out, "last", TASK)
+    prepare_run_dir(out, resume=args.resume, force=args.force)
+
+    t0 = time.perf_counter()
+    tr = _read(args.train, args)
+    labels = sort_labels(tr.labels)
+    if len(labels) < 2:
+        raise UserError(f"{tr.path}: only one label ({labels[0]!r}); a classifier needs two or more")
+    dev = _read(args.dev, args, known=labels)
+    tokenizer = Tokenizer(lowercase=not args.no_lowercase, mode=args.tokenizer)
+    if args.max_vocab is not None and args.max_vocab < 2:
+        raise UserError(f"--max-vocab: expected at least 2 (<pad> and <unk>), got {args.max_vocab}")
+    vocab = Vocab.build((tokenizer(t) for t in tr.texts), min_freq=args.min_freq, max_size=args.max_vocab)
+    if args.resume and (meta["config"].get("vocab") != vocab.to_dict()
+                        or meta["config"].get("labels") != labels):
+        raise UserError(f"--resume: {args.train} gives another vocabulary or label set than the run in "
+                        f"{out} was trained with")
+    label_id = {lab: k for k, lab in enumerate(labels)}
+    x_tr, n_trunc = encode_texts(tr.texts, tokenizer, vocab, args.max_len)
+    if n_trunc:
+        _note(f"{tr.path}: {n_trunc} sentences longer than --max-len {args.max_len} tokens truncated")
+    y_tr = np.array([label_id[lab] for lab in tr.labels], dtype=np.int64)
+    x_dev, _ = encode_texts(dev.texts, tokenizer, vocab)
+    y_dev = np.array([label_id[lab] for lab in dev.labels], dtype=np.int64)
+    dev_unk = vocab.unknown_rate(tokenizer(t) for t in dev.texts)
+
+    try:
+        mcfg = ClassifierConfig(
+            vocab_size=len(vocab), num_classes=len(labels), embed_dim=args.embed_dim, hidden=args.hidden,
+            cell=args.cell, layers=args.layers, bidirectional=args.bidirectional, pooling=args.pooling,
+            embed_dropout=args.embed_dropout, dropout=args.dropout, layer_dropout=args.layer_dropout,
+            embed_init_std=args.embed_init_std, seed=args.seed).validate()
+    except ValueError as e:
+        raise UserError(f"model configuration: {e}") from None
+    model = SentenceClassifier(mcfg)
+
+    def collate(sel):
+        idx, mask = pad_batch([x_tr[i] for i in sel])
+        return idx, mask, y_tr[sel]
+
+    source = BucketBatches([len(s) for s in x_tr], args.batch_size, seed=args.seed + 1, collate=collate)
+    steps_per_epoch = len(source.epoch_batches())
+    steps = args.steps
+    if args.epochs is not None:
+        steps = max(1, int(round(args.epochs * steps_per_epoch)))
+    if steps is None and args.minutes is None:
+        steps = 5 * steps_per_epoch
+    cfg = TrainConfig(steps=steps, minutes=args.minutes, optimizer=args.optimizer, lr=args.lr,
+                      weight_decay=args.weight_decay, clip=args.clip, schedule=args.schedule,
+                      warmup=args.warmup, eval_every=args.eval_every,
+                      checkpoint_every=args.eval_every, monitor="val_acc", monitor_mode="max",
+                      patience=args.patience, seed=args.seed)
+    config = {"model": mcfg.to_dict(), "tokenizer": tokenizer.to_dict(), "vocab": vocab.to_dict(),
+              "labels": labels, "label_names": _parse_label_names(args.label_names, labels),
+              "data": {"train": str(args.train), "dev": str(args.dev), "encoding": args.encoding,
+                       "max_len": args.max_len, "batch_size": args.batch_size}}
+    task = ClassifyTask(model, fixed_batches(x_dev, y_dev), len(x_dev))
+    if not args.quiet:
+        _note(f"{len(x_tr)} training sentences ({len(tr.skipped)} skipped), {len(x_dev)} dev, "
+              f"{len(labels)} classes, vocabulary {len(vocab)} (dev unknown-word rate {dev_unk:.1%}), "
+              f"{model.num_parameters():,} parameters, {steps_per_epoch} steps per epoch")
+    summary = fit(task, source, cfg, out, config, resume=args.resume, progress=not args.quiet)
+    summary.update({"epochs": summary["step"] / steps_per_epoch, "wall_s": time.perf_counter() - t0,
+                    "train_examples": len(x_tr), "train_skipped": len(tr.skipped),
+                    "dev_examples": len(x_dev), "dev_skipped": len(dev.skipped), "vocab": len(vocab),
+                    "parameters": model.num_parameters()})
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        best = summary["best"]
+        print(f"best dev accuracy {best:.4f} at step {summary['best_step']} "
+              f"({summary['best_step'] / steps_per_epoch:.2f} epochs); stopped after {summary['step']} "
+              f"steps ({summary['stopped']}); {summary['wall_s']:.0f} s; run in {out}"
+              if best is not None else f"no evaluation ran; run in {out}")
+    return 0
+
+
+# --- loading a run -------------------------------------------------------------------------------
+
+
+def load_run(run_dir, name=None):
+    """(model in eval mode, tokenizer, vocab, labels, display names, config) from a run directory."""
+    run_dir = Path(run_dir)
+    if name is None:
+        name = "best" if (run_dir / "best.json").exists() else "last"
+    arrays, meta, _ = load_checkpoint(run_dir, name, TASK)
+    cfg = meta.get("config") or {}
+    try:
+        mcfg = ClassifierConfig.from_dict(cfg["model"])
+        vocab = Vocab.from_dict(cfg["vocab"], f"{run_dir}/{name}.json")
+        tokenizer = Tokenizer.from_dict(cfg["tokenizer"])
+        labels = [str(x) for x in cfg["labels"]]
+        model = SentenceClassifier(mcfg)
+        pre = "model."
+        model.load_state_dict({k[len(pre):]: v for k, v in arrays.items() if k.startswith(pre)})
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{run_dir}/{name}.json: not a usable classifier checkpoint "
+                        f"({e.__class__.__name__}: {e})") from None
+    if len(labels) != mcfg.num_classes or len(vocab) != mcfg.vocab_size:
+        raise UserError(f"{run_dir}/{name}.json: labels or vocabulary do not match the model")
+    names = cfg.get("label_names") or {}
+    display = [names.get(lab, lab) for lab in labels]
+    return model.eval(), tokenizer, vocab, labels, display, cfg
+
+
+# --- rnnkit predict ------------------------------------------------------------------------------
+
+
+def predict(args):
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size: expected a positive integer, got {args.batch_size}")
+    model, tokenizer, vocab, labels, display, _ = load_run(args.dir, args.checkpoint)
+    rows, notes = read_text_lines(args.file, args.encoding)
+    for n in notes:
+        _note(n)
+    name = "<stdin>" if args.file == "-" else args.file
+    keep, skipped = [], []
+    for line, text in rows:
+        if text.strip():
+            keep.append((line, text))
+        elif args.skip_bad_rows:
+            skipped.append(line)
+        else:
+            raise UserError(f"{name}:{line}: empty line; expected one text per line "
+                            f"(--skip-bad-rows skips such lines)")
+    if skipped:
+        _note(f"{name}: skipped {len(skipped)} empty line{'s' if len(skipped) != 1 else ''} "
+              f"(first: line {skipped[0]})")
+    if not keep:
+        raise UserError(f"{name}: no input lines to classify")
+    seqs, _ = encode_texts([t for _, t in keep], tokenizer, vocab)
+    probs = predict_proba(model, fixed_batches(seqs, batch_size=args.batch_size), len(seqs))
+    pred = probs.argmax(axis=1)
+    out = sys.stdout
+    for (line, text), k, p in zip(keep, pred, probs):
+        if args.json:
+            out.write(json.dumps({"line": line, "label": display[k], "probability": float(p[k]),
+                                  "probabilities": {display[j]: float(p[j]) for j in range(len(labels))}},
+                                 ensure_ascii=False) + "\n")
+        else:
+            out.write(f"{display[k]}\t{p[k]:.4f}\n")
+    return 0
+
+
+# --- rnnkit eval (task "classify") ---------------------------------------------------------------
+
+
+def evaluate(args):
+    """`rnnkit eval DIR [--data TSV] [--json]`: the classification report on a labelled TSV."""
+    model, tokenizer, vocab, labels, display, cfg = load_run(args.dir, getattr(args, "checkpoint", None))
+    path = args.data or (cfg.get("data") or {}).get("dev")
+    if not path:
+        raise UserError("--data: give the labelled TSV to evaluate on")
+    data = read_labelled_tsv(path, skip_bad_rows=getattr(args, "skip_bad_rows", False),
+                             known_labels=labels, encoding=getattr(args, "encoding", "utf-8"))
+    for n in data.notes:
+        _note(n)
+    if data.skipped:
+        _note(data.skipped_summary())
+    label_id = {lab: k for k, lab in enumerate(labels)}
+    seqs, _ = encode_texts(data.texts, tokenizer, vocab)
+    y = np.array([label_id[lab] for lab in data.labels], dtype=np.int64)
+    probs = predict_proba(model, fixed_batches(seqs, y), len(seqs))
+    rep = classification_report(y, probs.argmax(axis=1), display)
+    rep["loss"] = float(-np.mean(np.log(np.maximum(probs[np.arange(len(y)), y], 1e-300))))
+    rep["data"] = data.path
+    rep["skipped"] = len(data.skipped)
+    if args.json:
+        print(json.dumps(rep, indent=1, ensure_ascii=False))
+    else:
+        print(f"{data.path}" + (f" ({len(data.skipped)} bad rows skipped)" if data.skipped else ""))
+        print(format_report(rep))
+        print(f"loss      {rep['loss']:.4f} nats")
+    return 0

@@ -1,0 +1,156 @@
+"""Word tokenizer: text -> list of word and punctuation tokens.
+
+Rules, in order (English-leaning, no external dependency):
+  - optional Unicode lower-casing (`str.lower`) and NFKC normalisation (so full-width letters, ligatures
+    and compatibility forms become their plain versions);
+  - clitics split the way the Penn Treebank does: "don't" -> "do n't", "it's" -> "it 's", "we'll" ->
+    "we 'll", so already-tokenized corpora such as SST ("it 's", "does n't") keep their tokens;
+  - `` and '' (Treebank quotes) stay whole;
+  - a token is a run of letters/digits (with inner hyphens, apostrophes handled above, and decimal
+    numbers like 3.5 kept whole), or one punctuation character; "--" and "..." stay whole.
+
+The `whitespace` mode only splits on whitespace, for text that is tokenized already.
+
+Also here: `pad_batch` (id lists -> padded (T, N) array and mask) and `BucketBatches`, a resumable batch
+source that groups sentences of similar length. Dimensions: T time steps, N batch size.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+import numpy as np
+
+# A clitic at the end of a word: n't, 's, 're, 've, 'll, 'd, 'm (straight or curly apostrophe).
+_CLITIC = re.compile(r"(?i)(\w)(n['\u2019]t|['\u2019](?:s|re|ve|ll|d|m))\b")
+_TOKEN = re.compile(
+    r"""
+    n['\u2019]t(?!\w)              # n't (after the clitic split)
+    | ['\u2019](?:s|re|ve|ll|d|m|em)(?!\w)   # 's 're 've 'll 'd 'm 'em
+    | \d+(?:[.,]\d+)+              # 3.5, 1,000
+    | \w+(?:-\w+)*                 # words, numbers, hyphenated compounds
+    | -{2,} | \.{2,} | `` | ''     # -- ... and the Treebank's quotes `` ''
+    | [^\w\s]                      # any other single symbol
+    """,
+    re.VERBOSE | re.IGNORECASE,
+)
+
+MODES = ("word", "whitespace")
+
+
+@dataclass(frozen=True)
+class Tokenizer:
+    """Callable text -> tokens; its settings go into a run's config so prediction tokenizes the same."""
+
+    lowercase: bool = True  # fold case (SST-2 is lower-cased already)
+    mode: str = "word"  # "word" (rules above) or "whitespace"
+    normalize: bool = True  # Unicode NFKC before anything else
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"tokenizer mode must be one of {', '.join(MODES)}; got {self.mode!r}")
+
+    def __call__(self, text: str) -> list[str]:
+        return tokenize(text, lowercase=self.lowercase, mode=self.mode, normalize=self.normalize)
+
+    def to_dict(self) -> dict:
+        return {"lowercase": self.lowercase, "mode": self.mode, "normalize": self.normalize}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Tokenizer":
+        return cls(lowercase=bool(d.get("lowercase", True)), mode=d.get("mode", "word"),
+                   normalize=bool(d.get("normalize", True)))
+
+
+def tokenize(text: str, lowercase: bool = True, mode: str = "word", normalize: bool = True) -> list[str]:
+    """Split `text` into tokens (see the module docstring)."""
+    if normalize:
+        text = unicodedata.normalize("NFKC", text)
+    if lowercase:
+        text = text.lower()
+    if mode == "whitespace":
+        return text.split()
+    if mode != "word":
+        raise ValueError(f"tokenizer mode must be one of {', '.join(MODES)}; got {mode!r}")
+    text = _CLITIC.sub(r"\1 \2", text)
+    return _TOKEN.findall(text)
+
+
+# --- padded, length-bucketed batches of word ids -------------------------------------------------
+
+
+def pad_batch(seqs, pad_id: int = 0, dtype=np.int64):
+    """Id sequences -> idx (T, N) padded with `pad_id`, mask (T, N) bool; T is the longest length."""
+    N = len(seqs)
+    lengths = np.array([len(s) for s in seqs], dtype=np.int64)
+    T = int(lengths.max()) if N else 0
+    idx = np.full((T, N), pad_id, dtype=dtype)
+    for n, s in enumerate(seqs):
+        idx[: len(s), n] = s
+    mask = np.arange(T)[:, None] < lengths[None, :]
+    return idx, mask
+
+
+class BucketBatches:
+    """Endless mini-batches of item indices, grouped by length so little of each batch is padding.
+
+    Each epoch: shuffle the items, cut them into pools of `pool` batches, sort each pool by length, cut
+    it into batches and shuffle the order of all the epoch's batches. `collate(indices)` turns a batch
+    of indices into arrays. Resumable like `rnnkit.train.batches.IndexBatches`: the state is the epoch,
+    the position and the RNG state from before the epoch was drawn (JSON).
+    """
+
+    def __init__(self, lengths, batch_size: int, seed: int = 0, collate=None, pool: int = 50,
+                 shuffle: bool = True):
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        if self.lengths.ndim != 1 or len(self.lengths) < 1 or batch_size < 1 or pool < 1:
+            raise ValueError("need at least one item, a positive batch size and a positive pool")
+        self.batch_size, self.pool, self.shuffle = batch_size, pool, shuffle
+        self.collate = collate or (lambda idx: idx)
+        self.rng = np.random.default_rng(seed)
+        self.epoch = 0
+        self.batches = None
+        self.pos = 0
+        self._rng_at_epoch = None
+
+    def epoch_batches(self, rng=None):
+        """The list of index arrays for one epoch (sorted by length and unshuffled without `rng`)."""
+        n, B = len(self.lengths), self.batch_size
+        order = rng.permutation(n) if rng is not None else np.arange(n)
+        out = []
+        span = B * self.pool
+        for start in range(0, n, span):
+            chunk = order[start:start + span]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            out.extend(chunk[i:i + B] for i in range(0, len(chunk), B))
+        if rng is not None:
+            out = [out[i] for i in rng.permutation(len(out))]
+        return out
+
+    def _draw(self):
+        self._rng_at_epoch = self.rng.bit_generator.state
+        self.batches = self.epoch_batches(self.rng if self.shuffle else None)
+
+    def next_batch(self):
+        if self.batches is None or self.pos >= len(self.batches):
+            self._draw()
+            self.epoch += 1
+            self.pos = 0
+        idx = self.batches[self.pos]
+        self.pos += 1
+        return self.collate(idx)
+
+    def state_dict(self) -> dict:
+        started = self.batches is not None
+        return {"epoch": self.epoch, "pos": self.pos, "started": started,
+                "rng": self._rng_at_epoch if started else self.rng.bit_generator.state}
+
+    def load_state_dict(self, d: dict):
+        self.epoch, self.pos = int(d["epoch"]), int(d["pos"])
+        self.rng.bit_generator.state = d["rng"]
+        if d.get("started"):
+            self._draw()
+        else:
+            self.batches = None

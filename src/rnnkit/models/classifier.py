@@ -1,0 +1,204 @@
+"""Many-to-one sentence classifier: read a whole (padded) sentence, give one answer.
+
+    idx (T, N) -> Embedding -> Dropout -> (bi)RNN/GRU/LSTM -> pooling over valid steps -> Dropout
+               -> Linear -> logits (N, C)
+
+Dimensions, declared once for this module:
+    T  time steps    N  batch size    E  embedding size    H  hidden size    K  directions (1 or 2)
+    F  pooled features, K*H          C  classes            V  vocabulary size
+
+Pooling reads only the valid steps of each sentence (mask (T, N), a prefix of ones per column):
+    last   forward direction: its state at the sentence's true last token, out[L_n - 1, n, :H];
+           reverse direction: its state after reading the first token, out[0, n, H:] (as PyTorch's h_n).
+           The recurrent layers carry their state through padding, so this equals their final state.
+    mean   (1 / L_n) sum_{t < L_n} out[t, n]
+    max    max_{t < L_n} out[t, n], per feature; the gradient goes to the step that won.
+The pooling's backward is written out here (`pool_forward` / `pool_backward`) and gradient-checked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import NamedTuple
+
+import numpy as np
+
+from rnnkit.backend import DEFAULT_DTYPE, get_array_module
+from rnnkit.functional import softmax_cross_entropy
+from rnnkit.layers import Dropout, Embedding, Linear, Module, make_recurrent
+
+POOLINGS = ("last", "mean", "max")
+CELLS = ("lstm", "gru", "rnn", "rnn_relu")
+
+
+# --- pooling over valid steps --------------------------------------------------------------------
+
+
+class PoolCache(NamedTuple):
+    mode: str
+    shape: tuple  # (T, N, F) of the pooled array
+    lengths: np.ndarray  # (N,) valid steps per sentence
+    H: int  # hidden size of one direction
+    K: int  # directions
+    weights: np.ndarray | None  # mean: mask / L_n, (T, N, 1)
+    argmax: np.ndarray | None  # max: winning step per (n, f), (N, F)
+
+
+def pool_forward(out, mask, mode="last", num_directions=1):
+    """out: (T, N, K*H) recurrent outputs; mask: (T, N) bool prefix mask or None -> feat (N, K*H)."""
+    if mode not in POOLINGS:
+        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}; got {mode!r}")
+    xp = get_array_module(out)
+    T, N, F = out.shape
+    K = num_directions
+    if F % K:
+        raise ValueError(f"out has {F} features, not divisible by {K} directions")
+    H = F // K
+    if mask is None:
+        mask = xp.ones((T, N), dtype=bool)
+    lengths = mask.sum(axis=0).astype(np.int64)
+    if int(lengths.min(initial=1)) < 1:
+        raise ValueError("every sequence needs at least one valid step")
+    weights = argmax = None
+    n = xp.arange(N)
+    if mode == "last":
+        feat = xp.empty((N, F), dtype=out.dtype)
+        feat[:, :H] = out[lengths - 1, n, :H]  # forward direction: after the true last token
+        if K == 2:
+            feat[:, H:] = out[0, :, H:]  # reverse direction: after reading the first token
+    elif mode == "mean":
+        weights = (mask / lengths[None, :]).astype(out.dtype)[:, :, None]  # (T, N, 1)
+        feat = (out * weights).sum(axis=0)  # feat = sum_t out_t * m_t / L
+    else:
+        masked = xp.where(mask[:, :, None], out, -xp.inf)
+        argmax = masked.argmax(axis=0)  # (N, F)
+        feat = xp.take_along_axis(out, argmax[None], axis=0)[0]
+    return feat, PoolCache(mode, (T, N, F), lengths, H, K, weights, argmax)
+
+
+def pool_backward(dfeat, cache: PoolCache):
+    """dfeat: (N, F) -> dout: (T, N, F), zero at padded steps."""
+    xp = get_array_module(dfeat)
+    T, N, F = cache.shape
+    H = cache.H
+    if cache.mode == "mean":
+        return dfeat[None, :, :] * cache.weights  # d/dout_t = dfeat * m_t / L
+    dout = xp.zeros((T, N, F), dtype=dfeat.dtype)
+    n = xp.arange(N)
+    if cache.mode == "last":
+        dout[cache.lengths - 1, n, :H] = dfeat[:, :H]
+        if cache.K == 2:
+            dout[0, :, H:] = dfeat[:, H:]  # for a one-token sentence both land on step 0, different halves
+    else:
+        xp.put_along_axis(dout, cache.argmax[None], dfeat[None], axis=0)  # one winner per (n, f)
+    return dout
+
+
+# --- the model -----------------------------------------------------------------------------------
+
+
+@dataclass
+class ClassifierConfig:
+    vocab_size: int
+    num_classes: int
+    embed_dim: int = 128  # E
+    hidden: int = 128  # H per direction
+    cell: str = "lstm"  # lstm | gru | rnn | rnn_relu
+    layers: int = 1
+    bidirectional: bool = False
+    pooling: str = "last"  # last | mean | max (over valid steps)
+    embed_dropout: float = 0.3  # on the embeddings
+    dropout: float = 0.3  # on the pooled features, before the output layer
+    layer_dropout: float = 0.0  # between stacked recurrent layers
+    forget_bias: float | None = 1.0  # LSTM forget-gate bias at initialisation
+    embed_init_std: float = 1.0  # N(0, std^2) embeddings (1.0 is PyTorch's default)
+    seed: int = 0
+
+    def validate(self):
+        if self.vocab_size < 2:
+            raise ValueError(f"vocab_size must be >= 2, got {self.vocab_size}")
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {', '.join(CELLS)}; got {self.cell!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}; got {self.pooling!r}")
+        for name in ("embed_dropout", "dropout", "layer_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        for name in ("embed_dim", "hidden", "layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        return self
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class SentenceClassifier(Module):
+    """Embedding -> dropout -> recurrent -> pooling -> dropout -> linear. Parameters: `emb.W`,
+    `rnn.l{k}[_reverse].*`, `head.W`, `head.b`."""
+
+    def __init__(self, cfg: ClassifierConfig, dtype=DEFAULT_DTYPE):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        s = cfg.seed
+        self.emb = Embedding(cfg.vocab_size, cfg.embed_dim, dtype=dtype, seed=s)
+        if cfg.embed_init_std != 1.0:
+            self.emb.params["W"] *= cfg.embed_init_std
+        self.emb_drop = Dropout(cfg.embed_dropout, seed=s + 1)
+        self.rnn = make_recurrent(cfg.cell, cfg.embed_dim, cfg.hidden, num_layers=cfg.layers,
+                                  bidirectional=cfg.bidirectional, dropout=cfg.layer_dropout,
+                                  forget_bias=cfg.forget_bias, dtype=dtype, seed=s + 2)
+        self.drop = Dropout(cfg.dropout, seed=s + 3)
+        K = 2 if cfg.bidirectional else 1
+        self.head = Linear(K * cfg.hidden, cfg.num_classes, dtype=dtype, seed=s + 4)
+        self._pool_cache = None
+
+    @property
+    def num_directions(self):
+        return 2 if self.cfg.bidirectional else 1
+
+    def forward(self, idx, mask=None):
+        """idx: (T, N) word ids; mask: (T, N) bool, a prefix per column (None: all valid) -> (N, C)."""
+        x = self.emb_drop.forward(self.emb.forward(idx))  # (T, N, E)
+        out, _ = self.rnn.forward(x, mask=mask)  # (T, N, K*H); the state is carried through padding
+        feat, self._pool_cache = pool_forward(out, mask, self.cfg.pooling, self.num_directions)
+        return self.head.forward(self.drop.forward(feat))  # (N, C)
+
+    def backward(self, dlogits):
+        """Adds every parameter's gradient; the forward read bottom-up."""
+        dfeat = self.drop.backward(self.head.backward(dlogits))
+        dout = pool_backward(dfeat, self._pool_cache)
+        dx, _ = self.rnn.backward(dout)
+        self.emb.backward(self.emb_drop.backward(dx))
+
+    def loss(self, idx, mask, y):
+        """Mean cross-entropy over the batch and its backward, in one call: returns (loss, logits)."""
+        logits = self.forward(idx, mask)
+        loss, dlogits = softmax_cross_entropy(logits, y)
+        self.backward(dlogits)
+        return loss, logits
+
+    def predict_proba(self, idx, mask=None):
+        """Class probabilities (N, C) in eval mode (no dropout); the training mode is restored."""
+        was = self.training
+        self.eval()
+        try:
+            logits = self.forward(idx, mask)
+        finally:
+            self.train(was)
+        return softmax(logits)
+
+
+def softmax(logits):
+    xp = get_array_module(logits)
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = xp.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)

@@ -1,0 +1,161 @@
+"""`rnnkit train classify`, `rnnkit predict`, `rnnkit eval` end to end on a small generated task, and
+the user's mistakes (exit status 2, one line naming file and line)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from rnnkit.cli import main
+from rnnkit.data.words import BucketBatches, pad_batch
+
+FILLER = "the a film movie plot actors was is it this and story".split()
+
+
+def make_tsv(path, n, seed, crlf=False, bom=False):
+    """Label 'pos' when the sentence holds 'good' or 'great', 'neg' when it holds 'bad' or 'dull'."""
+    rng = np.random.default_rng(seed)
+    nl = "\r\n" if crlf else "\n"
+    rows = ["text\tlabel"]
+    for _ in range(n):
+        pos = bool(rng.integers(2))
+        words = list(rng.choice(FILLER, int(rng.integers(2, 9))))
+        words.insert(int(rng.integers(len(words) + 1)), str(rng.choice(["good", "great"] if pos else
+                                                                     ["bad", "dull"])))
+        rows.append(" ".join(words) + "\t" + ("pos" if pos else "neg"))
+    data = (nl.join(rows) + nl).encode()
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + data)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cls")
+    train = make_tsv(d / "train.tsv", 400, 0)
+    dev = make_tsv(d / "dev.tsv", 60, 1, crlf=True, bom=True)
+    out = d / "run"
+    rc = main(["train", "classify", "--train", str(train), "--dev", str(dev), "--out", str(out),
+               "--cell", "gru", "--bidirectional", "--embed-dim", "8", "--hidden", "8",
+               "--batch-size", "16", "--steps", "120", "--eval-every", "40", "--lr", "0.02",
+               "--label-names", "pos=positive", "--quiet", "--json"])
+    assert rc == 0
+    return d, out
+
+
+def test_train_writes_run_and_learns(run, capsys):
+    d, out = run
+    assert (out / "best.json").exists() and (out / "last.json").exists()
+    evals = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()
+             if json.loads(x)["kind"] == "eval"]
+    assert [e["step"] for e in evals] == [40, 80, 120]
+    assert max(e["val_acc"] for e in evals) >= 0.9  # an easy task: one keyword decides
+
+
+def test_eval_report(run, capsys):
+    d, out = run
+    capsys.readouterr()
+    assert main(["eval", str(out), "--data", str(d / "dev.tsv"), "--json"]) == 0
+    captured = capsys.readouterr()
+    rep = json.loads(captured.out)
+    assert "byte order mark" in captured.err and "CRLF" in captured.err  # accepted, and said so
+    cm = np.array(rep["confusion"]["matrix"])
+    assert rep["n"] == 60 == cm.sum()
+    assert rep["confusion"]["labels"] == ["neg", "positive"]  # display name from --label-names
+    assert rep["accuracy"] == pytest.approx(np.trace(cm) / 60)
+    assert rep["accuracy"] >= 0.9
+    assert set(rep["per_class"]["neg"]) >= {"precision", "recall", "f1", "support"}
+    assert main(["eval", str(out), "--data", str(d / "dev.tsv")]) == 0
+    text = capsys.readouterr().out
+    assert "accuracy" in text and "macro-F1" in text and "confusion matrix" in text
+
+
+def test_predict(run, capsys, tmp_path, monkeypatch):
+    d, out = run
+    f = tmp_path / "in.txt"
+    f.write_text("what a great film\nthe plot was dull\n")
+    capsys.readouterr()
+    assert main(["predict", str(out), str(f)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split("\t")[0] for ln in lines] == ["positive", "neg"]
+    assert all(0.5 <= float(ln.split("\t")[1]) <= 1.0 for ln in lines)
+    assert main(["predict", str(out), str(f), "--json"]) == 0
+    objs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [o["line"] for o in objs] == [1, 2]
+    assert sum(objs[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    # blank lines: an error naming the line, or counted and skipped
+    f.write_text("great\n\ndull\n")
+    assert main(["predict", str(out), str(f)]) == 2
+    assert f"{f}:2: empty line" in capsys.readouterr().err
+    assert main(["predict", str(out), str(f), "--skip-bad-rows"]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 2 and "skipped 1 empty line" in captured.err
+
+
+@pytest.mark.parametrize("row, reason", [
+    ("no tab in this row", "no tab"),
+    ("\tpos", "empty text"),
+])
+def test_bad_training_rows(tmp_path, capsys, row, reason):
+    train = make_tsv(tmp_path / "train.tsv", 30, 0)
+    lines = train.read_text().splitlines()
+    lines.insert(5, row)  # becomes line 6
+    train.write_text("\n".join(lines) + "\n")
+    dev = make_tsv(tmp_path / "dev.tsv", 10, 1)
+    args = ["train", "classify", "--train", str(train), "--dev", str(dev), "--out", str(tmp_path / "r"),
+            "--embed-dim", "4", "--hidden", "4", "--steps", "2", "--quiet"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"rnnkit: error: {train}:6: {reason}") and err.count("\n") == 1
+    assert main(args + ["--skip-bad-rows"]) == 0
+    assert f"{train}: skipped 1 bad row (first: line 6: {reason}" in capsys.readouterr().err
+
+
+def test_dev_label_never_seen_in_training(tmp_path, capsys):
+    train = make_tsv(tmp_path / "train.tsv", 30, 0)
+    dev = make_tsv(tmp_path / "dev.tsv", 10, 1)
+    dev.write_text(dev.read_text() + "a neutral film\tneutral\n")
+    args = ["train", "classify", "--train", str(train), "--dev", str(dev), "--out", str(tmp_path / "r"),
+            "--embed-dim", "4", "--hidden", "4", "--steps", "2", "--quiet"]
+    assert main(args) == 2
+    assert f"{dev}:12: label 'neutral' never seen in training" in capsys.readouterr().err
+    assert main(args + ["--skip-bad-rows"]) == 0
+    assert "skipped 1 bad row" in capsys.readouterr().err
+
+
+def test_argument_and_run_dir_errors(tmp_path, capsys):
+    train = make_tsv(tmp_path / "train.tsv", 20, 0)
+    one = tmp_path / "one.tsv"
+    one.write_text("text\tlabel\ngood film\tpos\nfine\tpos\n")
+    base = ["train", "classify", "--dev", str(train), "--out", str(tmp_path / "r"), "--steps", "1", "--quiet"]
+    assert main(base + ["--train", str(one)]) == 2
+    assert "only one label ('pos')" in capsys.readouterr().err
+    assert main(base + ["--train", str(train), "--label-names", "maybe=x"]) == 2
+    assert "--label-names: 'maybe' is not a label" in capsys.readouterr().err
+    assert main(base + ["--train", str(train), "--batch-size", "0"]) == 2
+    assert "--batch-size" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "nowhere"), "-"]) == 2
+    assert "no such run directory" in capsys.readouterr().err
+
+
+def test_bucket_batches_group_lengths_and_resume():
+    lengths = np.random.default_rng(0).integers(1, 40, 500)
+    src = BucketBatches(lengths, 20, seed=3, pool=5)
+    epoch = src.epoch_batches(np.random.default_rng(0))
+    assert sorted(np.concatenate(epoch).tolist()) == list(range(500))  # each item once per epoch
+    # within a pool the batches are sorted, so a batch spans few lengths
+    spread = np.mean([np.ptp(lengths[b]) for b in epoch])
+    assert spread < 0.5 * np.mean([np.ptp(lengths[np.arange(i, i + 20)]) for i in range(0, 500, 20)])
+    for _ in range(30):  # into the second epoch
+        src.next_batch()
+    state = json.loads(json.dumps(src.state_dict()))
+    want = [src.next_batch() for _ in range(5)]
+    other = BucketBatches(lengths, 20, seed=99, pool=5)
+    other.load_state_dict(state)
+    got = [other.next_batch() for _ in range(5)]
+    assert all(np.array_equal(a, b) for a, b in zip(want, got))
+
+
+def test_pad_batch():
+    idx, mask = pad_batch([np.array([5, 6, 7]), np.array([8])])
+    np.testing.assert_array_equal(idx, [[5, 8], [6, 0], [7, 0]])
+    np.testing.assert_array_equal(mask, [[1, 1], [1, 0], [1, 0]])

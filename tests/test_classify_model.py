@@ -1,0 +1,159 @@
+"""The sentence classifier: pooling over valid steps (forward and hand-written backward, gradient-checked),
+the whole model's gradients, and independence from padding."""
+
+import numpy as np
+import pytest
+
+from gradcheck import numerical_grad, rel_error
+from rnnkit.functional import lengths_to_mask, softmax_cross_entropy
+from rnnkit.models.classifier import ClassifierConfig, SentenceClassifier, pool_backward, pool_forward
+
+LENGTHS = np.array([5, 1, 3, 5])  # a one-token sentence and padded ones
+
+
+@pytest.mark.parametrize("mode", ["last", "mean", "max"])
+@pytest.mark.parametrize("K", [1, 2])
+def test_pool_gradient(rng, mode, K):
+    T, N, H = 5, len(LENGTHS), 3
+    out = rng.standard_normal((T, N, K * H))
+    mask = lengths_to_mask(LENGTHS, T)
+    feat, cache = pool_forward(out, mask, mode, K)
+    dfeat = rng.standard_normal(feat.shape)
+    dout = pool_backward(dfeat, cache)
+    num = numerical_grad(lambda: pool_forward(out, mask, mode, K)[0], out, dfeat)
+    assert rel_error(dout, num) < 1e-8
+    assert np.all(dout[~mask] == 0)  # no gradient reaches padding
+
+
+def test_pool_values_ignore_padding(rng):
+    T, N, H = 5, len(LENGTHS), 2
+    out = rng.standard_normal((T, N, 2 * H))
+    mask = lengths_to_mask(LENGTHS, T)
+    poisoned = out.copy()
+    poisoned[~mask] = 1e6  # padding must never win a max or enter a mean
+    for mode in ("last", "mean", "max"):
+        a, _ = pool_forward(out, mask, mode, 2)
+        b, _ = pool_forward(poisoned, mask, mode, 2)
+        np.testing.assert_array_equal(a, b)
+    n = 2  # length 3
+    mean, _ = pool_forward(out, mask, "mean", 2)
+    np.testing.assert_allclose(mean[n], out[:3, n].mean(axis=0))
+    mx, _ = pool_forward(out, mask, "max", 2)
+    np.testing.assert_allclose(mx[n], out[:3, n].max(axis=0))
+    last, _ = pool_forward(out, mask, "last", 2)
+    np.testing.assert_array_equal(last[n, :H], out[2, n, :H])  # forward: true last token
+    np.testing.assert_array_equal(last[n, H:], out[0, n, H:])  # reverse: after the first token
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_last_pooling_is_the_final_state(rng, cell):
+    """Reading out[L-1] / out[0] gives exactly the recurrent layer's final state (PyTorch's h_n)."""
+    cfg = ClassifierConfig(vocab_size=11, num_classes=3, embed_dim=4, hidden=5, cell=cell,
+                           bidirectional=True, pooling="last", embed_dropout=0, dropout=0)
+    m = SentenceClassifier(cfg, dtype=np.float64)
+    T = int(LENGTHS.max())
+    idx = rng.integers(2, 11, (T, len(LENGTHS)))
+    mask = lengths_to_mask(LENGTHS, T)
+    x = m.emb.forward(idx)
+    out, final = m.rnn.forward(x, mask=mask)
+    h = final[0] if cell == "lstm" else final
+    feat, _ = pool_forward(out, mask, "last", 2)
+    np.testing.assert_allclose(feat, np.concatenate([h[0], h[1]], axis=1), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cell, bi, pooling, layers", [
+    ("lstm", True, "max", 1), ("gru", False, "last", 2), ("rnn", True, "mean", 1), ("lstm", True, "last", 2),
+])
+def test_model_gradients(rng, cell, bi, pooling, layers):
+    cfg = ClassifierConfig(vocab_size=9, num_classes=3, embed_dim=3, hidden=4, cell=cell, layers=layers,
+                           bidirectional=bi, pooling=pooling, embed_dropout=0, dropout=0, seed=3)
+    m = SentenceClassifier(cfg, dtype=np.float64)
+    T = int(LENGTHS.max())
+    idx = rng.integers(1, 9, (T, len(LENGTHS)))
+    mask = lengths_to_mask(LENGTHS, T)
+    y = rng.integers(0, 3, len(LENGTHS))
+    m.zero_grad()
+    m.loss(idx, mask, y)
+
+    def f():
+        return np.array(softmax_cross_entropy(m.forward(idx, mask), y)[0])
+
+    for name, p, g in m.named_parameters():
+        num = numerical_grad(f, p, np.array(1.0))
+        assert rel_error(g, num) < 1e-6, name
+
+
+def test_dropout_is_in_the_backward(rng):
+    """With dropout on, the analytic gradient still matches (same masks: re-seed before each forward)."""
+    cfg = ClassifierConfig(vocab_size=7, num_classes=2, embed_dim=3, hidden=3, cell="lstm",
+                           bidirectional=True, pooling="max", embed_dropout=0.4, dropout=0.5)
+    m = SentenceClassifier(cfg, dtype=np.float64)
+    T = int(LENGTHS.max())
+    idx = rng.integers(1, 7, (T, len(LENGTHS)))
+    mask = lengths_to_mask(LENGTHS, T)
+    y = rng.integers(0, 2, len(LENGTHS))
+
+    def reseed():
+        m.emb_drop.rng = np.random.default_rng(5)
+        m.drop.rng = np.random.default_rng(6)
+
+    def f():
+        reseed()
+        return np.array(softmax_cross_entropy(m.forward(idx, mask), y)[0])
+
+    reseed()
+    m.zero_grad()
+    m.loss(idx, mask, y)
+    for name in ("head.W", "rnn.l0_reverse.Wh", "emb.W"):
+        p = dict((n, p) for n, p, _ in m.named_parameters())[name]
+        g = dict((n, g) for n, _, g in m.named_parameters())[name]
+        assert rel_error(g, numerical_grad(f, p, np.array(1.0))) < 1e-6, name
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean", "max"])
+def test_prediction_does_not_depend_on_padding(rng, pooling):
+    """A sentence gets the same probabilities alone or padded inside a batch of longer ones."""
+    cfg = ClassifierConfig(vocab_size=20, num_classes=2, embed_dim=6, hidden=5, bidirectional=True,
+                           pooling=pooling)
+    m = SentenceClassifier(cfg, dtype=np.float64)
+    T = int(LENGTHS.max())
+    idx = rng.integers(2, 20, (T, len(LENGTHS)))
+    mask = lengths_to_mask(LENGTHS, T)
+    idx[~mask] = 0
+    batch = m.predict_proba(idx, mask)
+    assert m.training  # predict_proba restores the mode
+    for n, L in enumerate(LENGTHS):
+        alone = m.predict_proba(idx[:L, n:n + 1], None)
+        np.testing.assert_allclose(batch[n], alone[0], rtol=1e-12)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="pooling"):
+        ClassifierConfig(10, 2, pooling="sum").validate()
+    with pytest.raises(ValueError, match="num_classes"):
+        ClassifierConfig(10, 1).validate()
+    with pytest.raises(ValueError, match="dropout"):
+        ClassifierConfig(10, 2, dropout=1.0).validate()
+    cfg = ClassifierConfig(10, 2, cell="gru", bidirectional=True)
+    assert ClassifierConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_classification_report_figures():
+    from rnnkit.report.classification import classification_report, confusion_matrix, format_report
+
+    y_true = [0, 0, 0, 1, 1, 2]
+    y_pred = [0, 0, 1, 1, 0, 1]  # class 2 never predicted
+    cm = confusion_matrix(y_true, y_pred, 3)
+    np.testing.assert_array_equal(cm, [[2, 1, 0], [1, 1, 0], [0, 1, 0]])
+    rep = classification_report(y_true, y_pred, ["a", "b", "c"])
+    assert rep["accuracy"] == pytest.approx(3 / 6)
+    a, b, c = (rep["per_class"][k] for k in "abc")
+    assert (a["precision"], a["recall"]) == pytest.approx((2 / 3, 2 / 3))
+    assert (b["precision"], b["recall"]) == pytest.approx((1 / 3, 1 / 2))
+    assert (c["precision"], c["recall"], c["f1"]) == (0.0, 0.0, 0.0)
+    assert b["f1"] == pytest.approx(2 * (1 / 3) * (1 / 2) / (1 / 3 + 1 / 2))
+    assert rep["macro_f1"] == pytest.approx((2 / 3 + b["f1"] + 0) / 3)
+    text = format_report(rep)
+    assert "accuracy  0.5000" in text and "confusion matrix" in text
+    with pytest.raises(ValueError):
+        confusion_matrix([0, 3], [0, 1], 3)
