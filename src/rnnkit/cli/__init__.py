@@ -18,6 +18,7 @@ VERB_MODULES = [
     "rnnkit.cli.demo",
     "rnnkit.cli.bench",
     "rnnkit.cli.evaluate",
+    "rnnkit.cli.lm",
     "rnnkit.cli.classify",
 ]
 

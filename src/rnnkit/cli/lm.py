@@ -1,0 +1,327 @@
+"""`rnnkit train lm`, `rnnkit sample` and the "lm" task of `rnnkit eval`: the character-level language
+model from the command line.
+
+A run directory holds the checkpoints (`last`, `best`), `metrics.jsonl` and `loss.png`; the checkpoint
+meta's "config" holds everything needed to rebuild the model and its corpus: {"model": LMConfig,
+"vocab": CharVocab JSON, "data": where the text came from, "batch": ..., "seq_len": ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from rnnkit.data.text import CharVocab, read_bytes, decode_bytes, check_encoding, split_ids, \
+    stdlib_corpus, text_sha256
+from rnnkit.errors import UserError
+from rnnkit.models.lm import CharLM, LMConfig, LMTask, evaluate_stream, sample as sample_ids
+from rnnkit.train.batches import StreamBatches
+from rnnkit.train.checkpoint import load_checkpoint, prepare_run_dir, read_json
+from rnnkit.train.loop import TrainConfig, fit
+
+# Defaults of the flags (argparse defaults are None, so a resumed run can tell what the user set).
+MODEL_DEFAULTS = {"cell": "lstm", "hidden": 256, "layers": 2, "embed": 64, "dropout": 0.0, "seed": 0}
+DATA_DEFAULTS = {"data": None, "encoding": "utf-8", "bytes": False, "val_frac": 0.1, "batch": 32,
+                 "seq_len": 64}
+TRAIN_DEFAULTS = {"steps": 1000, "minutes": None, "optimizer": "adam", "lr": 2e-3, "weight_decay": 0.0,
+                  "clip": 5.0, "schedule": "constant", "warmup": 0, "eval_every": 200,
+                  "checkpoint_every": 200, "patience": 0, "eval_chars": 100_000, "bptt_checkpoint": None}
+
+
+def register(sub, train_sub):
+    p = train_sub.add_parser("lm", help="train a character-level language model (truncated BPTT)",
+                             description="Train a character-level language model on a text file (by "
+                             "default: a few MB of this Python's own standard library).")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", help="a UTF-8 text file (default: the Python standard library's sources)")
+    g.add_argument("--encoding", help="text encoding of --data (default utf-8)")
+    g.add_argument("--bytes", action="store_true", default=None,
+                   help="model raw bytes (vocabulary of 256) instead of characters")
+    g.add_argument("--val-frac", type=float, help="the last fraction of the text for validation (0.1)")
+    m = p.add_argument_group("model")
+    m.add_argument("--cell", choices=["lstm", "gru", "rnn"], help="recurrent cell (lstm)")
+    m.add_argument("--hidden", type=int, help="hidden units per layer (256)")
+    m.add_argument("--layers", type=int, help="recurrent layers (2)")
+    m.add_argument("--embed", type=int, help="character embedding size (64)")
+    m.add_argument("--dropout", type=float, help="dropout between layers and before the output (0)")
+    m.add_argument("--seed", type=int, help="seed of the weights, dropout and batch order (0)")
+    t = p.add_argument_group("training")
+    t.add_argument("--seq-len", type=int, help="truncated-BPTT chunk length k (64)")
+    t.add_argument("--batch", type=int, help="parallel streams N (32)")
+    t.add_argument("--steps", type=int, help="total updates (1000; with --minutes only: no step limit)")
+    t.add_argument("--minutes", type=float, help="wall-clock budget of this invocation")
+    t.add_argument("--optimizer", choices=["sgd", "adam", "adamw", "rmsprop", "adagrad"], help="(adam)")
+    t.add_argument("--lr", type=float, help="peak learning rate (2e-3)")
+    t.add_argument("--weight-decay", type=float, help="(0)")
+    t.add_argument("--clip", type=float, help="global gradient-norm clip, 0 for none (5)")
+    t.add_argument("--schedule", choices=["constant", "cosine", "step"], help="learning-rate schedule")
+    t.add_argument("--warmup", type=int, help="warmup steps of the cosine schedule (0)")
+    t.add_argument("--eval-every", type=int, help="steps between validation passes (200)")
+    t.add_argument("--eval-chars", type=int,
+                   help="validation characters used during training (100000; 0: all); `rnnkit eval` "
+                        "always uses all")
+    t.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (200)")
+    t.add_argument("--patience", type=int, help="stop after this many evaluations without improvement")
+    t.add_argument("--bptt-checkpoint", type=int, metavar="K",
+                   help="recompute BPTT: keep every K-th state and recompute the rest in backward "
+                        "(less memory, more time), where the layers support it")
+    r = p.add_argument_group("run")
+    r.add_argument("--out", default="runs/lm", help="run directory (runs/lm)")
+    r.add_argument("--resume", action="store_true", help="continue the run in --out")
+    r.add_argument("--force", action="store_true", help="start over in an existing --out")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--json", action="store_true", help="print the final figures as JSON")
+    p.set_defaults(func=train)
+
+    s = sub.add_parser("sample", help="sample text from a trained language model",
+                       description="Print characters from a trained language model as they are generated.")
+    s.add_argument("dir", help="run directory of `rnnkit train lm`")
+    s.add_argument("--prime", default=None, help="text to start from (default: a newline)")
+    s.add_argument("--length", type=int, default=500, help="characters to generate (500)")
+    s.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; 0 is greedy (1.0)")
+    s.add_argument("--top-k", type=int, default=None, help="sample among the k most likely characters")
+    s.add_argument("--seed", type=int, default=None, help="random seed (default: fresh)")
+    s.add_argument("--checkpoint", choices=["best", "last"], default=None,
+                   help="which checkpoint (default: best if there is one, else last)")
+    s.set_defaults(func=sample)
+
+
+# --- corpus ----------------------------------------------------------------------------------------
+
+
+def load_corpus(data, encoding, as_bytes):
+    """(text, description dict): a str, or bytes with `as_bytes` (raw file bytes, no decoding).
+    The default corpus is the Python standard library."""
+    if data is None:
+        text, info = stdlib_corpus()
+        return (text.encode("utf-8") if as_bytes else text), info
+    raw = read_bytes(data)
+    if as_bytes:
+        if not raw:
+            raise UserError(f"{data}: the file is empty")
+        nul = raw.find(b"\x00")
+        if nul >= 0:
+            raise UserError(f"{data}: looks like a binary file (NUL byte at byte {nul}); "
+                            f"expected a text file")
+        text = raw
+    else:
+        text = decode_bytes(raw, str(data), encoding)
+    info = {"source": "file", "path": str(Path(data).resolve()), "encoding": encoding, "chars": len(text),
+            "sha256": text_sha256(text)}
+    return text, info
+
+
+# --- train -----------------------------------------------------------------------------------------
+
+
+def _explicit(args, keys):
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
+def _check_positive(opts):
+    for k in ("hidden", "layers", "embed", "batch", "seq_len"):
+        if k in opts and opts[k] < 1:
+            raise UserError(f"--{k.replace('_', '-')}: expected a positive integer, got {opts[k]}")
+    if "dropout" in opts and not 0 <= opts["dropout"] < 1:
+        raise UserError(f"--dropout: expected a number in [0, 1), got {opts['dropout']}")
+    if opts.get("eval_chars") is not None and opts["eval_chars"] < 0:
+        raise UserError(f"--eval-chars: expected an integer >= 0, got {opts['eval_chars']}")
+    if opts.get("bptt_checkpoint") is not None and opts["bptt_checkpoint"] < 1:
+        raise UserError(f"--bptt-checkpoint: expected a positive integer, got {opts['bptt_checkpoint']}")
+
+
+def apply_bptt_checkpoint(model, k):
+    """Set the layers' recompute-BPTT interval where the layers have such an option."""
+    if k is None:
+        return
+    for attr in ("checkpoint_every", "bptt_checkpoint", "recompute_every", "checkpoint"):
+        if hasattr(model.rnn, attr):
+            setattr(model.rnn, attr, k)
+            return
+    raise UserError("--bptt-checkpoint: this version's recurrent layers have no recompute option")
+
+
+def train(args):
+    out = Path(args.out)
+    model_opts = _explicit(args, MODEL_DEFAULTS)
+    data_opts = _explicit(args, DATA_DEFAULTS)
+    train_opts = _explicit(args, TRAIN_DEFAULTS)
+    _check_positive({**model_opts, **data_opts, **train_opts})
+    if args.resume and args.force:
+        raise UserError("--resume and --force: choose one")
+    if args.resume:
+        prepare_run_dir(out, resume=True)
+        _, meta, _ = load_checkpoint(out, "last", "lm")
+        cfg = meta.get("config") or {}
+        saved_model, saved_data = cfg.get("model", {}), cfg.get("data_args", {})
+        given = [(k, v, saved_model.get(k)) for k, v in model_opts.items()] + \
+            [(k, v, saved_data.get(k)) for k, v in data_opts.items() if k != "data"]
+        for k, v, saved in given:
+            if saved is not None and v != saved:
+                raise UserError(f"--{k.replace('_', '-')} {v} differs from the run's {saved!r}; "
+                                f"a resumed run keeps its model and data")
+        model_args = {k: saved_model.get(k, d) for k, d in MODEL_DEFAULTS.items()}
+        data_args = {k: saved_data.get(k, d) for k, d in DATA_DEFAULTS.items()}
+        if "data" in data_opts:  # the text may have moved; its checksum is compared below
+            data_args["data"] = data_opts["data"]
+        t = {**TRAIN_DEFAULTS, **{k: v for k, v in meta.get("train", {}).items() if k in TRAIN_DEFAULTS},
+             **cfg.get("train_extra", {})}
+        if "minutes" in train_opts and "steps" not in train_opts:
+            t["steps"] = None
+        train_args = {**t, **train_opts}
+    else:
+        model_args = {**MODEL_DEFAULTS, **model_opts}
+        data_args = {**DATA_DEFAULTS, **data_opts}
+        train_args = {**TRAIN_DEFAULTS, **train_opts}
+        if "minutes" in train_opts and "steps" not in train_opts:
+            train_args["steps"] = None
+        prepare_run_dir(out, resume=False, force=args.force)
+
+    check_encoding(data_args["encoding"])
+    text, info = load_corpus(data_args["data"], data_args["encoding"], data_args["bytes"])
+    if args.resume:
+        saved_info = (meta.get("config") or {}).get("corpus", {})
+        if saved_info.get("sha256") and saved_info["sha256"] != info["sha256"]:
+            raise UserError(f"{info.get('path', 'the default corpus')}: the text differs from the one the "
+                            f"run was trained on (sha256 mismatch); cannot resume on other data")
+        vocab = CharVocab.from_json(cfg.get("vocab"), f"{out}/last.json")
+    else:
+        vocab = CharVocab.from_text(text, "byte" if data_args["bytes"] else "char")
+    name = data_args["data"] or "the default corpus"
+    ids = vocab.encode(text, name)
+    train_ids, val_ids = split_ids(ids, data_args["val_frac"])
+    N, T = data_args["batch"], data_args["seq_len"]
+    if len(train_ids) < N * (T + 1):
+        raise UserError(f"{name}: {len(train_ids)} training characters is shorter than one chunk of "
+                        f"--batch {N} x (--seq-len {T} + 1) = {N * (T + 1)}; use a longer text or "
+                        f"smaller --batch / --seq-len")
+    lm_cfg = LMConfig(vocab_size=len(vocab), **model_args)
+    model = CharLM(lm_cfg)
+    apply_bptt_checkpoint(model, train_args.get("bptt_checkpoint"))
+    source = StreamBatches(train_ids, N, T, seed=lm_cfg.seed)
+    eval_chars = train_args["eval_chars"] or None
+    task = LMTask(model, val_ids if len(val_ids) >= 2 else None, eval_chars=eval_chars)
+    tcfg = TrainConfig(steps=train_args["steps"], minutes=train_args["minutes"],
+                       optimizer=train_args["optimizer"], lr=train_args["lr"],
+                       weight_decay=train_args["weight_decay"], clip=train_args["clip"],
+                       schedule=train_args["schedule"], warmup=train_args["warmup"],
+                       eval_every=train_args["eval_every"], checkpoint_every=train_args["checkpoint_every"],
+                       patience=train_args["patience"], seed=lm_cfg.seed,
+                       monitor="val_loss" if task.val_ids is not None else "none")
+    config = {"model": lm_cfg.__dict__, "vocab": vocab.to_json(), "corpus": info,
+              "data_args": data_args, "train_extra": {"eval_chars": train_args["eval_chars"],
+                                                      "bptt_checkpoint": train_args["bptt_checkpoint"]}}
+    progress = not args.no_progress
+    if progress:
+        print(f"rnnkit: {len(ids):,} characters ({len(train_ids):,} train, {len(val_ids):,} validation) "
+              f"from {name}; vocabulary {len(vocab)}; {lm_cfg.cell} {lm_cfg.layers}x{lm_cfg.hidden}, "
+              f"{model.num_parameters():,} parameters; run dir {out}", file=sys.stderr)
+    summary = fit(task, source, tcfg, out, config, resume=args.resume, progress=progress)
+    ev = summary["last_eval"] or {}
+    result = {"run_dir": str(out), "step": summary["step"], "stopped": summary["stopped"],
+              "val_loss": ev.get("val_loss"), "bits_per_char": ev.get("bits_per_char"),
+              "best_val_loss": summary["best"], "best_step": summary["best_step"],
+              "tokens_per_s": round(summary["tokens_per_s"], 1), "elapsed_s": round(summary["elapsed"], 1)}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        vl = f"val loss {ev['val_loss']:.4f} nats/char ({ev['bits_per_char']:.3f} bits/char)" \
+            if ev.get("val_loss") is not None else "no validation text"
+        print(f"step {summary['step']}: {vl}; {result['tokens_per_s']:,.0f} chars/s; saved in {out} "
+              f"(sample with: rnnkit sample {out})")
+
+
+# --- loading a run -----------------------------------------------------------------------------------
+
+
+def load_run(run_dir, which=None):
+    """(model, vocab, meta, name) of a language-model run; `which` None picks best, else last."""
+    run_dir = Path(run_dir)
+    if which is None:
+        which = "best" if (run_dir / "best.json").exists() else "last"
+    arrays, meta, _ = load_checkpoint(run_dir, which, "lm")
+    cfg = meta.get("config")
+    where = f"{run_dir}/{which}.json"
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
+        raise UserError(f"{where}: not a language-model checkpoint (config missing)")
+    vocab = CharVocab.from_json(cfg.get("vocab"), where)
+    try:
+        lm_cfg = LMConfig.from_dict(cfg["model"])
+        if lm_cfg.vocab_size != len(vocab):
+            raise ValueError("vocabulary size differs from the model's")
+        model = CharLM(lm_cfg)
+        model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
+    except (TypeError, ValueError, KeyError) as e:
+        raise UserError(f"{where}: checkpoint does not describe a valid model ({e})") from None
+    model.eval()
+    return model, vocab, meta, which
+
+
+# --- sample ----------------------------------------------------------------------------------------
+
+
+def sample(args):
+    if args.length < 0:
+        raise UserError(f"--length: expected an integer >= 0, got {args.length}")
+    if not args.temperature >= 0:
+        raise UserError(f"--temperature: expected a number >= 0, got {args.temperature}")
+    if args.top_k is not None and args.top_k < 1:
+        raise UserError(f"--top-k: expected a positive integer, got {args.top_k}")
+    model, vocab, meta, _ = load_run(args.dir, args.checkpoint)
+    prime = args.prime
+    if prime is None:
+        prime = "\n" if "\n" in vocab else vocab.decode([0])
+    if prime == "":
+        raise UserError("--prime: expected at least one character")
+    prime_ids = vocab.encode(prime, "--prime")
+    rng = np.random.default_rng(args.seed)
+    out = sys.stdout
+    emit = vocab.decoder()
+    if args.prime is not None:
+        out.write(prime)
+    for i in sample_ids(model, prime_ids, args.length, args.temperature, args.top_k, rng):
+        out.write(emit(i))
+        out.flush()
+    out.write("\n")
+    out.flush()
+
+
+# --- eval ------------------------------------------------------------------------------------------
+
+
+def evaluate(args):
+    """`rnnkit eval DIR` for a language model: loss in nats and bits per character."""
+    model, vocab, meta, which = load_run(args.dir)
+    cfg = meta["config"]
+    data_args = {**DATA_DEFAULTS, **(cfg.get("data_args") or {})}
+    as_bytes = vocab.mode == "byte"
+    if getattr(args, "data", None):
+        encoding = getattr(args, "encoding", None) or "utf-8"
+        check_encoding(encoding)
+        text, _ = load_corpus(args.data, encoding, as_bytes)
+        ids = vocab.encode(text, args.data)
+        what, source = "text", args.data
+    else:
+        text, info = load_corpus(data_args["data"], data_args["encoding"], as_bytes)
+        saved = cfg.get("corpus", {})
+        if saved.get("sha256") and saved["sha256"] != info["sha256"]:
+            print(f"rnnkit: warning: the run's corpus has changed since training", file=sys.stderr)
+        ids = vocab.encode(text, data_args["data"] or "the default corpus")
+        _, ids = split_ids(ids, data_args["val_frac"])
+        what, source = "validation", data_args["data"] or "the default corpus"
+    if len(ids) < 2:
+        raise UserError(f"{source}: fewer than two characters to evaluate on")
+    r = evaluate_stream(model, ids)
+    result = {"task": "lm", "run_dir": str(args.dir), "checkpoint": which, "step": meta.get("step"),
+              "split": what, "data": source, "loss_nats_per_char": r["val_loss"],
+              "bits_per_char": r["bits_per_char"], "chars": r["chars"]}
+    if getattr(args, "json", False):
+        print(json.dumps(result))
+    else:
+        print(f"{what} loss {r['val_loss']:.4f} nats/char, {r['bits_per_char']:.4f} bits/char over "
+              f"{r['chars']:,} characters ({args.dir}/{which}, step {meta.get('step')})")
+    return 0
