@@ -1,0 +1,378 @@
+"""Image captioner (one-to-many): image -> features -> initial state of an LSTM/GRU -> words.
+
+Dimensions, declared once for this module:
+    N  images in a batch     T  caption steps          V  vocabulary        E  word embedding size
+    H  hidden size           C  feature channels       L  feature-map locations (h * w)
+    S  image side (pixels)   Df feature vector size (C for the conv encoder)
+
+Pipeline (teacher forcing in training: the decoder reads the true previous word):
+    pixels (N, 3, S, S) --conv encoder--> fmap (N, C, h, w) --global average--> v (N, C)
+       or precomputed features: v (N, Df), or a map (N, C, h, w) averaged the same way
+    h0 = v Wp + bp                       (N, H); the LSTM's c0 too, from its own columns of Wp
+    x_t = Emb[w_t]                       (T, N, E), w_0 = <bos>
+    h_t = LSTM/GRU(x_t, h_{t-1})         (T, N, H)
+    optional attention over the map (Luong-style "general" score, applied on the decoder output):
+        alpha_t = softmax_l( h_t . (a_l Wa) / sqrt(H) ),  ctx_t = sum_l alpha_tl a_l    (a_l = fmap at l)
+        z_t = tanh([h_t; ctx_t] Wc + bc)
+    logits_t = z_t Wo + bo               (T, N, V)
+
+Show-attend-tell (Xu et al. 2015) feeds ctx_t into the LSTM's input; here the context is combined
+after the LSTM (Luong et al. 2015), which keeps the whole-sequence LSTM kernel and its exact BPTT, and
+still attends to the image anew at every word.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from rnnkit.backend import DEFAULT_DTYPE
+from rnnkit.functional import softmax_cross_entropy
+from rnnkit.functional.conv import global_avgpool_backward, global_avgpool_forward
+from rnnkit.layers import Dropout, Embedding, Linear, Module, make_recurrent
+from rnnkit.layers.conv import Conv2d, MaxPool2d, ReLU, Sequential
+
+
+@dataclass
+class CaptionerConfig:
+    vocab_size: int
+    cell: str = "lstm"  # lstm | gru
+    embed: int = 128  # word embedding size E
+    hidden: int = 256  # decoder hidden size H
+    encoder: str = "conv"  # conv: trained end to end from pixels; features: precomputed vectors / maps
+    image_size: int = 64  # S, conv encoder only
+    channels: tuple = (16, 32, 64)  # filters of each block (3x3 conv, ReLU, 2x2 max pool)
+    feature_shape: tuple | None = None  # features encoder: (Df,) or (C, h, w)
+    attention: bool = False  # attention over the feature map (conv encoder or (C, h, w) features)
+    pool: str = "avg"  # image vector from the map: "avg" (global average, C) or "flatten" (C*h*w)
+    dropout: float = 0.0  # on the image vector, the word embeddings and the decoder output
+    seed: int = 0
+
+    def to_dict(self):
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        d["feature_shape"] = None if self.feature_shape is None else list(self.feature_shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d):
+        d = dict(d)
+        d["channels"] = tuple(d.get("channels", (16, 32, 64)))
+        if d.get("feature_shape") is not None:
+            d["feature_shape"] = tuple(d["feature_shape"])
+        return cls(**d)
+
+
+# --- attention over the feature map (stateless pair) ----------------------------------------------
+
+
+class ImageAttentionCache(NamedTuple):
+    qn: object  # (N, T, H) decoder outputs, batch-major
+    A: object  # (N, L, C) feature map
+    K: object  # (N, L, H) projected keys A Wa
+    alpha: object  # (N, T, L)
+    cat: object  # (N, T, H + C) [q; ctx]
+    z: object  # (N, T, H)
+    Wa: object
+    Wc: object
+    scale: float
+
+
+def image_attention_forward(q, A, Wa, Wc, bc):
+    """q (T, N, H) decoder outputs; A (N, L, C) feature map; Wa (C, H); Wc (H + C, H); bc (H,).
+
+    Returns z (T, N, H), alpha (T, N, L) and the cache.
+    """
+    T, N, H = q.shape
+    scale = 1.0 / math.sqrt(H)
+    qn = q.transpose(1, 0, 2)  # (N, T, H): batch leads so each product is one batched matmul
+    K = A @ Wa  # (N, L, H)
+    s = (qn @ K.transpose(0, 2, 1)) * scale  # (N, T, L)
+    s = s - s.max(axis=-1, keepdims=True)  # softmax over locations, shifted so exp never overflows
+    e = np.exp(s)
+    alpha = e / e.sum(axis=-1, keepdims=True)
+    ctx = alpha @ A  # (N, T, C)
+    cat = np.concatenate([qn, ctx], axis=-1)
+    z = np.tanh(cat @ Wc + bc)
+    cache = ImageAttentionCache(qn, A, K, alpha, cat, z, Wa, Wc, scale)
+    return z.transpose(1, 0, 2), alpha.transpose(1, 0, 2), cache
+
+
+def image_attention_backward(dz, cache: ImageAttentionCache):
+    """dz (T, N, H) -> dq (T, N, H), dA (N, L, C), dWa, dWc, dbc."""
+    qn, A, K, alpha, cat, z, Wa, Wc, scale = cache
+    H = qn.shape[-1]
+    dpre = dz.transpose(1, 0, 2) * (1 - z * z)  # through tanh
+    dWc = cat.reshape(-1, cat.shape[-1]).T @ dpre.reshape(-1, H)
+    dbc = dpre.sum(axis=(0, 1))
+    dcat = dpre @ Wc.T
+    dqn, dctx = dcat[..., :H].copy(), dcat[..., H:]
+    # ctx = alpha A
+    dalpha = dctx @ A.transpose(0, 2, 1)  # (N, T, L)
+    dA = alpha.transpose(0, 2, 1) @ dctx  # (N, L, C)
+    # softmax: ds = alpha * (dalpha - sum_l alpha dalpha)
+    ds = alpha * (dalpha - (alpha * dalpha).sum(axis=-1, keepdims=True))
+    ds *= scale
+    # s = q K^T
+    dqn += ds @ K
+    dK = ds.transpose(0, 2, 1) @ qn  # (N, L, H)
+    # K = A Wa
+    dWa = A.reshape(-1, A.shape[-1]).T @ dK.reshape(-1, H)
+    dA += dK @ Wa.T
+    return dqn.transpose(1, 0, 2), dA, dWa, dWc, dbc
+
+
+# --- the model -------------------------------------------------------------------------------------
+
+
+class ConvEncoder(Sequential):
+    """Blocks of 3x3 conv (padding 1) + ReLU + 2x2 max pool: (N, 3, S, S) -> (N, C, S/2^k, S/2^k)."""
+
+    def __init__(self, channels=(16, 32, 64), dtype=DEFAULT_DTYPE, seed=0):
+        layers, cin = [], 3
+        for i, c in enumerate(channels):
+            layers += [Conv2d(cin, c, 3, padding=1, dtype=dtype, seed=seed + i), ReLU(), MaxPool2d(2)]
+            cin = c
+        super().__init__(*layers)
+
+
+class Captioner(Module):
+    """See the module docstring. `loss_and_backward` trains; `greedy` and `beam_search` decode."""
+
+    def __init__(self, cfg: CaptionerConfig, bos_id: int, eos_id: int, pad_id: int = 0, unk_id: int = 1,
+                 dtype=DEFAULT_DTYPE):
+        super().__init__()
+        self.cfg = cfg
+        self.bos_id, self.eos_id, self.pad_id, self.unk_id = bos_id, eos_id, pad_id, unk_id
+        self.dtype = np.dtype(dtype)
+        s = cfg.seed
+        if cfg.cell not in ("lstm", "gru"):
+            raise ValueError(f"cell must be lstm or gru, got {cfg.cell!r}")
+        if cfg.encoder == "conv":
+            if cfg.image_size % (2 ** len(cfg.channels)):
+                raise ValueError(f"image_size {cfg.image_size} must be divisible by 2^{len(cfg.channels)}")
+            self.encoder = ConvEncoder(cfg.channels, dtype=dtype, seed=s + 10)
+            C = cfg.channels[-1]
+            side = cfg.image_size // 2 ** len(cfg.channels)
+            Dv = C * side * side if cfg.pool == "flatten" else C
+        elif cfg.encoder == "features":
+            if not cfg.feature_shape or len(cfg.feature_shape) not in (1, 3):
+                raise ValueError(f"features encoder needs feature_shape (Df,) or (C, h, w), got "
+                                 f"{cfg.feature_shape}")
+            self.encoder = None
+            C = cfg.feature_shape[0]
+            Dv = int(np.prod(cfg.feature_shape)) if cfg.pool == "flatten" else C
+            if cfg.attention and len(cfg.feature_shape) != 3:
+                raise ValueError("attention needs a feature map (C, h, w), not feature vectors")
+        else:
+            raise ValueError(f"encoder must be conv or features, got {cfg.encoder!r}")
+        if cfg.pool not in ("avg", "flatten"):
+            raise ValueError(f"pool must be avg or flatten, got {cfg.pool!r}")
+        H, E, V = cfg.hidden, cfg.embed, cfg.vocab_size
+        self.feat_dim = C
+        # the LSTM gets both h0 and c0 from the image: the cell state carries it further than h0 alone
+        K = 2 if cfg.cell == "lstm" else 1
+        self.img_proj = Linear(Dv, K * H, dtype=dtype, seed=s + 1)
+        self.embed = Embedding(V, E, dtype=dtype, seed=s + 2)
+        self.rnn = make_recurrent(cfg.cell, E, H, dtype=dtype, seed=s + 3)
+        if cfg.attention:
+            rng = np.random.default_rng(s + 4)
+            self.add_param("att_Wa", rng.uniform(-1, 1, (C, H)).astype(dtype) / math.sqrt(C))
+            self.add_param("att_Wc", rng.uniform(-1, 1, (H + C, H)).astype(dtype) / math.sqrt(H + C))
+            self.add_param("att_bc", np.zeros(H, dtype))
+        self.head = Linear(H, V, dtype=dtype, seed=s + 5)
+        self.drop_img = Dropout(cfg.dropout, seed=s + 6)
+        self.drop_emb = Dropout(cfg.dropout, seed=s + 7)
+        self.drop_out = Dropout(cfg.dropout, seed=s + 8)
+        self._cache = None
+
+    # --- pieces shared by training and decoding ---------------------------------------------------
+
+    def encode(self, images):
+        """images: pixels (N, 3, S, S) or features (N, Df) / (N, C, h, w) -> v (N, Dv), A (N, L, C) or None."""
+        images = np.asarray(images, dtype=self.dtype)
+        fmap = self.encoder.forward(images) if self.encoder is not None else images
+        if fmap.ndim == 2:
+            return fmap, None, None
+        N, C = fmap.shape[:2]
+        if self.cfg.pool == "flatten":
+            v, gap_cache = fmap.reshape(N, -1), None
+        else:
+            v, gap_cache = global_avgpool_forward(fmap)
+        A = fmap.reshape(N, C, -1).transpose(0, 2, 1) if self.cfg.attention else None
+        return v, A, (fmap.shape, gap_cache)
+
+    def _encode_backward(self, dv, dA, cache):
+        if self.encoder is None or cache is None:
+            return  # precomputed features have no parameters
+        fshape, gap_cache = cache
+        if self.cfg.pool == "flatten":
+            dfmap = dv.reshape(fshape).copy()
+        else:
+            dfmap = global_avgpool_backward(dv, gap_cache)
+        if dA is not None:
+            N, C = fshape[:2]
+            dfmap += dA.transpose(0, 2, 1).reshape(fshape)
+        self.encoder.backward(dfmap)
+
+    def initial_state(self, v):
+        """[h0; c0] = v Wp + bp for the LSTM, h0 = v Wp + bp for the GRU; each (1, N, H)."""
+        s = self.img_proj.forward(v)[None]
+        H = self.cfg.hidden
+        return (s[..., :H].copy(), s[..., H:].copy()) if self.cfg.cell == "lstm" else s
+
+    def _attend(self, out, A):
+        if not self.cfg.attention:
+            return out, None
+        z, _, cache = image_attention_forward(out, A, self.params["att_Wa"], self.params["att_Wc"],
+                                              self.params["att_bc"])
+        return z, cache
+
+    # --- training -----------------------------------------------------------------------------------
+
+    def forward(self, images, ids):
+        """Teacher forcing: ids (T+1, N) = <bos> w1 .. <eos> <pad>..; returns logits (T, N, V)."""
+        v, A, enc_cache = self.encode(images)
+        vd = self.drop_img.forward(v)
+        state = self.initial_state(vd)
+        x = self.drop_emb.forward(self.embed.forward(ids[:-1]))
+        out, _ = self.rnn.forward(x, state)
+        z, att_cache = self._attend(out, A)
+        logits = self.head.forward(self.drop_out.forward(z))
+        self._cache = (enc_cache, att_cache, A is not None)
+        return logits
+
+    def backward(self, dlogits):
+        """Adds every parameter's gradient; the reverse of `forward`, bottom-up."""
+        enc_cache, att_cache, has_A = self._cache
+        dz = self.drop_out.backward(self.head.backward(dlogits))
+        dA = None
+        if att_cache is not None:
+            dout, dA, dWa, dWc, dbc = image_attention_backward(dz, att_cache)
+            self.grads["att_Wa"] += dWa
+            self.grads["att_Wc"] += dWc
+            self.grads["att_bc"] += dbc
+        else:
+            dout = dz
+        dx, dstate0 = self.rnn.backward(dout)
+        self.embed.backward(self.drop_emb.backward(dx))
+        ds0 = np.concatenate(dstate0, axis=-1) if self.cfg.cell == "lstm" else dstate0
+        dv = self.drop_img.backward(self.img_proj.backward(ds0[0]))
+        self._encode_backward(dv, dA, enc_cache)
+
+    def loss_and_backward(self, images, ids):
+        """Mean cross-entropy per word (the <eos> included, padding excluded); gradients added.
+        Returns (loss, number of target tokens)."""
+        logits = self.forward(images, ids)
+        y = ids[1:]
+        mask = y != self.pad_id
+        loss, dlogits = softmax_cross_entropy(logits, y, mask)
+        self.backward(dlogits)
+        return loss, int(mask.sum())
+
+    def loss(self, images, ids):
+        """The same loss with no backward (validation)."""
+        logits = self.forward(images, ids)
+        y = ids[1:]
+        mask = y != self.pad_id
+        loss, _ = softmax_cross_entropy(logits, y, mask)
+        return loss, int(mask.sum())
+
+    # --- decoding -----------------------------------------------------------------------------------
+
+    def _step_logp(self, tokens, state, A):
+        """One decoder step for a batch of previous tokens (B,) -> log-probabilities (B, V), new state."""
+        x = self.embed.params["W"][tokens][None]  # (1, B, E)
+        out, state = self.rnn.forward(x, state)
+        if self.cfg.attention:
+            out, _ = self._attend(out, A)
+        logits = self.head.forward(out)[0].astype(np.float64)
+        # never generate the reserved tokens: <unk> would match no reference word
+        logits[:, [self.pad_id, self.unk_id, self.bos_id]] = -np.inf
+        logits -= logits.max(axis=1, keepdims=True)
+        logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        return logp, state
+
+    def _no_grad_encode(self, images):
+        was = self.training
+        self.eval()
+        try:
+            v, A, _ = self.encode(images)
+            return v, A
+        finally:
+            self.train(was)
+
+    def greedy(self, images, max_len=20) -> list[list[int]]:
+        """The most probable next word at every step, until <eos> or max_len words. One id list per image."""
+        v, A = self._no_grad_encode(images)
+        N = v.shape[0]
+        state = self.initial_state(v)
+        tok = np.full(N, self.bos_id, dtype=np.int64)
+        out = np.full((max_len, N), self.eos_id, dtype=np.int64)
+        done = np.zeros(N, bool)
+        for t in range(max_len):
+            logp, state = self._step_logp(tok, state, A)
+            tok = logp.argmax(axis=1)
+            tok[done] = self.eos_id
+            out[t] = tok
+            done |= tok == self.eos_id
+            if done.all():
+                break
+        return [self._trim(out[:, n]) for n in range(N)]
+
+    def _trim(self, ids):
+        ids = [int(i) for i in ids]
+        return ids[:ids.index(self.eos_id)] if self.eos_id in ids else ids
+
+    def beam_search(self, images, beam=5, max_len=20, length_penalty=0.0) -> list[list[int]]:
+        """Beam search, all images at once (N * beam rows). A finished beam keeps its score; the best
+        finished caption maximises log p / len^length_penalty (0: the plain log-probability)."""
+        if beam < 1:
+            raise ValueError(f"beam must be >= 1, got {beam}")
+        if beam == 1:
+            return self.greedy(images, max_len)
+        v, A = self._no_grad_encode(images)
+        N, K = v.shape[0], beam
+        v = np.repeat(v, K, axis=0)  # row n*K + k is beam k of image n
+        A = np.repeat(A, K, axis=0) if A is not None else None
+        state = self.initial_state(v)
+        scores = np.full((N, K), -np.inf)
+        scores[:, 0] = 0.0  # all beams start identical: keep one so the first step does not repeat it
+        hist = np.zeros((N, K, 0), dtype=np.int64)
+        done = np.zeros((N, K), bool)
+        lengths = np.zeros((N, K), dtype=np.int64)
+        tok = np.full(N * K, self.bos_id, dtype=np.int64)
+        rows = np.arange(N)[:, None]
+        for t in range(max_len):
+            logp, state = self._step_logp(tok, state, A)
+            V = logp.shape[1]
+            logp = logp.reshape(N, K, V)
+            # a finished beam may only continue with <eos> at no cost, so its score stays frozen
+            logp[done] = -np.inf
+            logp[done, self.eos_id] = 0.0
+            cand = (scores[:, :, None] + logp).reshape(N, K * V)
+            top = np.argpartition(-cand, K - 1, axis=1)[:, :K]
+            order = np.argsort(-np.take_along_axis(cand, top, axis=1), axis=1, kind="stable")
+            top = np.take_along_axis(top, order, axis=1)  # (N, K) best first
+            src, tok2 = top // V, top % V
+            scores = np.take_along_axis(cand, top, axis=1)
+            prev_done = np.take_along_axis(done, src, axis=1)
+            lengths = np.take_along_axis(lengths, src, axis=1) + ~prev_done
+            done = prev_done | (tok2 == self.eos_id)
+            hist = np.concatenate([hist[rows, src], tok2[:, :, None]], axis=2)
+            flat = (np.arange(N)[:, None] * K + src).reshape(-1)
+            state = tuple(s[:, flat] for s in state) if isinstance(state, tuple) else state[:, flat]
+            tok = tok2.reshape(-1)
+            if done.all():
+                break
+        final = scores / np.maximum(lengths, 1) ** length_penalty
+        final[~np.isfinite(scores)] = -np.inf
+        best = final.argmax(axis=1)
+        return [self._trim(hist[n, best[n]]) for n in range(N)]
+
+    def config_dict(self):
+        return {"model": self.cfg.to_dict(), "bos_id": self.bos_id, "eos_id": self.eos_id,
+                "pad_id": self.pad_id, "unk_id": self.unk_id}
