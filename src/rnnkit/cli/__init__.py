@@ -19,7 +19,11 @@ VERB_MODULES = [
     "rnnkit.cli.bench",
     "rnnkit.cli.evaluate",
     "rnnkit.cli.lm",
+    "rnnkit.cli.translate",
     "rnnkit.cli.classify",
+    "rnnkit.cli.memory",
+    "rnnkit.cli.report",
+    "rnnkit.cli.caption",
 ]
 
 
