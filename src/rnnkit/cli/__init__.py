@@ -21,8 +21,6 @@ VERB_MODULES = [
     "rnnkit.cli.lm",
     "rnnkit.cli.translate",
     "rnnkit.cli.classify",
-    "rnnkit.cli.memory",
-    "rnnkit.cli.report",
     "rnnkit.cli.caption",
 ]
 
