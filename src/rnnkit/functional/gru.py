@@ -20,9 +20,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from rnnkit import kernels
 from rnnkit.backend import get_array_module
 from rnnkit.functional._checks import check_recurrent_args, expect_float, expect_shape
-from rnnkit.functional.lstm import sigmoid_
+from rnnkit.functional.lstm import _bytes, sigmoid_
 
 
 class GRUCache(NamedTuple):
@@ -57,6 +58,18 @@ def gru_forward(x, h0, Wx, Wh, b, bhn, mask=None):
     gates += b
     hn = xp.empty((T, N, H), dtype=x.dtype)
     hW = xp.empty((N, 3 * H), dtype=x.dtype)
+    fast = kernels.kernel("gru_fw", x.dtype, x, Wh, bhn)
+    if fast is not None:  # the same loop compiled (rnnkit.kernels), tested equal to the one below
+        fast(T, N, H, gates, h, hn, hW, xp.ascontiguousarray(Wh), xp.ascontiguousarray(bhn),
+             _bytes(mask))
+    else:
+        _gru_forward_loop(gates, h, hn, hW, Wh, bhn, mask, xp)
+    return h, GRUCache(x, h, gates, hn, Wx, Wh, mask)
+
+
+def _gru_forward_loop(gates, h, hn, hW, Wh, bhn, mask, xp):
+    """The reference time loop of `gru_forward` (plain NumPy, in place)."""
+    T, N, H = hn.shape
     for t in range(T):
         a = gates[t]
         xp.matmul(h[t], Wh, out=hW)
@@ -72,7 +85,6 @@ def gru_forward(x, h0, Wx, Wh, b, bhn, mask=None):
         h[t + 1] += n  # h_t = n + z * (h_{t-1} - n)
         if mask is not None:
             xp.copyto(h[t + 1], h[t], where=~mask[t][:, None])
-    return h, GRUCache(x, h, gates, hn, Wx, Wh, mask)
 
 
 def gru_backward(dh, cache, dhT=None, trace=None):
@@ -94,11 +106,35 @@ def gru_backward(dh, cache, dhT=None, trace=None):
         dh_next += dhT
     dxa = xp.empty((T, N, 3 * H), dtype=x.dtype)  # gradient of the input-side pre-activations
     dha = xp.empty((T, N, 3 * H), dtype=x.dtype)  # gradient of h_{t-1} Wh (+ b_hn)
-    dht = xp.empty((N, H), dtype=x.dtype)
-    tmp = xp.empty((N, H), dtype=x.dtype)
-    WhT = Wh.T
+    WhT = xp.ascontiguousarray(Wh.T)  # contiguous once: faster than the transposed view at every step
+    trace_dh = None
     if trace is not None:
         trace_dh = trace["dh"] = xp.zeros((T + 1, N, H), dtype=x.dtype)
+    fast = kernels.kernel("gru_bw", x.dtype, dh, gates, WhT)
+    if fast is not None:  # the same loop compiled (rnnkit.kernels), tested equal to the one below
+        dht = xp.empty((N, H), dtype=x.dtype)
+        fast(T, N, H, xp.ascontiguousarray(dh), gates, h, hn, WhT, _bytes(mask), dh_next, dxa, dha, dht,
+             trace_dh)
+    else:
+        _gru_backward_loop(dh, gates, h, hn, WhT, mask, dh_next, dxa, dha, trace_dh, xp)
+    if trace is not None:
+        trace_dh[0] = dh_next
+    dxa2 = dxa.reshape(T * N, 3 * H)
+    dha2 = dha.reshape(T * N, 3 * H)
+    dx = (dxa2 @ Wx.T).reshape(T, N, D)
+    dWx = x.reshape(T * N, D).T @ dxa2
+    dWh = h[:-1].reshape(T * N, H).T @ dha2
+    db = dxa2.sum(axis=0)
+    dbhn = dha2[:, 2 * H :].sum(axis=0)
+    return dx, dh_next, dWx, dWh, db, dbhn
+
+
+def _gru_backward_loop(dh, gates, h, hn, WhT, mask, dh_next, dxa, dha, trace_dh, xp):
+    """The reference time loop of `gru_backward` (plain NumPy, in place): fills dxa, dha, and dh_next
+    with the initial state's gradient."""
+    T, N, H = dh.shape
+    dht = xp.empty((N, H), dtype=dh.dtype)
+    tmp = xp.empty((N, H), dtype=dh.dtype)
     for t in reversed(range(T)):
         a = gates[t]
         r, z, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
@@ -110,7 +146,7 @@ def gru_backward(dh, cache, dhT=None, trace=None):
             m = mask[t][:, None]
             xp.multiply(dh[t], m, out=dht)
             dht += dh_next
-        if trace is not None:
+        if trace_dh is not None:
             trace_dh[t + 1] = dht
         xp.subtract(h[t], n, out=dz)
         dz *= dht  # dL/dz = dh * (h_{t-1} - n)
@@ -135,13 +171,3 @@ def gru_backward(dh, cache, dhT=None, trace=None):
         dh_next += tmp  # dh_{t-1} = dh * z + d(h W_h) Wh^T
         if mask is not None:
             xp.copyto(dh_next, dht, where=keep)
-    if trace is not None:
-        trace_dh[0] = dh_next
-    dxa2 = dxa.reshape(T * N, 3 * H)
-    dha2 = dha.reshape(T * N, 3 * H)
-    dx = (dxa2 @ Wx.T).reshape(T, N, D)
-    dWx = x.reshape(T * N, D).T @ dxa2
-    dWh = h[:-1].reshape(T * N, H).T @ dha2
-    db = dxa2.sum(axis=0)
-    dbhn = dha2[:, 2 * H :].sum(axis=0)
-    return dx, dh_next, dWx, dWh, db, dbhn

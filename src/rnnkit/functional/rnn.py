@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from rnnkit import kernels
 from rnnkit.backend import get_array_module
 from rnnkit.functional._checks import check_recurrent_args, expect_float, expect_shape
+from rnnkit.functional.lstm import _bytes
 
 NONLINEARITIES = ("tanh", "relu")
 
@@ -62,7 +64,18 @@ def rnn_forward(x, h0, Wx, Wh, b, mask=None, nonlinearity="tanh"):
     h[0] = h0
     h[1:] = (x.reshape(T * N, D) @ Wx).reshape(T, N, H)  # hoisted input projection
     h[1:] += b
-    hW = xp.empty((N, H), dtype=x.dtype)
+    fast = kernels.kernel("rnn_fw", x.dtype, x, Wh)
+    if fast is not None:  # the same loop compiled (rnnkit.kernels), tested equal to the one below
+        fast(T, N, H, h, xp.ascontiguousarray(Wh), _bytes(mask), int(nonlinearity == "relu"))
+    else:
+        _rnn_forward_loop(h, Wh, mask, nonlinearity, xp)
+    return h, RNNCache(x, h, Wx, Wh, mask, nonlinearity)
+
+
+def _rnn_forward_loop(h, Wh, mask, nonlinearity, xp):
+    """The reference time loop of `rnn_forward` (plain NumPy, in place); h[1:] holds x Wx + b."""
+    T, N, H = h.shape[0] - 1, h.shape[1], h.shape[2]
+    hW = xp.empty((N, H), dtype=h.dtype)
     for t in range(T):
         xp.matmul(h[t], Wh, out=hW)
         h[t + 1] += hW
@@ -72,7 +85,6 @@ def rnn_forward(x, h0, Wx, Wh, b, mask=None, nonlinearity="tanh"):
             xp.maximum(h[t + 1], 0, out=h[t + 1])
         if mask is not None:
             xp.copyto(h[t + 1], h[t], where=~mask[t][:, None])
-    return h, RNNCache(x, h, Wx, Wh, mask, nonlinearity)
 
 
 def rnn_backward(dh, cache, dhT=None, trace=None):
@@ -92,9 +104,31 @@ def rnn_backward(dh, cache, dhT=None, trace=None):
         expect_shape("dhT", dhT, (N, H), ("N", "H"))
         dh_next += dhT
     da = xp.empty((T, N, H), dtype=x.dtype)
-    WhT = Wh.T
+    WhT = xp.ascontiguousarray(Wh.T)  # contiguous once: faster than the transposed view at every step
+    trace_dh = None
     if trace is not None:
         trace_dh = trace["dh"] = xp.zeros((T + 1, N, H), dtype=x.dtype)
+    fast = kernels.kernel("rnn_bw", x.dtype, dh, h, WhT)
+    if fast is not None:  # the same loop compiled (rnnkit.kernels), tested equal to the one below
+        dht = xp.empty((N, H), dtype=x.dtype)
+        fast(T, N, H, xp.ascontiguousarray(dh), h, WhT, _bytes(mask), int(nonlinearity == "relu"),
+             dh_next, da, dht, trace_dh)
+    else:
+        _rnn_backward_loop(dh, h, WhT, mask, nonlinearity, dh_next, da, trace_dh, xp)
+    if trace is not None:
+        trace_dh[0] = dh_next
+    da2 = da.reshape(T * N, H)
+    dx = (da2 @ Wx.T).reshape(T, N, D)
+    dWx = x.reshape(T * N, D).T @ da2
+    dWh = h[:-1].reshape(T * N, H).T @ da2
+    db = da2.sum(axis=0)
+    return dx, dh_next, dWx, dWh, db
+
+
+def _rnn_backward_loop(dh, h, WhT, mask, nonlinearity, dh_next, da, trace_dh, xp):
+    """The reference time loop of `rnn_backward` (plain NumPy, in place): fills da, and dh_next with
+    the initial state's gradient."""
+    T = dh.shape[0]
     for t in reversed(range(T)):
         dat = da[t]
         if mask is None:
@@ -104,7 +138,7 @@ def rnn_backward(dh, cache, dhT=None, trace=None):
             xp.multiply(dh[t], m, out=dat)
             dat += dh_next
             dht = dat.copy()
-        if trace is not None:
+        if trace_dh is not None:
             trace_dh[t + 1] = dat
         if nonlinearity == "tanh":
             dat *= 1 - h[t + 1] * h[t + 1]  # tanh'(a) = 1 - h^2
@@ -115,11 +149,3 @@ def rnn_backward(dh, cache, dhT=None, trace=None):
         xp.matmul(dat, WhT, out=dh_next)
         if mask is not None:
             xp.copyto(dh_next, dht, where=~m)
-    if trace is not None:
-        trace_dh[0] = dh_next
-    da2 = da.reshape(T * N, H)
-    dx = (da2 @ Wx.T).reshape(T, N, D)
-    dWx = x.reshape(T * N, D).T @ da2
-    dWh = h[:-1].reshape(T * N, H).T @ da2
-    db = da2.sum(axis=0)
-    return dx, dh_next, dWx, dWh, db

@@ -1,0 +1,220 @@
+/* The time loops of the LSTM, GRU and RNN forward and BPTT, for one real type R (float or double).
+ *
+ * Included twice by cells.c with R / SFX / GEMM defined. Each function mirrors, line for line, the plain
+ * NumPy reference in rnnkit/functional/{lstm,gru,rnn}.py (same buffers, same names, same masking rules);
+ * the reference is the specification and tests/test_fast_kernels.py checks the two agree.
+ * The one matrix product per step goes to the BLAS that NumPy itself uses (a function pointer found at
+ * load time), so the only thing this file adds is doing the element-wise work of a step in one pass.
+ *
+ * Layouts are row-major and contiguous:  x-side pre-activations already hold x_t Wx + b.
+ */
+
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define FN(name) CAT(name, SFX)
+
+/* sigmoid(a) = 0.5 tanh(0.5 a) + 0.5: never overflows, same formula as the reference. */
+#define SIGM(v) ((R)0.5 * TANH((R)0.5 * (v)) + (R)0.5)
+
+/* LSTM forward. gates (T,N,4H) [i,f,o,g] pre-activations in, activations out; h, c (T+1,N,H) with
+ * h[0], c[0] set; tanh_c (T,N,H); Wh (H,4H); mask (T,N) bytes or NULL. */
+EXPORT void FN(lstm_fw)(long T, long N, long H, R *gates, R *h, R *c, R *tanh_c, const R *Wh,
+                        const unsigned char *mask, void *gemm, int ilp64) {
+    const long G = 4 * H, NH = N * H;
+    for (long t = 0; t < T; t++) {
+        R *a = gates + t * N * G;
+        const R *hp = h + t * NH, *cp = c + t * NH;
+        R *hn = h + (t + 1) * NH, *cn = c + (t + 1) * NH, *tc = tanh_c + t * NH;
+        GEMM(gemm, ilp64, 0, N, G, H, hp, H, Wh, G, (R)1, a, G);  /* a += h_{t-1} Wh */
+        for (long n = 0; n < N; n++) {
+            R *an = a + n * G;
+            const R *cpn = cp + n * H, *hpn = hp + n * H;
+            R *cnn = cn + n * H, *hnn = hn + n * H, *tcn = tc + n * H;
+            VEC for (long j = 0; j < 3 * H; j++) an[j] = SIGM(an[j]);   /* i, f, o */
+            VEC for (long j = 3 * H; j < G; j++) an[j] = TANH(an[j]);   /* g */
+            const R *i = an, *f = an + H, *o = an + 2 * H, *g = an + 3 * H;
+            VEC for (long j = 0; j < H; j++) cnn[j] = f[j] * cpn[j] + i[j] * g[j];
+            VEC for (long j = 0; j < H; j++) tcn[j] = TANH(cnn[j]);
+            VEC for (long j = 0; j < H; j++) hnn[j] = o[j] * tcn[j];
+            if (mask && !mask[t * N + n]) {
+                for (long j = 0; j < H; j++) { hnn[j] = hpn[j]; cnn[j] = cpn[j]; }
+            }
+        }
+    }
+}
+
+/* LSTM BPTT. dh (T,N,H); dh_next, dc_next (N,H) in: gradient of the final state, out: of the initial;
+ * da (T,N,4H) out; WhT (4H,H) contiguous; dht (N,H) scratch; trace_dh, trace_dc (T+1,N,H) or NULL. */
+EXPORT void FN(lstm_bw)(long T, long N, long H, const R *dh, const R *gates, const R *c,
+                        const R *tanh_c, const R *WhT, const unsigned char *mask, R *dh_next,
+                        R *dc_next, R *da, R *dht, R *trace_dh, R *trace_dc, void *gemm, int ilp64) {
+    const long G = 4 * H, NH = N * H;
+    for (long t = T - 1; t >= 0; t--) {
+        const R *a = gates + t * N * G, *cp = c + t * NH, *tc = tanh_c + t * NH, *dhs = dh + t * NH;
+        R *dat = da + t * N * G;
+        for (long n = 0; n < N; n++) {
+            const int m = mask ? mask[t * N + n] != 0 : 1;
+            const R *an = a + n * G, *cpn = cp + n * H, *tcn = tc + n * H, *dhn = dhs + n * H;
+            const R *i = an, *f = an + H, *o = an + 2 * H, *g = an + 3 * H;
+            R *d = dat + n * G, *dhtn = dht + n * H, *dhx = dh_next + n * H, *dcx = dc_next + n * H;
+            R *di = d, *df = d + H, *dox = d + 2 * H, *dg = d + 3 * H;
+            if (m) {
+                VEC for (long j = 0; j < H; j++) dhtn[j] = dhn[j] + dhx[j];
+                if (trace_dh) for (long j = 0; j < H; j++) trace_dh[(t + 1) * NH + n * H + j] = dhtn[j];
+                VEC for (long j = 0; j < H; j++) {
+                    R ht = dhtn[j], tj = tcn[j];
+                    R dc = dcx[j] + ht * o[j] * ((R)1 - tj * tj);  /* dc = dc_next + dh o (1 - tanh^2 c) */
+                    R ij = i[j], fj = f[j], oj = o[j], gj = g[j];
+                    dox[j] = ht * tj * oj * ((R)1 - oj);        /* do, through the sigmoid */
+                    df[j] = dc * cpn[j] * fj * ((R)1 - fj);     /* df = dc c_{t-1} */
+                    di[j] = dc * gj * ij * ((R)1 - ij);         /* di = dc g */
+                    dg[j] = dc * ij * ((R)1 - gj * gj);         /* dg = dc i, through the tanh */
+                    dcx[j] = dc;                                /* kept for the trace below */
+                }
+                if (trace_dc) for (long j = 0; j < H; j++) trace_dc[(t + 1) * NH + n * H + j] = dcx[j];
+                VEC for (long j = 0; j < H; j++) dcx[j] *= f[j];  /* dc_{t-1} = dc f */
+            } else {
+                /* A padded step receives no gradient and passes the state gradient through. */
+                for (long j = 0; j < H; j++) dhtn[j] = dhx[j];
+                if (trace_dh) for (long j = 0; j < H; j++) trace_dh[(t + 1) * NH + n * H + j] = dhtn[j];
+                if (trace_dc) for (long j = 0; j < H; j++) trace_dc[(t + 1) * NH + n * H + j] = dcx[j];
+                for (long j = 0; j < G; j++) d[j] = 0;
+            }
+        }
+        GEMM(gemm, ilp64, 0, N, H, G, dat, G, WhT, H, (R)0, dh_next, H);  /* dh_{t-1} = da Wh^T */
+        if (mask)
+            for (long n = 0; n < N; n++)
+                if (!mask[t * N + n])
+                    for (long j = 0; j < H; j++) dh_next[n * H + j] = dht[n * H + j];
+    }
+}
+
+/* GRU forward. gates (T,N,3H) [r,z,n] x-side pre-activations (+ b) in, activations out; h (T+1,N,H);
+ * hn (T,N,H) out: h_{t-1} W_hn + b_hn; hW (N,3H) scratch; Wh (H,3H); bhn (H,). */
+EXPORT void FN(gru_fw)(long T, long N, long H, R *gates, R *h, R *hn, R *hW, const R *Wh,
+                       const R *bhn, const unsigned char *mask, void *gemm, int ilp64) {
+    const long G = 3 * H, NH = N * H;
+    for (long t = 0; t < T; t++) {
+        R *a = gates + t * N * G;
+        const R *hp = h + t * NH;
+        R *hnext = h + (t + 1) * NH, *hnt = hn + t * NH;
+        GEMM(gemm, ilp64, 0, N, G, H, hp, H, Wh, G, (R)0, hW, G);  /* hW = h_{t-1} Wh */
+        for (long nn = 0; nn < N; nn++) {
+            R *an = a + nn * G, *hw = hW + nn * G, *hnr = hnt + nn * H, *ho = hnext + nn * H;
+            const R *hpn = hp + nn * H;
+            VEC for (long j = 0; j < 2 * H; j++) an[j] = SIGM(an[j] + hw[j]);  /* r, z */
+            R *r = an, *z = an + H, *n = an + 2 * H;
+            VEC for (long j = 0; j < H; j++) {
+                R q = hw[2 * H + j] + bhn[j];
+                hnr[j] = q;
+                R nj = TANH(n[j] + r[j] * q);                  /* n = tanh(x W_xn + b_in + r hn) */
+                n[j] = nj;
+                ho[j] = nj + z[j] * (hpn[j] - nj);             /* h_t = n + z (h_{t-1} - n) */
+            }
+            if (mask && !mask[t * N + nn])
+                for (long j = 0; j < H; j++) ho[j] = hpn[j];
+        }
+    }
+}
+
+/* GRU BPTT. dxa, dha (T,N,3H) out; WhT (3H,H); dh_next (N,H) in/out; dht (N,H) scratch. */
+EXPORT void FN(gru_bw)(long T, long N, long H, const R *dh, const R *gates, const R *h, const R *hn,
+                       const R *WhT, const unsigned char *mask, R *dh_next, R *dxa, R *dha, R *dht,
+                       R *trace_dh, void *gemm, int ilp64) {
+    const long G = 3 * H, NH = N * H;
+    for (long t = T - 1; t >= 0; t--) {
+        const R *a = gates + t * N * G, *hp = h + t * NH, *hnt = hn + t * NH, *dhs = dh + t * NH;
+        R *dxt = dxa + t * N * G, *dht3 = dha + t * N * G;
+        for (long nn = 0; nn < N; nn++) {
+            const int m = mask ? mask[t * N + nn] != 0 : 1;
+            const R *an = a + nn * G, *hpn = hp + nn * H, *hnr = hnt + nn * H, *dhn = dhs + nn * H;
+            const R *r = an, *z = an + H, *n = an + 2 * H;
+            R *dx = dxt + nn * G, *dhh = dht3 + nn * G, *dhtn = dht + nn * H, *dhx = dh_next + nn * H;
+            if (m) {
+                VEC for (long j = 0; j < H; j++) dhtn[j] = dhn[j] + dhx[j];
+            } else {
+                for (long j = 0; j < H; j++) dhtn[j] = dhx[j];
+            }
+            if (trace_dh) for (long j = 0; j < H; j++) trace_dh[(t + 1) * NH + nn * H + j] = dhtn[j];
+            if (m) {
+                VEC for (long j = 0; j < H; j++) {
+                    R d = dhtn[j], zj = z[j], nj = n[j], rj = r[j];
+                    R dz = d * (hpn[j] - nj) * zj * ((R)1 - zj);  /* dz = dh (h_{t-1} - n), sigmoid' */
+                    R dn = d * ((R)1 - zj) * ((R)1 - nj * nj);    /* dn = dh (1 - z), tanh' */
+                    R dr = dn * hnr[j] * rj * ((R)1 - rj);        /* dr = dn hn, sigmoid' */
+                    dx[j] = dr; dx[H + j] = dz; dx[2 * H + j] = dn;
+                    dhh[j] = dr; dhh[H + j] = dz; dhh[2 * H + j] = dn * rj;  /* dhn = dn r */
+                }
+            } else {
+                for (long j = 0; j < G; j++) { dx[j] = 0; dhh[j] = 0; }
+            }
+        }
+        GEMM(gemm, ilp64, 0, N, H, G, dht3, G, WhT, H, (R)0, dh_next, H);
+        for (long nn = 0; nn < N; nn++) {
+            const int m = mask ? mask[t * N + nn] != 0 : 1;
+            R *dhx = dh_next + nn * H, *dhtn = dht + nn * H;
+            const R *z = a + nn * G + H;
+            if (m) {
+                VEC for (long j = 0; j < H; j++) dhx[j] += dhtn[j] * z[j];  /* + dh z */
+            } else {
+                for (long j = 0; j < H; j++) dhx[j] = dhtn[j];
+            }
+        }
+    }
+}
+
+/* RNN forward. h (T+1,N,H): h[0] the initial state, h[1:] holding x_t Wx + b on entry. relu: 0 or 1. */
+EXPORT void FN(rnn_fw)(long T, long N, long H, R *h, const R *Wh, const unsigned char *mask, int relu,
+                       void *gemm, int ilp64) {
+    const long NH = N * H;
+    for (long t = 0; t < T; t++) {
+        const R *hp = h + t * NH;
+        R *hn = h + (t + 1) * NH;
+        GEMM(gemm, ilp64, 0, N, H, H, hp, H, Wh, H, (R)1, hn, H);
+        if (relu) {
+            VEC for (long j = 0; j < NH; j++) hn[j] = hn[j] > 0 ? hn[j] : (R)0;
+        } else {
+            VEC for (long j = 0; j < NH; j++) hn[j] = TANH(hn[j]);
+        }
+        if (mask)
+            for (long n = 0; n < N; n++)
+                if (!mask[t * N + n])
+                    for (long j = 0; j < H; j++) hn[n * H + j] = hp[n * H + j];
+    }
+}
+
+/* RNN BPTT. da (T,N,H) out; WhT (H,H); dh_next (N,H) in/out; dht (N,H) scratch. */
+EXPORT void FN(rnn_bw)(long T, long N, long H, const R *dh, const R *h, const R *WhT,
+                       const unsigned char *mask, int relu, R *dh_next, R *da, R *dht, R *trace_dh,
+                       void *gemm, int ilp64) {
+    const long NH = N * H;
+    for (long t = T - 1; t >= 0; t--) {
+        const R *hs = h + (t + 1) * NH, *dhs = dh + t * NH;
+        R *dat = da + t * NH;
+        for (long n = 0; n < N; n++) {
+            const int m = mask ? mask[t * N + n] != 0 : 1;
+            R *d = dat + n * H, *dhtn = dht + n * H, *dhx = dh_next + n * H;
+            const R *hn = hs + n * H, *dhn = dhs + n * H;
+            if (m) {
+                VEC for (long j = 0; j < H; j++) dhtn[j] = dhn[j] + dhx[j];
+            } else {
+                for (long j = 0; j < H; j++) dhtn[j] = dhx[j];
+            }
+            if (trace_dh) for (long j = 0; j < H; j++) trace_dh[(t + 1) * NH + n * H + j] = dhtn[j];
+            if (!m) {
+                for (long j = 0; j < H; j++) d[j] = 0;
+            } else if (relu) {
+                VEC for (long j = 0; j < H; j++) d[j] = hn[j] > 0 ? dhtn[j] : (R)0;
+            } else {
+                VEC for (long j = 0; j < H; j++) d[j] = dhtn[j] * ((R)1 - hn[j] * hn[j]);
+            }
+        }
+        GEMM(gemm, ilp64, 0, N, H, H, dat, H, WhT, H, (R)0, dh_next, H);
+        if (mask)
+            for (long n = 0; n < N; n++)
+                if (!mask[t * N + n])
+                    for (long j = 0; j < H; j++) dh_next[n * H + j] = dht[n * H + j];
+    }
+}
+
+#undef SIGM

@@ -1,0 +1,89 @@
+"""The compiled fast path (rnnkit.kernels) equals the plain NumPy reference it replaces: every output,
+final state, gradient and BPTT trace, float32 and float64, with and without a mask of valid steps."""
+
+import numpy as np
+import pytest
+
+from gradcheck import numerical_grad, rel_error
+from rnnkit import GRU, LSTM, RNN, kernels
+from rnnkit.functional import (
+    gru_backward,
+    gru_forward,
+    lstm_backward,
+    lstm_forward,
+    rnn_backward,
+    rnn_forward,
+)
+
+T, N, D, H = 9, 4, 5, 6
+LENGTHS = np.array([9, 4, 1, 0])
+
+if not kernels.status()["available"]:
+    pytest.skip(f"compiled kernels unavailable: {kernels.status()['reason']}", allow_module_level=True)
+
+
+def _run(cell, dtype, masked, rng, nonlinearity="tanh"):
+    """Forward + backward (with final-state gradients and a trace) of one cell; every array it yields."""
+    G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
+    r = lambda *s: rng.standard_normal(s).astype(dtype)  # noqa: E731
+    x, h0, c0, dh, dhT, dcT = r(T, N, D), r(N, H), r(N, H), r(T, N, H), r(N, H), r(N, H)
+    Wx, Wh, b, bhn = r(D, G * H), r(H, G * H) * 0.5, r(G * H), r(H)
+    mask = (np.arange(T)[:, None] < LENGTHS[None, :]) if masked else None
+    trace = {}
+    if cell == "lstm":
+        h, c, cache = lstm_forward(x, h0, c0, Wx, Wh, b, mask)
+        grads = lstm_backward(dh, cache, dhT, dcT, trace=trace)
+        return [h, c, cache.gates, cache.tanh_c, *grads, trace["dh"], trace["dc"]]
+    if cell == "gru":
+        h, cache = gru_forward(x, h0, Wx, Wh, b, bhn, mask)
+        grads = gru_backward(dh, cache, dhT, trace=trace)
+        return [h, cache.gates, cache.hn, *grads, trace["dh"]]
+    h, cache = rnn_forward(x, h0, Wx, Wh, b, mask, nonlinearity)
+    grads = rnn_backward(dh, cache, dhT, trace=trace)
+    return [h, *grads, trace["dh"]]
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-13), (np.float32, 2e-6)])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "rnn_relu"])
+def test_fast_equals_reference(cell, dtype, tol, masked):
+    nl = "relu" if cell == "rnn_relu" else "tanh"
+    cell = cell.replace("_relu", "")
+    fast = _run(cell, dtype, masked, np.random.default_rng(3), nl)
+    with kernels.reference():
+        ref = _run(cell, dtype, masked, np.random.default_rng(3), nl)
+    assert len(fast) == len(ref)
+    for i, (a, b) in enumerate(zip(fast, ref)):
+        assert a.dtype == b.dtype and a.shape == b.shape, i
+        assert rel_error(a, b) < tol, (i, rel_error(a, b))
+
+
+def test_reference_switch_really_switches():
+    """Guard for the test above: the fast path is on by default here, and off under reference()."""
+    assert kernels.kernel("lstm_fw", np.float64) is not None
+    with kernels.reference():
+        assert kernels.kernel("lstm_fw", np.float64) is None
+    assert kernels.kernel("lstm_fw", np.float64) is not None
+
+
+@pytest.mark.parametrize("cls", [LSTM, GRU, RNN])
+@pytest.mark.parametrize("fast", [True, False])
+def test_layer_gradient_check_on_both_paths(cls, fast):
+    """Numerical gradient check of a bidirectional 2-layer stack with variable lengths, on each path."""
+    rng = np.random.default_rng(1)
+    layer = cls(3, 4, num_layers=2, bidirectional=True, dtype=np.float64, seed=2)
+    x = rng.standard_normal((5, 2, 3))
+    mask = np.arange(5)[:, None] < np.array([5, 3])[None, :]
+    dout = rng.standard_normal((5, 2, 8)) * mask[:, :, None]  # padded outputs receive no gradient
+    kernels.set_enabled(fast)
+    try:
+        layer.forward(x, mask=mask)
+        layer.zero_grad()
+        dx, _ = layer.backward(dout)
+        num = numerical_grad(lambda: layer.forward(x, mask=mask)[0], x, dout)
+        assert rel_error(dx, num) < 1e-6
+        W = layer.params["l0.Wh"]
+        num_W = numerical_grad(lambda: layer.forward(x, mask=mask)[0], W, dout)
+        assert rel_error(layer.grads["l0.Wh"], num_W) < 1e-6
+    finally:
+        kernels.set_enabled(True)
