@@ -21,6 +21,8 @@ VERB_MODULES = [
     "rnnkit.cli.lm",
     "rnnkit.cli.translate",
     "rnnkit.cli.classify",
+    "rnnkit.cli.memory",
+    "rnnkit.cli.report",
     "rnnkit.cli.caption",
 ]
 

@@ -1,0 +1,363 @@
+"""`rnnkit train adding|copy`, `rnnkit experiment vanishing`, and `evaluate(args)` for `rnnkit eval DIR`
+on runs of the long-range memory tasks (`rnnkit.data.synthetic`, `rnnkit.models.memory`).
+
+`rnnkit experiment vanishing` trains each cell on the adding problem at each length for a fixed budget
+of updates (stopping early once solved), measures the gradient flow ||dL/dh_t|| against the lag at
+initialisation and after training, and writes vanishing.json, vanishing.md and one PNG per cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from rnnkit.errors import UserError
+
+SOLVED_MSE = 0.01  # the adding problem counts as solved below this test MSE (Le et al. 2015 use 0.01)
+
+
+def _positive_int(flag):
+    def parse(s):
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+        if v < 1:
+            raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+        return v
+
+    return parse
+
+
+def _int_list(flag):
+    def parse(s):
+        try:
+            vals = [int(v) for v in s.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 2, got {s!r}") from None
+        if not vals or min(vals) < 2:
+            raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 2, got {s!r}")
+        return vals
+
+    return parse
+
+
+def _cell_list(s):
+    from rnnkit.models.memory import CELLS
+
+    cells = [c.strip().lower() for c in s.split(",") if c.strip()]
+    bad = [c for c in cells if c not in CELLS]
+    if not cells or bad:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {','.join(CELLS)}, "
+                                         f"got {s!r}")
+    return cells
+
+
+def register(sub, train_sub):
+    from rnnkit.models.memory import CELLS
+
+    for task, what in (("adding", "the adding problem (regress the sum of two marked values)"),
+                       ("copy", "the copy-memory task (repeat 10 symbols after T blanks)")):
+        p = train_sub.add_parser(task, help=f"train a recurrent model on {what}")
+        p.add_argument("--cell", default="lstm", choices=CELLS, help="recurrent cell (default lstm)")
+        p.add_argument("--length", "-T", type=_positive_int("--length"), default=100,
+                       help="sequence length T (the gap to remember; default 100)")
+        p.add_argument("--hidden", type=_positive_int("--hidden"), default=64, help="hidden size H")
+        p.add_argument("--layers", type=_positive_int("--layers"), default=1, help="stacked layers")
+        p.add_argument("--forget-bias", type=float, default=1.0, help="LSTM forget-gate bias at init")
+        p.add_argument("--batch", type=_positive_int("--batch"), default=64, help="batch size")
+        p.add_argument("--test-size", type=_positive_int("--test-size"), default=1000,
+                       help="size of the fixed test set")
+        p.add_argument("--steps", type=_positive_int("--steps"), default=2000, help="training updates")
+        p.add_argument("--minutes", type=float, default=None, help="wall-clock budget (also stops)")
+        p.add_argument("--optimizer", default="adam", help="sgd | adam | adamw | rmsprop | adagrad")
+        p.add_argument("--lr", type=float, default=3e-3, help="learning rate")
+        p.add_argument("--clip", type=float, default=1.0, help="global gradient-norm clip (0: off)")
+        p.add_argument("--eval-every", type=_positive_int("--eval-every"), default=200,
+                       help="steps between test-set evaluations")
+        p.add_argument("--dtype", choices=["float64", "float32"], default="float64",
+                       help="float64 by default: vanishing float32 gradients hit slow subnormal numbers")
+        p.add_argument("--seed", type=int, default=0, help="weights, batches and the test set")
+        p.add_argument("--out", default=None, help=f"run directory (default runs/{task}-<cell>-T<length>)")
+        p.add_argument("--resume", action="store_true", help="continue the run in --out")
+        p.add_argument("--force", action="store_true", help="overwrite the run in --out")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.add_argument("--json", action="store_true", help="print the summary as JSON")
+        p.set_defaults(func=train, task=task)
+
+    exp = sub.add_parser("experiment", help="run a packaged experiment (vanishing)")
+    exp_sub = exp.add_subparsers(dest="experiment", metavar="<experiment>", required=True)
+    v = exp_sub.add_parser("vanishing", help="which cells learn the adding problem at which lengths, and "
+                                             "the gradient flow against the lag")
+    v.add_argument("--lengths", type=_int_list("--lengths"), default=[50, 100, 200, 400],
+                   help="comma-separated sequence lengths (default 50,100,200,400)")
+    v.add_argument("--cells", type=_cell_list, default=["rnn", "lstm", "gru"],
+                   help="comma-separated cells (default rnn,lstm,gru)")
+    v.add_argument("--steps", type=_positive_int("--steps"), default=600,
+                   help="budget: training updates per (cell, length), fewer if solved earlier "
+                        "(default 600)")
+    v.add_argument("--hidden", type=_positive_int("--hidden"), default=64, help="hidden size H")
+    v.add_argument("--batch", type=_positive_int("--batch"), default=64, help="batch size")
+    v.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
+    v.add_argument("--clip", type=float, default=1.0, help="global gradient-norm clip")
+    v.add_argument("--eval-every", type=_positive_int("--eval-every"), default=100,
+                   help="steps between test evaluations (and the early stop once solved)")
+    v.add_argument("--test-size", type=_positive_int("--test-size"), default=500,
+                   help="size of the fixed test set")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--out", default="runs/vanishing", help="output folder (default runs/vanishing)")
+    v.add_argument("--json", action="store_true", help="print the table as JSON")
+    v.set_defaults(func=experiment_vanishing)
+
+
+# --- train -----------------------------------------------------------------------------------------
+
+
+def _config_from_args(args):
+    from rnnkit.models.memory import MemoryConfig
+
+    return MemoryConfig(task=args.task, length=args.length, cell=args.cell, hidden=args.hidden,
+                        layers=args.layers, forget_bias=args.forget_bias, seed=args.seed,
+                        batch_size=args.batch, test_size=args.test_size, dtype=args.dtype)
+
+
+def train(args):
+    from rnnkit.data.synthetic import SyntheticSource
+    from rnnkit.models.memory import MemoryConfig, MemoryTask
+    from rnnkit.train import TrainConfig, fit, load_checkpoint, prepare_run_dir
+
+    if args.minutes is not None and not args.minutes > 0:
+        raise UserError(f"--minutes: expected a positive number, got {args.minutes}")
+    out = Path(args.out or f"runs/{args.task}-{args.cell}-T{args.length}")
+    prepare_run_dir(out, resume=args.resume, force=args.force)
+    cfg = _config_from_args(args)
+    if args.resume:  # the model is the run's, whatever the flags say
+        _, meta, _ = load_checkpoint(out, "last", args.task)
+        try:
+            cfg = MemoryConfig(**meta["config"])
+        except (KeyError, TypeError) as e:
+            raise UserError(f"{out}/last.json: not a {args.task} run ({e})") from None
+    task = MemoryTask(cfg)
+    source = SyntheticSource(cfg.task, cfg.length, cfg.batch_size, seed=cfg.seed, dtype=task.model.dtype)
+    tcfg = TrainConfig(steps=args.steps, minutes=args.minutes, optimizer=args.optimizer, lr=args.lr,
+                       clip=args.clip, eval_every=args.eval_every, checkpoint_every=args.eval_every,
+                       seed=args.seed)
+    summary = fit(task, source, tcfg, out, asdict(cfg), resume=args.resume,
+                  progress=not args.no_progress and not args.json)
+    last = summary["last_eval"]
+    if cfg.task == "adding":
+        last["solved"] = bool(last.get("test_mse", 1.0) < SOLVED_MSE)
+    if args.json:
+        print(json.dumps({"run_dir": str(out), "step": summary["step"], "config": asdict(cfg), **last}))
+    else:
+        print(_describe(cfg, last, summary["step"], out))
+
+
+def _describe(cfg, figures, step, out):
+    if cfg.task == "adding":
+        verdict = "solved" if figures["test_mse"] < SOLVED_MSE else "not solved"
+        return (f"{cfg.cell} on the adding problem, T={cfg.length}, step {step}: test MSE "
+                f"{figures['test_mse']:.4f} (predicting the mean: {figures['baseline']:.3f}; solved below "
+                f"{SOLVED_MSE}: {verdict}); run in {out}")
+    return (f"{cfg.cell} on the copy task, T={cfg.length}, step {step}: test cross-entropy "
+            f"{figures['test_loss']:.4f} nats/step (memoryless: {figures['baseline']:.4f}), recall "
+            f"accuracy {figures['test_acc']:.3f} (chance 0.125); run in {out}")
+
+
+# --- eval ------------------------------------------------------------------------------------------
+
+
+def load_run(run_dir, name=None):
+    """(MemoryTask with the run's weights, meta). Uses best.json when there is one, else last.json."""
+    from rnnkit.models.memory import MemoryConfig, MemoryTask
+    from rnnkit.train import has_checkpoint, load_checkpoint
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run directory")
+    name = name or ("best" if has_checkpoint(run_dir, "best") else "last")
+    arrays, meta, task_name = load_checkpoint(run_dir, name)
+    if task_name not in ("adding", "copy"):
+        raise UserError(f"{run_dir}: a run of task {task_name!r}, expected adding or copy")
+    try:
+        cfg = MemoryConfig(**meta["config"])
+        task = MemoryTask(cfg)
+        task.model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{run_dir}/{name}.json: checkpoint does not match a {task_name} model "
+                        f"({e.__class__.__name__}: {e})") from None
+    return task, meta
+
+
+def evaluate(args):
+    if getattr(args, "data", None):
+        raise UserError("--data: adding and copy runs evaluate on their generated test set; "
+                        "drop --data")
+    task, meta = load_run(args.dir)
+    figures = task.evaluate()
+    figures.pop("val_loss", None)
+    cfg = task.cfg
+    if cfg.task == "adding":
+        figures["solved"] = bool(figures["test_mse"] < SOLVED_MSE)
+    if args.json:
+        print(json.dumps({"run_dir": str(args.dir), "task": cfg.task, "step": meta.get("step"),
+                          "config": asdict(cfg), **figures}))
+    else:
+        print(_describe(cfg, figures, meta.get("step"), args.dir))
+
+
+# --- experiment vanishing --------------------------------------------------------------------------
+
+
+def flow_of(task, x, y):
+    """The gradient flow of the adding loss for one probe batch: the top layer's curves, as lists."""
+    from rnnkit.diagnostics import gradient_flow
+
+    m = task.model
+    gf = gradient_flow(m.rnn, m.inputs(x), lambda out_last: m.last_step_grad(out_last, y))
+    top = gf["layers"][-1]
+    rec = {"dh": [float(v) for v in top["dh"]]}
+    if "dc" in top:
+        rec["dc"] = [float(v) for v in top["dc"]]
+    return rec
+
+
+def train_until_solved(task, steps, lr, clip, eval_every, batch, seed, threshold=SOLVED_MSE):
+    """Adam on fresh batches for at most `steps` updates; evaluate every `eval_every` steps and stop
+    once the test MSE is below `threshold`. Returns (history [(step, train_loss, test_mse)], figures)."""
+    from rnnkit.data.synthetic import SyntheticSource
+    from rnnkit.optim import clip_grad_norm, collect_params
+    from rnnkit.train.loop import TrainConfig, make_optimizer
+
+    source = SyntheticSource(task.cfg.task, task.cfg.length, batch, seed=seed, dtype=task.model.dtype)
+    params = collect_params(**task.modules)
+    opt = make_optimizer(TrainConfig(optimizer="adam", lr=lr), params)
+    history, window = [], []
+    figures = {"solved_at": None, "diverged": False}
+    best = math.inf
+    for step in range(1, steps + 1):
+        opt.zero_grad()
+        task.model.train()
+        loss = task.train_step(source.next_batch())["loss"]
+        if not math.isfinite(loss):
+            figures["diverged"] = True
+            break
+        clip_grad_norm(params, clip)
+        opt.step()
+        window.append(loss)
+        if step % eval_every == 0 or step == steps:
+            mse = task.evaluate()["test_mse"]
+            best = min(best, mse)
+            history.append((step, float(np.mean(window)), mse))
+            window = []
+            if mse < threshold:
+                figures["solved_at"] = step
+                break
+    figures.update({"steps": history[-1][0] if history else 0, "test_mse": history[-1][2] if history
+                    else float("nan"), "best_test_mse": best})
+    return history, figures
+
+
+def experiment_vanishing(args):
+    from rnnkit.data.synthetic import make_batch
+    from rnnkit.diagnostics import plot_gradient_flow
+    from rnnkit.models.memory import MemoryConfig, MemoryTask
+    from rnnkit.train.checkpoint import write_json_atomic
+
+    if not args.lr > 0:
+        raise UserError(f"--lr: expected a positive number, got {args.lr}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    t_all = time.perf_counter()
+    rows, curves = [], {}
+    for cell in args.cells:
+        for T in args.lengths:
+            cfg = MemoryConfig(task="adding", length=T, cell=cell, hidden=args.hidden, seed=args.seed,
+                               batch_size=args.batch, test_size=args.test_size)
+            task = MemoryTask(cfg)
+            probe = make_batch("adding", 64, T, np.random.default_rng([args.seed, 31337]))
+            t0 = time.perf_counter()
+            flow0 = flow_of(task, *probe)
+            history, fig = train_until_solved(task, args.steps, args.lr, args.clip, args.eval_every,
+                                              args.batch, args.seed)
+            flow1 = flow_of(task, *probe)
+            seconds = time.perf_counter() - t0
+            row = {"cell": cell, "length": T, "solved": fig["solved_at"] is not None, **fig,
+                   "seconds": round(seconds, 1),
+                   # how much of the gradient at the loss reaches the first step: dL/dh_1 vs dL/dh_T
+                   "flow_ratio_init": flow0["dh"][1] / max(flow0["dh"][-1], 1e-300),
+                   "flow_ratio_trained": flow1["dh"][1] / max(flow1["dh"][-1], 1e-300)}
+            rows.append(row)
+            curves[f"{cell}/{T}"] = {"init": flow0, "trained": flow1,
+                                     "history": [list(h) for h in history]}
+            if not args.json:
+                print(_row_line(row), flush=True)
+    elapsed = time.perf_counter() - t_all
+    settings = {"lengths": args.lengths, "cells": args.cells, "steps": args.steps, "hidden": args.hidden,
+                "batch": args.batch, "lr": args.lr, "clip": args.clip, "eval_every": args.eval_every,
+                "test_size": args.test_size, "seed": args.seed, "threshold": SOLVED_MSE,
+                "baseline_mse": 1 / 6}
+    result = {"settings": settings, "rows": rows, "seconds": round(elapsed, 1)}
+    write_json_atomic(out / "vanishing.json", {**result, "curves": curves})
+    (out / "vanishing.md").write_text(markdown_table(result), encoding="utf-8")
+    pngs = []
+    for cell in args.cells:
+        lines = []
+        for j, T in enumerate(args.lengths):
+            c = curves[f"{cell}/{T}"]
+            colour = f"C{j}"
+            for when, style in (("init", "--"), ("trained", "-")):
+                dh = np.asarray(c[when]["dh"])
+                lines.append((f"T={T} {when}", np.arange(T, -1, -1), dh / max(dh[-1], 1e-300),
+                              colour + style))
+        path = out / f"gradient_flow_{cell}.png"
+        plot_gradient_flow(lines, path, title=f"{cell}: ||dL/dh_t|| / ||dL/dh_T||, loss at the last step")
+        pngs.append(str(path))
+    if args.json:
+        print(json.dumps({**result, "files": [str(out / "vanishing.json"), str(out / "vanishing.md"),
+                                              *pngs]}))
+    else:
+        print(markdown_table(result))
+        print(f"wrote {out}/vanishing.json, vanishing.md and {len(pngs)} PNGs in {elapsed:.0f} s")
+
+
+def _row_line(row):
+    verdict = f"solved at step {row['solved_at']}" if row["solved"] else "not solved"
+    return (f"{row['cell']:>5} T={row['length']:<4} test MSE {row['test_mse']:.4f} after {row['steps']} "
+            f"steps: {verdict}  ({row['seconds']:.0f} s)")
+
+
+def markdown_table(result):
+    s = result["settings"]
+    lines = [f"Adding problem: test MSE after at most {s['steps']} Adam updates (batch {s['batch']}, lr "
+             f"{s['lr']}, H={s['hidden']}), stopping once below {s['threshold']} (solved). Predicting the "
+             f"mean gives 0.167. Flow: ||dL/dh_1|| / ||dL/dh_T|| for the loss at the last step.",
+             "",
+             "| cell | T | solved | steps | test MSE | flow at init | flow trained | seconds |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        solved = f"yes (step {r['solved_at']})" if r["solved"] else ("diverged" if r["diverged"] else "no")
+        lines.append(f"| {r['cell']} | {r['length']} | {solved} | {r['steps']} | {r['test_mse']:.4f} | "
+                     f"{r['flow_ratio_init']:.1e} | {r['flow_ratio_trained']:.1e} | {r['seconds']:.0f} |")
+    cells = list(dict.fromkeys(r["cell"] for r in result["rows"]))
+    lines.append("")
+    for cell in cells:
+        ok = [str(r["length"]) for r in result["rows"] if r["cell"] == cell and r["solved"]]
+        bad = [str(r["length"]) for r in result["rows"] if r["cell"] == cell and not r["solved"]]
+        lines.append(f"- {cell}: learns at T = {', '.join(ok) or 'none'}; not within the budget at "
+                     f"T = {', '.join(bad) or 'none'}")
+    lines.append(f"\nTotal wall time {result['seconds']:.0f} s.")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use `rnnkit train adding|copy` or `rnnkit experiment vanishing`")

@@ -1,0 +1,223 @@
+"""Seeing memory: gradient flow, gate statistics and activations, read from the hand-written BPTT.
+
+Dimensions, declared once for this module:
+    T  time steps    N  batch size    D  input size    H  hidden size    L  layers
+
+Everything here runs one recurrent stack (`rnnkit.layers.Recurrent`, unidirectional for the gradient
+flow) layer by layer through the stateless `rnnkit.functional` forward and backward with the layer's own
+parameters, so the numbers are those of the model's real BPTT:
+
+- `gradient_flow`: for a loss at the last step, ||dL/dh_t|| (and ||dL/dc_t|| for the LSTM) at every step
+  t, taken from the backward's `trace`. Plotted against the lag T - t on a log scale it shows the vanilla
+  RNN's gradient vanishing geometrically while the LSTM's cell state carries it (lecture 7).
+- `activations`: h (and c) and the activated gates of every layer at every step.
+- `gate_stats`: per gate, the mean and the fraction of values below 0.1 and above 0.9 (a gate saturated
+  shut or open), with a histogram.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rnnkit.functional import (
+    gru_backward,
+    gru_forward,
+    lstm_backward,
+    lstm_forward,
+    reverse_padded,
+    rnn_backward,
+    rnn_forward,
+)
+from rnnkit.layers.recurrent import RNN_RELU
+
+GATE_NAMES = {"lstm": ("i", "f", "o", "g"), "gru": ("r", "z", "n"), "rnn": ()}
+SIGMOID_GATES = {"lstm": ("i", "f", "o"), "gru": ("r", "z"), "rnn": ()}
+GATE_TITLES = {"i": "input gate", "f": "forget gate", "o": "output gate", "g": "candidate (tanh)",
+               "r": "reset gate", "z": "update gate", "n": "candidate (tanh)"}
+
+
+def _kind(rnn):
+    return rnn.kind.name
+
+
+def _nonlinearity(rnn):
+    return "relu" if rnn.kind is RNN_RELU else "tanh"
+
+
+def _layer_forward(rnn, k, d, x, mask=None):
+    """One layer, one direction, from a zero state: (h (T+1, N, H), c or None, cache)."""
+    p = {name: v.astype(x.dtype, copy=False) for name, v in rnn._layer_params(k, d).items()}
+    N, H = x.shape[1], rnn.hidden_size
+    z = np.zeros((N, H), dtype=x.dtype)
+    kind = _kind(rnn)
+    if kind == "lstm":
+        h, c, cache = lstm_forward(x, z, z, p["Wx"], p["Wh"], p["b"], mask)
+        return h, c, cache
+    if kind == "gru":
+        h, cache = gru_forward(x, z, p["Wx"], p["Wh"], p["b"], p["bhn"], mask)
+        return h, None, cache
+    h, cache = rnn_forward(x, z, p["Wx"], p["Wh"], p["b"], mask, _nonlinearity(rnn))
+    return h, None, cache
+
+
+def _layer_backward(rnn, dh, cache, trace):
+    """The layer's BPTT with the trace on; returns dx (T, N, D)."""
+    kind = _kind(rnn)
+    if kind == "lstm":
+        return lstm_backward(dh, cache, trace=trace)[0]
+    if kind == "gru":
+        return gru_backward(dh, cache, trace=trace)[0]
+    return rnn_backward(dh, cache, trace=trace)[0]
+
+
+def run_layers(rnn, x, mask=None):
+    """Forward through every layer and direction (no dropout: diagnostics look at the eval model).
+
+    Returns a list over layers of lists over directions of dicts {"h", "c", "cache"}; h is (T+1, N, H).
+    """
+    out = []
+    inp = x
+    for k in range(rnn.num_layers):
+        dirs, outs = [], []
+        for d in range(rnn.num_directions):
+            xin = reverse_padded(inp, mask) if d else inp
+            h, c, cache = _layer_forward(rnn, k, d, xin, mask)
+            dirs.append({"h": h, "c": c, "cache": cache})
+            outs.append(reverse_padded(h[1:], mask) if d else h[1:])
+        out.append(dirs)
+        inp = np.concatenate(outs, axis=-1) if len(outs) == 2 else outs[0]
+    return out
+
+
+def gradient_flow(rnn, x, last_grad, dtype=np.float64):
+    """dL/dh_t for a loss at the last step, through every layer of a unidirectional stack.
+
+    x: (T, N, D) the stack's input; last_grad: a function out_last (N, H) -> dL/d out_last (N, H), the
+    gradient the loss sends into the top layer's last output (the head's backward).
+    Returns {"lag": (T+1,) with lag[t] = T - t, "layers": [{"dh": (T+1,), "dc": (T+1,) or absent}, ...]}
+    where dh[t] is the mean over the batch of ||dL/dh_t||_2, bottom layer first; index t = 0 is the
+    initial state. Computed in float64 by default: a vanishing gradient falls below float32's range (and
+    through its slow subnormal numbers) within a few hundred steps.
+    """
+    x = x.astype(dtype, copy=False)
+    if rnn.num_directions != 1:
+        raise ValueError("gradient_flow needs a unidirectional stack (a loss at the last step has no "
+                         "meaning for the reverse direction)")
+    layers = run_layers(rnn, x)
+    top = layers[-1][0]["h"]
+    T, N, H = top.shape[0] - 1, top.shape[1], top.shape[2]
+    dh = np.zeros((T, N, H), dtype=top.dtype)
+    dh[-1] = last_grad(top[-1])  # the loss reads only the last step
+    result = [None] * rnn.num_layers
+    for k in reversed(range(rnn.num_layers)):
+        trace = {}
+        dx = _layer_backward(rnn, dh, layers[k][0]["cache"], trace)
+        rec = {"dh": np.linalg.norm(trace["dh"], axis=-1).mean(axis=1)}
+        if "dc" in trace:
+            rec["dc"] = np.linalg.norm(trace["dc"], axis=-1).mean(axis=1)
+        result[k] = rec
+        dh = dx  # the gradient of the layer below's outputs h[1:]
+    return {"lag": np.arange(T, -1, -1), "layers": result, "cell": _kind(rnn)}
+
+
+def activations(rnn, x, mask=None):
+    """Per layer (and direction): {"h": (T, N, H), "c": ..., "i"/"f"/"o"/"g" or "r"/"z"/"n": (T, N, H)}.
+
+    Returns a list of (name, dict) with names like "layer 0" ("layer 0 reverse" for a reverse direction).
+    """
+    H = rnn.hidden_size
+    kind = _kind(rnn)
+    out = []
+    for k, dirs in enumerate(run_layers(rnn, x, mask)):
+        for d, rec in enumerate(dirs):
+            acts = {"h": rec["h"][1:]}
+            if rec["c"] is not None:
+                acts["c"] = rec["c"][1:]
+            gates = getattr(rec["cache"], "gates", None)
+            if gates is not None:
+                for j, g in enumerate(GATE_NAMES[kind]):
+                    acts[g] = gates[:, :, j * H:(j + 1) * H]
+            if d:  # back to the input's time order
+                acts = {name: reverse_padded(a, mask) for name, a in acts.items()}
+            out.append((f"layer {k}" + (" reverse" if d else ""), acts))
+    return out
+
+
+def gate_stats(rnn, x, mask=None, bins=20):
+    """Per layer and gate: mean, fraction < 0.1, fraction > 0.9, and a histogram over [0, 1]
+    (the tanh candidates over [-1, 1]). Padded steps are left out."""
+    kind = _kind(rnn)
+    out = []
+    for name, acts in activations(rnn, x, mask):
+        gates = {}
+        for g in GATE_NAMES[kind]:
+            a = acts[g]
+            v = a[mask] if mask is not None else a.reshape(-1, a.shape[-1])
+            v = v.ravel().astype(np.float64)
+            lo, hi = (0.0, 1.0) if g in SIGMOID_GATES[kind] else (-1.0, 1.0)
+            counts, edges = np.histogram(v, bins=bins, range=(lo, hi))
+            rec = {"mean": float(v.mean()), "frac_below_0.1": float((v < 0.1).mean()),
+                   "frac_above_0.9": float((v > 0.9).mean()), "hist": counts.tolist(),
+                   "edges": edges.tolist(), "sigmoid": g in SIGMOID_GATES[kind]}
+            gates[g] = rec
+        out.append((name, gates))
+    return out
+
+
+# --- plots -----------------------------------------------------------------------------------------
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        from rnnkit.errors import UserError
+
+        raise UserError("plots need matplotlib: pip install 'rnnkit[plot]'") from None
+    return plt
+
+
+def plot_gradient_flow(curves, path, title="gradient flow"):
+    """curves: list of (label, lag (T+1,), norms (T+1,), style) -> a log-scale PNG at `path`."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for label, lag, norms, style in curves:
+        norms = np.maximum(np.asarray(norms, dtype=np.float64), 1e-30)  # log scale: no zeros
+        ax.plot(lag, norms, style or "-", label=label, lw=1.2)
+    ax.set_yscale("log")
+    ax.set_xlabel("lag T - t (steps between h_t and the loss)")
+    ax.set_ylabel("mean ||dL/dh_t||")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def plot_gate_histograms(stats, path):
+    """stats: the output of `gate_stats` -> one row per layer, one panel per gate."""
+    plt = _pyplot()
+    rows = [(name, gates) for name, gates in stats if gates]
+    if not rows:
+        return None
+    cols = max(len(g) for _, g in rows)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(2.6 * cols, 2.2 * len(rows)), squeeze=False)
+    for r, (name, gates) in enumerate(rows):
+        for c, (g, rec) in enumerate(gates.items()):
+            ax = axes[r][c]
+            edges = np.asarray(rec["edges"])
+            ax.bar(edges[:-1], rec["hist"], width=np.diff(edges), align="edge", color="#4c78a8")
+            ax.set_title(f"{name}: {g} ({GATE_TITLES[g]})", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.set_yticks([])
+        for c in range(len(gates), cols):
+            axes[r][c].axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
