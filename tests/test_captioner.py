@@ -44,13 +44,14 @@ def test_captioner_gradients(rng, cell, attention, encoder):
     model = _tiny(cell, attention, encoder)
     N = 2
     images = rng.standard_normal((N, 3, 8, 8)) if encoder == "conv" else rng.standard_normal((N, 4, 2, 2))
-    ids = np.array([[2, 2], [5, 6], [7, 3], [3, 0]])  # <bos> w .. <eos> <pad>
+    ids = np.array([[2, 2, 2], [5, 6, 4], [7, 3, 3], [3, 0, 0]])  # <bos> w .. <eos> <pad>
+    rows = np.array([0, 1, 0])  # image 0 has two captions: its encoding's gradients add up
     y, mask = ids[1:], ids[1:] != 0
-    logits = model.forward(images, ids)
+    logits = model.forward(images, ids, rows)
     dlogits = rng.standard_normal(logits.shape) * mask[..., None]
     model.zero_grad()
     model.backward(dlogits)
-    f = lambda: model.forward(images, ids)  # noqa: E731
+    f = lambda: model.forward(images, ids, rows)  # noqa: E731
     checked = 0
     for name, p, g in model.named_parameters():
         if p.size > 60:  # big tables: check a random subset of entries for speed

@@ -26,7 +26,7 @@ from rnnkit.errors import UserError
 MODEL_DEFAULTS = {"cell": "lstm", "embed": 128, "hidden": 256, "channels": "16,32,64", "pool": "avg",
                   "attention": False, "dropout": 0.3, "seed": 0}
 DATA_DEFAULTS = {"size": 64, "min_count": 3, "max_len": 16}
-TRAIN_DEFAULTS = {"batch": 32, "steps": 2000, "minutes": None, "optimizer": "adam", "lr": 2e-3,
+TRAIN_DEFAULTS = {"batch": 16, "steps": 2000, "minutes": None, "optimizer": "adam", "lr": 2e-3,
                   "weight_decay": 0.0, "clip": 5.0, "schedule": "constant", "warmup": 0, "eval_every": 100,
                   "checkpoint_every": 100, "patience": 0, "monitor": "val_bleu4"}
 
@@ -54,7 +54,7 @@ def register(sub, train_sub):
     m.add_argument("--dropout", type=float, help="dropout on image vector, embeddings, output (0.3)")
     m.add_argument("--seed", type=int, help="seed of the weights, dropout and batch order (0)")
     t = p.add_argument_group("training")
-    t.add_argument("--batch", type=int, help="captions per batch (32)")
+    t.add_argument("--batch", type=int, help="images per batch, each with all of its captions (16)")
     t.add_argument("--steps", type=int, help="total updates (2000; with --minutes only: no step limit)")
     t.add_argument("--minutes", type=float, help="wall-clock budget of this invocation")
     t.add_argument("--optimizer", choices=["sgd", "adam", "adamw", "rmsprop", "adagrad"], help="(adam)")
@@ -98,14 +98,15 @@ class CaptionTask:
     task = "caption"
 
     def __init__(self, model, inputs, vocab, dev=None, eval_batch=256):
-        """inputs: every image's encoder input (N_img, ...); dev: (rows, ids, image rows, references)."""
+        """inputs: every image's encoder input (N_img, ...); dev: (image rows (n,), caption ids (T, M),
+        caption -> position in the image rows (M,), references (n lists))."""
         self.model, self.inputs, self.vocab, self.dev = model, inputs, vocab, dev
         self.eval_batch = eval_batch
         self.modules = {"model": model}
 
     def train_step(self, batch):
-        rows, ids = batch
-        loss, ntok = self.model.loss_and_backward(self.inputs[rows], ids)
+        img_rows, ids, rows = batch
+        loss, ntok = self.model.loss_and_backward(self.inputs[img_rows], ids, rows)
         return {"loss": loss, "tokens": ntok}
 
     def evaluate(self):
@@ -113,17 +114,18 @@ class CaptionTask:
             return {}
         from rnnkit.report.bleu import corpus_bleu
 
-        rows, ids, img_rows, refs = self.dev
+        img_rows, ids, cap_img, refs = self.dev
         total = count = 0.0
-        for i in range(0, len(rows), self.eval_batch):
-            b = ids[:, i:i + self.eval_batch]
-            b = b[:_used_len(b)]
-            loss, n = self.model.loss(self.inputs[rows[i:i + self.eval_batch]], b)
+        B = 64  # images per pass, each encoded once for all of its captions
+        for i in range(0, len(img_rows), B):
+            sel = np.nonzero((cap_img >= i) & (cap_img < i + B))[0]
+            b = ids[:, sel]
+            loss, n = self.model.loss(self.inputs[img_rows[i:i + B]], b[:_used_len(b)], cap_img[sel] - i)
             total += loss * n
             count += n
         hyps = decode_batches(self.model, self.inputs[img_rows], beam=1)
-        b = corpus_bleu([self.vocab.decode(h) for h in hyps], refs)
-        return {"val_loss": total / max(count, 1), "val_bleu4": b["bleu4"], "val_bleu1": b["bleu1"]}
+        bl = corpus_bleu([self.vocab.decode(h) for h in hyps], refs)
+        return {"val_loss": total / max(count, 1), "val_bleu4": bl["bleu4"], "val_bleu1": bl["bleu1"]}
 
     def extra_state(self):
         return {}, {}
@@ -241,15 +243,23 @@ def train(args):
     else:
         vocab = build_caption_vocab([c.tokens for c in train_caps], min_freq=data_args["min_count"])
     ids = encode_captions([c.tokens for c in train_caps], vocab, data_args["max_len"])
-    rows = imgs.rows([c.image for c in train_caps])
+    train_names = list(dict.fromkeys(c.image for c in train_caps))
+    train_img_rows = imgs.rows(train_names)
+    pos = {n: i for i, n in enumerate(train_names)}
+    cap_img = np.array([pos[c.image] for c in train_caps], dtype=np.int64)
+    caps_of = [[] for _ in train_names]  # the captions of each training image
+    for m, i in enumerate(cap_img):
+        caps_of[i].append(m)
 
     dev_caps = [c for c in caps.captions if c.split == "dev"]
     dev = None
     if dev_caps:
-        dev_ids = encode_captions([c.tokens for c in dev_caps], vocab, data_args["max_len"])
         dev_by_img = caps.by_image(["dev"])
         dev_names = list(dev_by_img)
-        dev = (imgs.rows([c.image for c in dev_caps]), dev_ids, imgs.rows(dev_names),
+        dpos = {n: i for i, n in enumerate(dev_names)}
+        dev = (imgs.rows(dev_names), encode_captions([c.tokens for c in dev_caps], vocab,
+                                                      data_args["max_len"]),
+               np.array([dpos[c.image] for c in dev_caps], dtype=np.int64),
                [dev_by_img[n] for n in dev_names])
 
     if imgs.kind == "pixels":
@@ -271,10 +281,13 @@ def train(args):
     task = CaptionTask(model, inputs, vocab, dev)
 
     def collate(idx):
-        b = ids[:, idx]
-        return rows[idx], b[:_used_len(b)]
+        """A batch of images with all of their captions: each image is encoded once per step."""
+        sel = np.concatenate([caps_of[i] for i in idx])
+        local = {int(i): k for k, i in enumerate(idx)}
+        b = ids[:, sel]
+        return train_img_rows[idx], b[:_used_len(b)], np.array([local[int(i)] for i in cap_img[sel]])
 
-    source = IndexBatches(len(train_caps), train_args["batch"], seed=cfg.seed, collate=collate)
+    source = IndexBatches(len(train_names), train_args["batch"], seed=cfg.seed, collate=collate)
     monitor = train_args["monitor"] if dev is not None else "none"
     tcfg = TrainConfig(steps=train_args["steps"], minutes=train_args["minutes"],
                        optimizer=train_args["optimizer"], lr=train_args["lr"],
@@ -288,7 +301,7 @@ def train(args):
               "images": str(Path(args.images).resolve()), "captions": str(Path(args.captions).resolve()),
               "image_kind": imgs.kind, "skip_bad_rows": bool(args.skip_bad_rows), "encoding": args.encoding}
     if progress:
-        print(f"rnnkit: {len(train_caps):,} training captions of {len(set(rows.tolist())):,} images, "
+        print(f"rnnkit: {len(train_caps):,} training captions of {len(train_names):,} images, "
               f"{len(dev_caps):,} dev captions; vocabulary {len(vocab):,}; {cfg.encoder} encoder "
               f"({imgs.kind} {tuple(inputs.shape[1:])}), {cfg.cell} {cfg.hidden}"
               f"{', attention' if cfg.attention else ''}; {model.num_parameters():,} parameters; "

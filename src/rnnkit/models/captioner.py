@@ -128,6 +128,13 @@ def image_attention_backward(dz, cache: ImageAttentionCache):
 # --- the model -------------------------------------------------------------------------------------
 
 
+def _scatter_rows(d, rows, N):
+    """The adjoint of `x[rows]`: out[i] = sum of d[m] over the m with rows[m] == i."""
+    out = np.zeros((N,) + d.shape[1:], dtype=d.dtype)
+    np.add.at(out, rows, d)
+    return out
+
+
 class ConvEncoder(Sequential):
     """Blocks of 3x3 conv (padding 1) + ReLU + 2x2 max pool: (N, 3, S, S) -> (N, C, S/2^k, S/2^k)."""
 
@@ -233,21 +240,29 @@ class Captioner(Module):
 
     # --- training -----------------------------------------------------------------------------------
 
-    def forward(self, images, ids):
-        """Teacher forcing: ids (T+1, N) = <bos> w1 .. <eos> <pad>..; returns logits (T, N, V)."""
+    def forward(self, images, ids, rows=None):
+        """Teacher forcing: ids (T+1, M) = <bos> w1 .. <eos> <pad>..; returns logits (T, M, V).
+
+        rows: (M,) which image each caption belongs to (images are then encoded once for all of their
+        captions, and the gradients of the shared encodings add up); None: caption m is of image m.
+        """
         v, A, enc_cache = self.encode(images)
+        N = v.shape[0]
+        if rows is not None:
+            v = v[rows]
+            A = A[rows] if A is not None else None
         vd = self.drop_img.forward(v)
         state = self.initial_state(vd)
         x = self.drop_emb.forward(self.embed.forward(ids[:-1]))
         out, _ = self.rnn.forward(x, state)
         z, att_cache = self._attend(out, A)
         logits = self.head.forward(self.drop_out.forward(z))
-        self._cache = (enc_cache, att_cache, A is not None)
+        self._cache = (enc_cache, att_cache, rows, N)
         return logits
 
     def backward(self, dlogits):
         """Adds every parameter's gradient; the reverse of `forward`, bottom-up."""
-        enc_cache, att_cache, has_A = self._cache
+        enc_cache, att_cache, rows, N = self._cache
         dz = self.drop_out.backward(self.head.backward(dlogits))
         dA = None
         if att_cache is not None:
@@ -261,21 +276,24 @@ class Captioner(Module):
         self.embed.backward(self.drop_emb.backward(dx))
         ds0 = np.concatenate(dstate0, axis=-1) if self.cfg.cell == "lstm" else dstate0
         dv = self.drop_img.backward(self.img_proj.backward(ds0[0]))
+        if rows is not None:  # an image shared by several captions gets the sum of their gradients
+            dv = _scatter_rows(dv, rows, N)
+            dA = _scatter_rows(dA, rows, N) if dA is not None else None
         self._encode_backward(dv, dA, enc_cache)
 
-    def loss_and_backward(self, images, ids):
+    def loss_and_backward(self, images, ids, rows=None):
         """Mean cross-entropy per word (the <eos> included, padding excluded); gradients added.
         Returns (loss, number of target tokens)."""
-        logits = self.forward(images, ids)
+        logits = self.forward(images, ids, rows)
         y = ids[1:]
         mask = y != self.pad_id
         loss, dlogits = softmax_cross_entropy(logits, y, mask)
         self.backward(dlogits)
         return loss, int(mask.sum())
 
-    def loss(self, images, ids):
+    def loss(self, images, ids, rows=None):
         """The same loss with no backward (validation)."""
-        logits = self.forward(images, ids)
+        logits = self.forward(images, ids, rows)
         y = ids[1:]
         mask = y != self.pad_id
         loss, _ = softmax_cross_entropy(logits, y, mask)
