@@ -157,3 +157,16 @@ def test_classification_report_figures():
     assert "accuracy  0.5000" in text and "confusion matrix" in text
     with pytest.raises(ValueError):
         confusion_matrix([0, 3], [0, 1], 3)
+
+
+def test_word_dropout_replaces_words_not_padding(rng):
+    from rnnkit.models.classifier import WordDropout
+
+    wd = WordDropout(0.5, unk_id=1, seed=0)
+    idx = rng.integers(2, 50, (40, 30))
+    idx[30:] = 0  # padding
+    out = wd.forward(idx)
+    dropped = out != idx
+    assert np.all(out[dropped] == 1) and not dropped[30:].any()
+    assert 0.4 < dropped[:30].mean() < 0.6
+    assert wd.eval().forward(idx) is idx  # identity at test time

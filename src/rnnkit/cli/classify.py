@@ -61,6 +61,8 @@ def register(sub, train_sub):
     m.add_argument("--layers", type=int, default=1)
     m.add_argument("--pooling", default="max", choices=POOLINGS, help="over each sentence's valid steps")
     m.add_argument("--embed-dropout", type=float, default=0.3)
+    m.add_argument("--word-dropout", type=float, default=0.0,
+                   help="training only: probability of replacing a word by <unk>")
     m.add_argument("--dropout", type=float, default=0.3, help="before the output layer")
     m.add_argument("--layer-dropout", type=float, default=0.0, help="between stacked layers")
     m.add_argument("--embed-init-std", type=float, default=1.0)
@@ -251,7 +253,8 @@ def train(args):
         mcfg = ClassifierConfig(
             vocab_size=len(vocab), num_classes=len(labels), embed_dim=args.embed_dim, hidden=args.hidden,
             cell=args.cell, layers=args.layers, bidirectional=args.bidirectional, pooling=args.pooling,
-            embed_dropout=args.embed_dropout, dropout=args.dropout, layer_dropout=args.layer_dropout,
+            embed_dropout=args.embed_dropout, word_dropout=args.word_dropout, dropout=args.dropout,
+            layer_dropout=args.layer_dropout,
             embed_init_std=args.embed_init_std, seed=args.seed).validate()
     except ValueError as e:
         raise UserError(f"model configuration: {e}") from None

@@ -1,6 +1,6 @@
 """Many-to-one sentence classifier: read a whole (padded) sentence, give one answer.
 
-    idx (T, N) -> Embedding -> Dropout -> (bi)RNN/GRU/LSTM -> pooling over valid steps -> Dropout
+    idx (T, N) -> [word dropout] -> Embedding -> Dropout -> (bi)RNN/GRU/LSTM -> pooling over valid steps -> Dropout
                -> Linear -> logits (N, C)
 
 Dimensions, declared once for this module:
@@ -108,6 +108,7 @@ class ClassifierConfig:
     bidirectional: bool = False
     pooling: str = "last"  # last | mean | max (over valid steps)
     embed_dropout: float = 0.3  # on the embeddings
+    word_dropout: float = 0.0  # training only: each word becomes <unk> with this probability
     dropout: float = 0.3  # on the pooled features, before the output layer
     layer_dropout: float = 0.0  # between stacked recurrent layers
     forget_bias: float | None = 1.0  # LSTM forget-gate bias at initialisation
@@ -123,7 +124,7 @@ class ClassifierConfig:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}; got {self.cell!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}; got {self.pooling!r}")
-        for name in ("embed_dropout", "dropout", "layer_dropout"):
+        for name in ("embed_dropout", "word_dropout", "dropout", "layer_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         for name in ("embed_dim", "hidden", "layers"):
@@ -140,6 +141,24 @@ class ClassifierConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+class WordDropout(Module):
+    """Training only: replace each word id by `unk_id` with probability p (no gradient to pass: the
+    embedding of <unk> simply receives the gradient of the replaced words). Padding ids are left alone."""
+
+    def __init__(self, p=0.0, unk_id=1, pad_id=0, seed=0):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"word dropout p must be in [0, 1), got {p}")
+        self.p, self.unk_id, self.pad_id = p, unk_id, pad_id
+        self.rng = np.random.default_rng(seed)
+
+    def forward(self, idx):
+        if not self.training or self.p == 0.0:
+            return idx
+        drop = (self.rng.random(idx.shape) < self.p) & (idx != self.pad_id)
+        return np.where(drop, self.unk_id, idx)
+
+
 class SentenceClassifier(Module):
     """Embedding -> dropout -> recurrent -> pooling -> dropout -> linear. Parameters: `emb.W`,
     `rnn.l{k}[_reverse].*`, `head.W`, `head.b`."""
@@ -149,6 +168,7 @@ class SentenceClassifier(Module):
         cfg.validate()
         self.cfg = cfg
         s = cfg.seed
+        self.word_drop = WordDropout(cfg.word_dropout, unk_id=1, seed=s + 5)
         self.emb = Embedding(cfg.vocab_size, cfg.embed_dim, dtype=dtype, seed=s)
         if cfg.embed_init_std != 1.0:
             self.emb.params["W"] *= cfg.embed_init_std
@@ -167,7 +187,7 @@ class SentenceClassifier(Module):
 
     def forward(self, idx, mask=None):
         """idx: (T, N) word ids; mask: (T, N) bool, a prefix per column (None: all valid) -> (N, C)."""
-        x = self.emb_drop.forward(self.emb.forward(idx))  # (T, N, E)
+        x = self.emb_drop.forward(self.emb.forward(self.word_drop.forward(idx)))  # (T, N, E)
         out, _ = self.rnn.forward(x, mask=mask)  # (T, N, K*H); the state is carried through padding
         feat, self._pool_cache = pool_forward(out, mask, self.cfg.pooling, self.num_directions)
         return self.head.forward(self.drop.forward(feat))  # (N, C)
