@@ -159,3 +159,16 @@ def test_pad_batch():
     idx, mask = pad_batch([np.array([5, 6, 7]), np.array([8])])
     np.testing.assert_array_equal(idx, [[5, 8], [6, 0], [7, 0]])
     np.testing.assert_array_equal(mask, [[1, 1], [1, 0], [1, 0]])
+
+
+def test_eval_bad_rows(run, tmp_path, capsys):
+    d, out = run
+    data = make_tsv(tmp_path / "bad.tsv", 20, 5)
+    data.write_text(data.read_text() + "no tab\nan odd film\tmaybe\n")  # lines 22 and 23
+    assert main(["eval", str(out), "--data", str(data)]) == 2
+    assert f"{data}:22: no tab" in capsys.readouterr().err
+    assert main(["eval", str(out), "--data", str(data), "--skip-bad-rows", "--json"]) == 0
+    captured = capsys.readouterr()
+    rep = json.loads(captured.out)
+    assert rep["n"] == 20 and rep["skipped"] == 2
+    assert f"{data}: skipped 2 bad rows (first: line 22: no tab" in captured.err

@@ -26,6 +26,8 @@ def register(sub, train_sub):
     p.add_argument("--data", help="data file to evaluate on (the task's format); default: the run's own")
     p.add_argument("--beam", type=int, default=None, help="beam width, for tasks that decode")
     p.add_argument("--encoding", default="utf-8", help="text encoding of --data")
+    p.add_argument("--skip-bad-rows", action="store_true",
+                   help="skip (and count) malformed rows of --data instead of stopping at the first")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=run)
 
