@@ -172,20 +172,22 @@ def run(args):
     write({"kind": "start", "config": {k: v for k, v in vars(args).items() if k != "func"},
            "vocab": V, "train_chars": int(len(train_ids)), "val_chars": int(len(val_ids)),
            "pid": os.getpid(), "threads": {k: os.environ.get(k) for k in THREADS}})
-    train_s, step, tokens, window = 0.0, 0, 0, []
+    train_s, cpu_s, step, tokens, window = 0.0, 0.0, 0, 0, []
     next_eval = args.eval_minutes * 60
     reached = None
     while train_s < args.minutes * 60:
         batch = source.next_batch()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         loss = trainer.step(batch)
-        train_s += time.perf_counter() - t0
+        cpu_s += time.process_time() - c0
+        train_s += (time.perf_counter() - t0) if args.clock == "wall" else (time.process_time() - c0)
         step += 1
         tokens += batch.x.size
         window.append(loss)
         if train_s >= next_eval or train_s >= args.minutes * 60:
             val = trainer.evaluate(eval_ids)
-            write({"kind": "eval", "train_min": round(train_s / 60, 3), "step": step, "tokens": tokens,
+            write({"kind": "eval", "train_min": round(train_s / 60, 3), "cpu_min": round(cpu_s / 60, 3),
+                   "step": step, "tokens": tokens,
                    "train_loss": float(np.mean(window)), "val_loss": val,
                    "tokens_per_s": round(tokens / train_s, 1)})
             window = []
@@ -194,7 +196,8 @@ def run(args):
                 reached = train_s / 60
                 break
     full = trainer.evaluate(val_ids)
-    write({"kind": "final", "train_min": round(train_s / 60, 3), "step": step, "tokens": tokens,
+    write({"kind": "final", "train_min": round(train_s / 60, 3), "cpu_min": round(cpu_s / 60, 3),
+           "step": step, "tokens": tokens,
            "full_val_loss": full, "tokens_per_s": round(tokens / train_s, 1), "reached_target_min": reached})
     log.close()
 
@@ -204,7 +207,8 @@ def both(args):
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **THREADS}
     common = [sys.executable, __file__, "run", "--data", str(args.data), "--minutes", str(args.minutes),
-              "--eval-minutes", str(args.eval_minutes), "--eval-chars", str(args.eval_chars)]
+              "--eval-minutes", str(args.eval_minutes), "--eval-chars", str(args.eval_chars),
+              "--clock", args.clock]
     if args.target:
         common += ["--target", str(args.target)]
     procs = []
@@ -225,13 +229,15 @@ def report(args):
             rows[impl] = [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
     evals = {k: [r for r in v if r["kind"] == "eval"] for k, v in rows.items()}
     n = max((len(v) for v in evals.values()), default=0)
-    print("| training minutes | rnnkit val loss | rnnkit steps | PyTorch val loss | PyTorch steps |")
-    print("|---:|---:|---:|---:|---:|")
+    print("| training minutes | rnnkit val loss | rnnkit steps | rnnkit CPU min | PyTorch val loss | "
+          "PyTorch steps | PyTorch CPU min |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     for i in range(n):
         cells = []
         for impl in ("rnnkit", "torch"):
             e = evals.get(impl, [])
-            cells.append(f"{e[i]['val_loss']:.3f} | {e[i]['step']}" if i < len(e) else "- | -")
+            cells.append(f"{e[i]['val_loss']:.3f} | {e[i]['step']} | {e[i].get('cpu_min', 0):.1f}"
+                         if i < len(e) else "- | - | -")
         tmin = next((evals[k][i]["train_min"] for k in evals if i < len(evals[k])), 0)
         print(f"| {tmin:.1f} | {cells[0]} | {cells[1]} |")
     for impl, v in rows.items():
@@ -239,7 +245,7 @@ def report(args):
         if fin:
             f = fin[0]
             print(f"\n{impl}: {f['step']} steps, {f['tokens']:,} characters in {f['train_min']:.1f} training "
-                  f"minutes ({f['tokens_per_s']:,.0f} chars/s), full validation loss {f['full_val_loss']:.4f} "
+                  f"minutes, {f.get('cpu_min', 0):.1f} CPU minutes ({f['tokens_per_s']:,.0f} chars/s), full validation loss {f['full_val_loss']:.4f} "
                   f"nats/char; wall {f['wall_min']:.1f} min")
 
 
@@ -253,6 +259,8 @@ def main(argv=None):
         s.add_argument("--eval-minutes", type=float, default=3.0)
         s.add_argument("--eval-chars", type=int, default=30000)
         s.add_argument("--target", type=float, default=None)
+        s.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                       help="what --minutes counts: wall-clock training time, or this process's CPU time")
         if name == "run":
             s.add_argument("--impl", choices=["rnnkit", "torch"], required=True)
             s.add_argument("--log", required=True)
