@@ -180,6 +180,7 @@ def main(argv=None):
     ap.add_argument("--min-freq", type=int, default=2)
     ap.add_argument("--dev-frac", type=float, default=0.02)
     ap.add_argument("--test-frac", type=float, default=0.05)
+    ap.add_argument("--max-test", type=int, default=None)
     ap.add_argument("--split-seed", type=int, default=0)
     ap.add_argument("--attention", default="general")
     ap.add_argument("--cell", default="lstm")
@@ -201,7 +202,7 @@ def main(argv=None):
 
     ds = {"kind": "tsv", "path": str(Path(args.data).resolve()), "reverse": args.reverse,
           "max_words": args.max_words, "dev_frac": args.dev_frac, "test_frac": args.test_frac,
-          "max_test": None, "seed": args.split_seed, "tokenizer": "word", "encoding": "utf-8"}
+          "max_test": args.max_test, "seed": args.split_seed, "tokenizer": "word", "encoding": "utf-8"}
     train_pairs, dev_pairs, test_groups, _ = load_split(ds)
     src_vocab, tgt_vocab = build_vocabs(train_pairs, args.min_freq)
     cfg = Seq2SeqConfig(len(src_vocab), len(tgt_vocab), emb=args.emb, hidden=args.hidden, cell=args.cell,
@@ -246,7 +247,7 @@ def main(argv=None):
         opt.step()
         step += 1
         if step % 10 == 0:
-            log.write(json.dumps({"kind": "train", "step": step, "loss": float(loss),
+            log.write(json.dumps({"kind": "train", "step": step, "loss": loss.item(),
                                   "time": round(time.perf_counter() - t0, 2)}) + "\n")
         if step % args.eval_every == 0:
             v = dev_loss()

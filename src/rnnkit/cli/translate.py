@@ -138,8 +138,8 @@ def _data_settings(args) -> dict:
                 "max_words": args.max_words, "dev_frac": args.dev_frac, "test_frac": args.test_frac,
                 "max_test": args.max_test, "seed": args.split_seed, "tokenizer": "word",
                 "encoding": args.encoding}
-    return {"kind": "dates", "n_train": args.n_train, "n_dev": 500, "n_test": 1000, "seed": args.split_seed,
-            "tokenizer": "char"}
+    return {"kind": "dates", "n_train": args.n_train, "n_dev": min(500, args.n_test), "n_test": args.n_test,
+            "seed": args.split_seed, "tokenizer": "char"}
 
 
 def load_split(ds: dict, quiet=False):
@@ -191,6 +191,7 @@ def register(sub, train_sub):
     p.add_argument("--max-test", type=int, default=None, help="cap on test sources")
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--n-train", type=int, default=20000, help="date task: training pairs")
+    p.add_argument("--n-test", type=int, default=1000, help="date task: test pairs (dev: min(500, this))")
     p.add_argument("--attention", choices=ATTENTIONS, default="general")
     p.add_argument("--cell", choices=("lstm", "gru"), default="lstm")
     p.add_argument("--unidirectional", action="store_true", help="one-directional encoder")
@@ -242,7 +243,7 @@ def _check_args(args):
         bad("dropout", "a number in [0, 1)", args.dropout)
     if args.beam < 1:
         bad("beam", "a positive integer", args.beam)
-    for flag in ("layers", "batch_size", "n_train"):
+    for flag in ("layers", "batch_size", "n_train", "n_test"):
         if getattr(args, flag) < 1:
             bad(flag.replace("_", "-"), "a positive integer", getattr(args, flag))
     if args.emb is not None and args.emb < 1:

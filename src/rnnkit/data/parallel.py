@@ -110,6 +110,7 @@ def read_parallel(path, reverse=False, max_words=None, tokenizer="word", encodin
         setattr(rep, reason, getattr(rep, reason) + 1)
         rep.first_bad.setdefault(reason, lineno)
 
+    lineno = 0
     with f:
         try:
             for lineno, line in enumerate(f, 1):

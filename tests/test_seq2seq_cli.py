@@ -1,0 +1,97 @@
+"""The command line: `rnnkit train translate` (date task and a TSV), `rnnkit translate`, `rnnkit eval`,
+and the one-line errors for bad input."""
+
+import json
+
+import pytest
+
+from rnnkit.cli import main
+
+pytest.importorskip("safetensors")
+pytest.importorskip("sacrebleu")
+
+SMALL = ["--steps", "12", "--eval-every", "6", "--emb", "8", "--hidden", "12", "--batch-size", "16",
+         "--no-progress", "--beam", "2"]
+
+
+@pytest.fixture(scope="module")
+def date_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "dates"
+    rc = main(["train", "translate", "--n-train", "300", "--n-test", "20", "--out", str(out), "--json"] + SMALL)
+    assert rc == 0
+    return out
+
+
+def test_train_dates_writes_a_run(date_run, capsys):
+    res = json.loads((date_run / "test.json").read_text())
+    assert set(res) == {"train", "test_beam1", "test_beam2"}
+    assert res["train"]["step"] == 12
+    for k in ("test_beam1", "test_beam2"):
+        assert res[k]["sentences"] == 20 and 0 <= res[k]["exact"] <= 100
+    assert (date_run / "best.json").exists() and (date_run / "metrics.jsonl").exists()
+    evals = [json.loads(x) for x in (date_run / "metrics.jsonl").read_text().splitlines()
+             if '"eval"' in x]
+    assert evals and "val_exact" in evals[-1]
+
+
+def test_translate_keeps_lines_and_draws_heatmap(date_run, tmp_path, capsys):
+    src = tmp_path / "in.txt"
+    src.write_text("27/11/26\n\nnov 27 2026\n", encoding="utf-8")
+    png = tmp_path / "att.png"
+    capsys.readouterr()
+    assert main(["translate", str(date_run), str(src), "--beam", "3", "--heatmap", str(png)]) == 0
+    lines = capsys.readouterr().out.split("\n")
+    assert len(lines) == 4 and lines[1] == "" and lines[3] == ""  # the empty line stays empty
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_eval_json(date_run, capsys):
+    capsys.readouterr()
+    assert main(["eval", str(date_run), "--beam", "1", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["sentences"] == 20 and res["beam"] == 1 and "bleu" in res and "chrf" in res
+
+
+def test_train_tsv_and_eval_other_file(tmp_path, capsys):
+    words = ["chat", "chien", "maison", "arbre", "voiture", "livre"]
+    eng = ["cat", "dog", "house", "tree", "car", "book"]
+    rows = [f"the {e} is {f2}.\tle {f} est {e2}." for f, e in zip(words, eng)
+            for f2, e2 in zip(eng, words)]
+    data = tmp_path / "pairs.tsv"
+    data.write_text("\n".join(rows + ["broken row", "too many words here to keep at all ok\tx"]) + "\n",
+                    encoding="utf-8")
+    out = tmp_path / "run"
+    assert main(["train", "translate", "--data", str(data), "--reverse", "--max-words", "6",
+                 "--min-freq", "1", "--test-frac", "0.2", "--out", str(out), "--attention", "additive",
+                 "--cell", "gru"] + SMALL) == 0
+    err = capsys.readouterr().err
+    assert "missing side 1" in err and "too long 1" in err
+    other = tmp_path / "other.tsv"
+    other.write_text("the zebra is cat.\tle zèbre est chat.\n", encoding="utf-8")
+    assert main(["eval", str(out), "--data", str(other), "--json", "--beam", "2"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["sentences"] == 1 and res["unk_rate"] > 0  # "zèbre" was never seen: <unk>
+    inp = tmp_path / "in.txt"
+    inp.write_text("le zèbre est chat.\n", encoding="utf-8")
+    assert main(["translate", str(out), str(inp), "--beam", "1"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["train", "translate", "--data", "/nonexistent/x.tsv"], "no such file"),
+    (["train", "translate", "--teacher-forcing", "1.5"], "--teacher-forcing"),
+    (["train", "translate", "--beam", "0"], "--beam"),
+    (["translate", "/nonexistent/run"], "no such run directory"),
+])
+def test_bad_input_is_one_line(argv, msg, tmp_path, capsys):
+    argv = argv + (["--out", str(tmp_path / "r")] if argv[0] == "train" else [])
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert msg in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_translate_bad_beam_and_missing_input(date_run, tmp_path, capsys):
+    assert main(["translate", str(date_run), str(tmp_path / "none.txt")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["translate", str(date_run), "-", "--beam", "0"]) == 2
+    assert "--beam" in capsys.readouterr().err
