@@ -8,7 +8,8 @@ Dimensions, declared once for this module:
 Pipeline (teacher forcing in training: the decoder reads the true previous word):
     pixels (N, 3, S, S) --conv encoder--> fmap (N, C, h, w) --global average--> v (N, C)
        or precomputed features: v (N, Df), or a map (N, C, h, w) averaged the same way
-    h0 = v Wp + bp                       (N, H); the LSTM's c0 too, from its own columns of Wp
+    vhat = (v - mean(v)) / std(v)        each image's vector standardised over its own entries
+    h0 = tanh(vhat Wp + bp)              (N, H); the LSTM's c0 too, from its own columns of Wp
     x_t = Emb[w_t]                       (T, N, E), w_0 = <bos>
     h_t = LSTM/GRU(x_t, h_{t-1})         (T, N, H)
     optional attention over the map (Luong-style "general" score, applied on the decoder output):
@@ -128,6 +129,23 @@ def image_attention_backward(dz, cache: ImageAttentionCache):
 # --- the model -------------------------------------------------------------------------------------
 
 
+def feature_norm_forward(v, eps=1e-5):
+    """Standardise each image's feature vector over its own entries (layer normalisation with no
+    gain or bias; the projection after it provides those): vhat = (v - mean(v)) / sqrt(var(v) + eps).
+    v: (N, Dv). Returns vhat and the cache."""
+    mu = v.mean(axis=1, keepdims=True)
+    inv = 1.0 / np.sqrt(v.var(axis=1, keepdims=True) + eps)
+    vhat = (v - mu) * inv
+    return vhat, (vhat, inv)
+
+
+def feature_norm_backward(dvhat, cache):
+    """dv = inv * (dvhat - mean(dvhat) - vhat * mean(dvhat * vhat)), means over each row."""
+    vhat, inv = cache
+    return inv * (dvhat - dvhat.mean(axis=1, keepdims=True)
+                  - vhat * (dvhat * vhat).mean(axis=1, keepdims=True))
+
+
 def _scatter_rows(d, rows, N):
     """The adjoint of `x[rows]`: out[i] = sum of d[m] over the m with rows[m] == i."""
     out = np.zeros((N,) + d.shape[1:], dtype=d.dtype)
@@ -226,8 +244,13 @@ class Captioner(Module):
         self.encoder.backward(dfmap)
 
     def initial_state(self, v):
-        """[h0; c0] = v Wp + bp for the LSTM, h0 = v Wp + bp for the GRU; each (1, N, H)."""
-        s = self.img_proj.forward(v)[None]
+        """[h0; c0] = tanh(v Wp + bp) for the LSTM, h0 = tanh(v Wp + bp) for the GRU; each (1, N, H).
+
+        The tanh keeps the initial state in the range of the states the cell produces itself: an
+        unbounded projection of ReLU features (|h0| ~ 10-100) saturates every gate at the first step,
+        and the decoder then learns to ignore the image."""
+        s = np.tanh(self.img_proj.forward(v))[None]
+        self._s0 = s
         H = self.cfg.hidden
         return (s[..., :H].copy(), s[..., H:].copy()) if self.cfg.cell == "lstm" else s
 
@@ -251,18 +274,19 @@ class Captioner(Module):
         if rows is not None:
             v = v[rows]
             A = A[rows] if A is not None else None
-        vd = self.drop_img.forward(v)
+        vn, norm_cache = feature_norm_forward(v)
+        vd = self.drop_img.forward(vn)
         state = self.initial_state(vd)
         x = self.drop_emb.forward(self.embed.forward(ids[:-1]))
         out, _ = self.rnn.forward(x, state)
         z, att_cache = self._attend(out, A)
         logits = self.head.forward(self.drop_out.forward(z))
-        self._cache = (enc_cache, att_cache, rows, N)
+        self._cache = (enc_cache, att_cache, rows, N, norm_cache)
         return logits
 
     def backward(self, dlogits):
         """Adds every parameter's gradient; the reverse of `forward`, bottom-up."""
-        enc_cache, att_cache, rows, N = self._cache
+        enc_cache, att_cache, rows, N, norm_cache = self._cache
         dz = self.drop_out.backward(self.head.backward(dlogits))
         dA = None
         if att_cache is not None:
@@ -275,7 +299,8 @@ class Captioner(Module):
         dx, dstate0 = self.rnn.backward(dout)
         self.embed.backward(self.drop_emb.backward(dx))
         ds0 = np.concatenate(dstate0, axis=-1) if self.cfg.cell == "lstm" else dstate0
-        dv = self.drop_img.backward(self.img_proj.backward(ds0[0]))
+        ds0 = ds0 * (1 - self._s0 * self._s0)  # through the tanh
+        dv = feature_norm_backward(self.drop_img.backward(self.img_proj.backward(ds0[0])), norm_cache)
         if rows is not None:  # an image shared by several captions gets the sum of their gradients
             dv = _scatter_rows(dv, rows, N)
             dA = _scatter_rows(dA, rows, N) if dA is not None else None
@@ -319,7 +344,7 @@ class Captioner(Module):
         self.eval()
         try:
             v, A, _ = self.encode(images)
-            return v, A
+            return feature_norm_forward(v)[0], A
         finally:
             self.train(was)
 
