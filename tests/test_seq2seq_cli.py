@@ -95,3 +95,15 @@ def test_translate_bad_beam_and_missing_input(date_run, tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
     assert main(["translate", str(date_run), "-", "--beam", "0"]) == 2
     assert "--beam" in capsys.readouterr().err
+
+
+def test_resume_continues_the_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["train", "translate", "--n-train", "200", "--n-test", "10", "--out", str(out), "--emb", "8",
+            "--hidden", "8", "--batch-size", "8", "--eval-every", "3", "--no-progress", "--beam", "1"]
+    assert main(base + ["--steps", "3"]) == 0
+    assert main(base + ["--steps", "3"]) == 2  # an existing run needs --resume or --force
+    assert "--resume" in capsys.readouterr().err
+    assert main(base + ["--steps", "6", "--resume", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["train"]["step"] == 6
