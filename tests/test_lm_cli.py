@@ -122,3 +122,19 @@ def test_run_dir_rules(tmp_path, corpus, capsys):
                                                             str(tmp_path / "cls"), "--resume", *TINY]))
     assert "other.txt: character 'T'" in _err(
         capsys, main(["eval", str(out), "--data", str(other)]))
+
+
+def test_bptt_checkpoint_flag_gives_the_same_training(tmp_path, corpus, capsys):
+    from rnnkit.layers import LSTM
+
+    if not hasattr(LSTM(2, 2), "recompute"):
+        pytest.skip("this version's layers have no recompute option")
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert _train(corpus, a, "--steps", "4") == 0
+    assert _train(corpus, b, "--steps", "4", "--bptt-checkpoint", "4") == 0
+    wa, _, _ = load_checkpoint(a, "last", "lm")
+    wb, mb, _ = load_checkpoint(b, "last", "lm")
+    assert mb["config"]["train_extra"]["bptt_checkpoint"] == 4
+    for k in wa:
+        if k.startswith("model."):
+            np.testing.assert_allclose(wb[k], wa[k], rtol=0, atol=1e-6, err_msg=k)

@@ -66,9 +66,9 @@ def register(sub, train_sub):
                         "always uses all")
     t.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (200)")
     t.add_argument("--patience", type=int, help="stop after this many evaluations without improvement")
-    t.add_argument("--bptt-checkpoint", type=int, metavar="K",
-                   help="recompute BPTT: keep every K-th state and recompute the rest in backward "
-                        "(less memory, more time), where the layers support it")
+    t.add_argument("--bptt-checkpoint", type=_k_or_sqrt, metavar="K",
+                   help="recompute BPTT: keep every K-th state (or 'sqrt': every sqrt(seq-len)-th) and "
+                        "recompute the rest in backward; same gradients, less memory, more time")
     r = p.add_argument_group("run")
     r.add_argument("--out", default="runs/lm", help="run directory (runs/lm)")
     r.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -88,6 +88,18 @@ def register(sub, train_sub):
     s.add_argument("--checkpoint", choices=["best", "last"], default=None,
                    help="which checkpoint (default: best if there is one, else last)")
     s.set_defaults(func=sample)
+
+
+def _k_or_sqrt(text):
+    if text == "sqrt":
+        return text
+    try:
+        k = int(text)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'sqrt', got {text!r}")
+    return k
 
 
 # --- corpus ----------------------------------------------------------------------------------------
@@ -130,15 +142,13 @@ def _check_positive(opts):
         raise UserError(f"--dropout: expected a number in [0, 1), got {opts['dropout']}")
     if opts.get("eval_chars") is not None and opts["eval_chars"] < 0:
         raise UserError(f"--eval-chars: expected an integer >= 0, got {opts['eval_chars']}")
-    if opts.get("bptt_checkpoint") is not None and opts["bptt_checkpoint"] < 1:
-        raise UserError(f"--bptt-checkpoint: expected a positive integer, got {opts['bptt_checkpoint']}")
 
 
 def apply_bptt_checkpoint(model, k):
     """Set the layers' recompute-BPTT interval where the layers have such an option."""
     if k is None:
         return
-    for attr in ("checkpoint_every", "bptt_checkpoint", "recompute_every", "checkpoint"):
+    for attr in ("recompute", "checkpoint_every", "bptt_checkpoint"):
         if hasattr(model.rnn, attr):
             setattr(model.rnn, attr, k)
             return
