@@ -104,9 +104,10 @@ def test_quantized_activations_round_trip(rng):
     assert scale is None and np.all(np.abs(np.frombuffer(data, np.uint8).reshape(20, 6) / 255 - g) <= 1 / 255)
 
 
-def test_report_of_an_adding_run(tmp_path, capsys):
+@pytest.mark.parametrize("task", ["adding", "copy"])
+def test_report_of_a_memory_task_run(task, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "adding", "--cell", "lstm", "--length", "12", "--hidden", "6", "--batch", "8",
+    assert main(["train", task, "--cell", "lstm", "--length", "12", "--hidden", "6", "--batch", "8",
                  "--steps", "4", "--eval-every", "2", "--test-size", "16", "--out", str(run),
                  "--no-progress"]) == 0
     assert main(["report", str(run), "--json"]) == 0
@@ -114,10 +115,14 @@ def test_report_of_an_adding_run(tmp_path, capsys):
     page = (run / "report.html").read_text()
     assert out["report"] == str(run / "report.html")
     assert_self_contained(page)
-    assert "lstm on the adding task, T=12" in page and "Gradient flow" in page and "Gates" in page
+    assert f"lstm on the {task} task, T=12" in page and "Gradient flow" in page and "Gates" in page
     data = payload(page)
-    assert len(data["tokens"]) == 12 and sum(data["marks"]) == 2
-    assert "markers seen" in data["features"]
+    if task == "adding":
+        assert len(data["tokens"]) == 12 and sum(data["marks"]) == 2
+        assert "markers seen" in data["features"]
+    else:  # 10 symbols, T-1 blanks, the delimiter (marked), 10 blanks
+        assert len(data["tokens"]) == 32 and data["marks"].index(True) == 21
+        assert data["tokens"][21] == ":" and "recall phase" in data["features"]
 
 
 def test_report_of_a_language_model_run(tmp_path, capsys):

@@ -99,7 +99,10 @@ def loss_plot(records):
     eval_keys = sorted({k for r in evals for k, v in r.items()
                         if isinstance(v, (int, float)) and not isinstance(v, bool)
                         and k not in ("step", "time", "kind") and math.isfinite(v)})
-    panels = 1 + bool(eval_keys)
+    # the second panel: the other figures that are measurements (floats), not counts such as "chars"
+    other_keys = [k for k in eval_keys if not k.endswith("loss")
+                  and any(isinstance(r.get(k), float) for r in evals)]
+    panels = 1 + bool(other_keys)
     fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 3.6), squeeze=False)
     ax = axes[0][0]
     if train:
@@ -113,9 +116,10 @@ def loss_plot(records):
     ax.legend(fontsize=8)
     if panels == 2:
         ax = axes[0][1]
-        for k in eval_keys:
+        for k in other_keys:
             pts = [(r["step"], r[k]) for r in evals if k in r]
-            ax.plot(*zip(*pts), "o-", ms=3, label=k.replace("_", " "))
+            style = "--" if k == "baseline" else "o-"
+            ax.plot(*zip(*pts), style, ms=3, label=k.replace("_", " "))
         ax.set_xlabel("step")
         ax.set_title("evaluation figures", fontsize=9)
         ax.grid(alpha=0.3)
