@@ -113,28 +113,62 @@ class CharLM(Module):
     def step(self, tokens, state: LMState | None = None):
         """Inference on one token per stream, tokens (N,) -> logits (N, V), or on a chunk, tokens (T, N)
         -> logits (T, N, V); returns (logits, new state). No dropout, no caches kept, the input state is
-        not modified. The layer's cell functions are called directly, so one step costs one small matrix
-        product per layer and nothing that grows with the stream's length."""
+        not modified.
+
+        A single step runs the cell equations directly (one x Wx + h Wh product per layer and a few
+        element-wise operations on (N, H) arrays), skipping the whole-sequence functions' argument and
+        finiteness checks, which would read every weight on every step. A chunk goes through the
+        sequence functions (their input projection is one product for the whole chunk)."""
         tokens = np.asarray(tokens)
         single = tokens.ndim == 1
-        if single:
-            tokens = tokens[None]
-        T, N = tokens.shape
         if state is None:
-            state = self.init_state(N)
+            state = self.init_state(tokens.shape[-1])
         rnn = self.rnn
-        x = self.embed.params["W"][tokens]  # (T, N, E)
+        x = self.embed.params["W"][tokens]  # (N, E) or (T, N, E)
         parts = (state.h, state.c) if state.c is not None else (state.h,)
         new = [np.empty_like(p) for p in parts]
         for k in range(rnn.num_layers):
-            h, final, _ = rnn.kind.forward(x, tuple(p[k] for p in parts), rnn._layer_params(k, 0), None)
-            for dst, src in zip(new, final):
-                dst[k] = src
-            x = h[1:]
+            if single:
+                x = self._cell_step(k, x, new, parts)
+            else:
+                h, final, _ = rnn.kind.forward(x, tuple(p[k] for p in parts), rnn._layer_params(k, 0),
+                                               None)
+                for dst, src in zip(new, final):
+                    dst[k] = src
+                x = h[1:]
         head = self.head.params
         logits = x @ head["W"] + head["b"]
-        new_state = LMState(new[0], new[1] if len(new) > 1 else None)
-        return (logits[0] if single else logits), new_state
+        return logits, LMState(new[0], new[1] if len(new) > 1 else None)
+
+    def _cell_step(self, k, x, new, parts):
+        """One time step of layer k: x (N, D) and the state parts[.][k] -> h (N, H), written to new[.][k].
+        The equations are those of rnnkit.functional (gate order [i, f, o, g]; GRU [r, z, n])."""
+        rnn = self.rnn
+        p = rnn.params
+        pre = f"l{k}."
+        H = rnn.hidden_size
+        h0 = parts[0][k]
+        a = x @ p[pre + "Wx"]
+        a += p[pre + "b"]
+        name = rnn.kind.name
+        if name == "lstm":
+            a += h0 @ p[pre + "Wh"]
+            ifo = 0.5 * np.tanh(0.5 * a[:, :3 * H]) + 0.5  # sigmoid
+            g = np.tanh(a[:, 3 * H:])
+            c = ifo[:, H:2 * H] * parts[1][k] + ifo[:, :H] * g  # c = f * c_prev + i * g
+            h = ifo[:, 2 * H:] * np.tanh(c)  # h = o * tanh(c)
+            new[1][k] = c
+        elif name == "gru":
+            hw = h0 @ p[pre + "Wh"]
+            rz = 0.5 * np.tanh(0.5 * (a[:, :2 * H] + hw[:, :2 * H])) + 0.5
+            r, z = rz[:, :H], rz[:, H:]
+            n = np.tanh(a[:, 2 * H:] + r * (hw[:, 2 * H:] + p[pre + "bhn"]))
+            h = n + z * (h0 - n)  # h = (1 - z) n + z h_prev
+        else:
+            a += h0 @ p[pre + "Wh"]
+            h = np.maximum(a, 0) if getattr(rnn, "nonlinearity", "tanh") == "relu" else np.tanh(a)
+        new[0][k] = h
+        return h
 
 
 def evaluate_stream(model: CharLM, ids, batch: int = 64, chunk: int = 256, min_stream: int = 512) -> dict:
