@@ -210,3 +210,20 @@ def test_index_batches_reshuffle_and_resume():
     other.load_state_dict(state)
     for u, v in zip(nxt, [other.next_batch() for _ in range(5)]):
         np.testing.assert_array_equal(u, v)
+
+
+def test_interrupt_keeps_the_last_checkpoint(tmp_path, capsys):
+    class Stops(ToyStreamTask):
+        def train_step(self, batch):
+            if self.calls == 7:
+                raise KeyboardInterrupt
+            self.calls += 1
+            return super().train_step(batch)
+
+    task = Stops()
+    task.calls = 0
+    with pytest.raises(KeyboardInterrupt):
+        fit(task, _source(), TrainConfig(steps=20, checkpoint_every=5), tmp_path, {})
+    assert "interrupted at step 7; " in capsys.readouterr().err
+    _, meta, _ = load_checkpoint(tmp_path, "last", "toy")
+    assert meta["step"] == 5

@@ -215,6 +215,8 @@ def fit(task, source, cfg: TrainConfig, run_dir, config: dict, resume=False, pro
     elif metrics_path.exists():
         metrics_path.unlink()
 
+    saved_step = [st.step if resume else None]
+
     def checkpoint(name):
         arrays = {}
         for mname, m in task.modules.items():
@@ -230,6 +232,8 @@ def fit(task, source, cfg: TrainConfig, run_dir, config: dict, resume=False, pro
                 "best_step": st.best_step, "bad_evals": st.bad_evals, "elapsed": st.elapsed,
                 "tokens": st.tokens, "last_eval": st.last_eval, "monitor": cfg.monitor}
         save_checkpoint(run_dir, name, arrays, task.task, meta)
+        if name == "last":
+            saved_step[0] = st.step
 
     metrics = open(metrics_path, "a", encoding="utf-8")
 
@@ -330,12 +334,19 @@ def fit(task, source, cfg: TrainConfig, run_dir, config: dict, resume=False, pro
                 checkpoint("best")
         st.elapsed = elapsed0 + time.perf_counter() - t_start
         checkpoint("last")
+    except KeyboardInterrupt:
+        # The last checkpoint is whole (written atomically) and resumes exactly; the steps since are lost.
+        bar.close()
+        where = f"{run_dir}/last.json holds step {saved_step[0]}" if saved_step[0] is not None \
+            else "no checkpoint was written yet"
+        bar.message(f"interrupted at step {st.step}; {where} (continue with --resume)")
+        raise
     finally:
         bar.close()
         metrics.close()
 
-    plot_path = plot_metrics(metrics_path, run_dir / "loss.png")
     run_time = time.perf_counter() - t_start
+    plot_path = plot_metrics(metrics_path, run_dir / "loss.png")
     return {"step": st.step, "stopped": stopped, "best": st.best, "best_step": st.best_step,
             "monitor": cfg.monitor, "last_eval": st.last_eval, "elapsed": st.elapsed,
             "tokens_per_s": run_tokens / max(1e-9, run_time - eval_time), "run_dir": str(run_dir),
