@@ -128,10 +128,10 @@ class CaptionTask:
         return {"val_loss": total / max(count, 1), "val_bleu4": bl["bleu4"], "val_bleu1": bl["bleu1"]}
 
     def extra_state(self):
-        return {}, {}
+        return self.model.buffers(), {}
 
     def load_extra_state(self, arrays, obj):
-        pass
+        self.model.load_buffers(arrays)
 
 
 def _used_len(ids):
@@ -340,6 +340,7 @@ def load_run(run_dir, which=None):
         model = Captioner(CaptionerConfig.from_dict(mc["model"]), mc["bos_id"], mc["eos_id"],
                           mc["pad_id"], mc["unk_id"])
         model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
+        model.load_buffers({k[6:]: v for k, v in arrays.items() if k.startswith("extra/")})
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{run_dir}/{which}.json: not a captioning checkpoint this version can load "
                         f"({e.__class__.__name__}: {e})") from None

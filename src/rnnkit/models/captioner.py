@@ -8,7 +8,7 @@ Dimensions, declared once for this module:
 Pipeline (teacher forcing in training: the decoder reads the true previous word):
     pixels (N, 3, S, S) --conv encoder--> fmap (N, C, h, w) --global average--> v (N, C)
        or precomputed features: v (N, Df), or a map (N, C, h, w) averaged the same way
-    vhat = (v - mean(v)) / std(v)        each image's vector standardised over its own entries
+    vhat = (v - mean) / std              standardised per feature (batch statistics in training)
     h0 = tanh(vhat Wp + bp)              (N, H); the LSTM's c0 too, from its own columns of Wp
     x_t = Emb[w_t]                       (T, N, E), w_0 = <bos>
     h_t = LSTM/GRU(x_t, h_{t-1})         (T, N, H)
@@ -129,21 +129,29 @@ def image_attention_backward(dz, cache: ImageAttentionCache):
 # --- the model -------------------------------------------------------------------------------------
 
 
-def feature_norm_forward(v, eps=1e-5):
-    """Standardise each image's feature vector over its own entries (layer normalisation with no
-    gain or bias; the projection after it provides those): vhat = (v - mean(v)) / sqrt(var(v) + eps).
-    v: (N, Dv). Returns vhat and the cache."""
-    mu = v.mean(axis=1, keepdims=True)
-    inv = 1.0 / np.sqrt(v.var(axis=1, keepdims=True) + eps)
-    vhat = (v - mu) * inv
-    return vhat, (vhat, inv)
+def feature_norm_forward(v, mean=None, var=None, eps=1e-5):
+    """Standardise each feature over the batch of images (batch normalisation with no gain or bias; the
+    projection after it provides those): vhat = (v - mean) / sqrt(var + eps).
+
+    v: (N, Dv). In training mean / var are the batch's own (None); in evaluation, the running averages.
+    Dataset-wide standardisation matters: ReLU features share a large common component, and what tells
+    one image from another is a small deviation from it. Returns vhat and the cache.
+    """
+    batch = mean is None
+    if batch:
+        mean, var = v.mean(axis=0), v.var(axis=0)
+    inv = 1.0 / np.sqrt(var + eps)
+    vhat = (v - mean) * inv
+    return vhat, (vhat, inv, batch)
 
 
 def feature_norm_backward(dvhat, cache):
-    """dv = inv * (dvhat - mean(dvhat) - vhat * mean(dvhat * vhat)), means over each row."""
-    vhat, inv = cache
-    return inv * (dvhat - dvhat.mean(axis=1, keepdims=True)
-                  - vhat * (dvhat * vhat).mean(axis=1, keepdims=True))
+    """With batch statistics: dv = inv * (dvhat - mean(dvhat) - vhat * mean(dvhat * vhat)), means over
+    the batch; with fixed statistics: dv = inv * dvhat."""
+    vhat, inv, batch = cache
+    if not batch:
+        return dvhat * inv
+    return inv * (dvhat - dvhat.mean(axis=0) - vhat * (dvhat * vhat).mean(axis=0))
 
 
 def _scatter_rows(d, rows, N):
@@ -209,6 +217,9 @@ class Captioner(Module):
             self.add_param("att_Wc", rng.uniform(-1, 1, (H + C, H)).astype(dtype) / math.sqrt(H + C))
             self.add_param("att_bc", np.zeros(H, dtype))
         self.head = Linear(H, V, dtype=dtype, seed=s + 5)
+        # running mean / variance of the image vector (buffers, not parameters: checkpointed as extra state)
+        self.norm_mean, self.norm_var = np.zeros(Dv, dtype), np.ones(Dv, dtype)
+        self.norm_momentum = 0.1
         self.drop_img = Dropout(cfg.dropout, seed=s + 6)
         self.drop_emb = Dropout(cfg.dropout, seed=s + 7)
         self.drop_out = Dropout(cfg.dropout, seed=s + 8)
@@ -243,6 +254,16 @@ class Captioner(Module):
             dfmap += dA.transpose(0, 2, 1).reshape(fshape)
         self.encoder.backward(dfmap)
 
+    def normalise(self, v):
+        """Batch statistics in training (and the running averages updated), running averages in eval."""
+        if self.training and v.shape[0] > 1:
+            vhat, cache = feature_norm_forward(v)
+            m = self.norm_momentum
+            self.norm_mean = (1 - m) * self.norm_mean + m * v.mean(axis=0)
+            self.norm_var = (1 - m) * self.norm_var + m * v.var(axis=0)
+            return vhat, cache
+        return feature_norm_forward(v, self.norm_mean, self.norm_var)
+
     def initial_state(self, v):
         """[h0; c0] = tanh(v Wp + bp) for the LSTM, h0 = tanh(v Wp + bp) for the GRU; each (1, N, H).
 
@@ -274,7 +295,7 @@ class Captioner(Module):
         if rows is not None:
             v = v[rows]
             A = A[rows] if A is not None else None
-        vn, norm_cache = feature_norm_forward(v)
+        vn, norm_cache = self.normalise(v)
         vd = self.drop_img.forward(vn)
         state = self.initial_state(vd)
         x = self.drop_emb.forward(self.embed.forward(ids[:-1]))
@@ -344,7 +365,7 @@ class Captioner(Module):
         self.eval()
         try:
             v, A, _ = self.encode(images)
-            return feature_norm_forward(v)[0], A
+            return self.normalise(v)[0], A
         finally:
             self.train(was)
 
@@ -415,6 +436,14 @@ class Captioner(Module):
         final[~np.isfinite(scores)] = -np.inf
         best = final.argmax(axis=1)
         return [self._trim(hist[n, best[n]]) for n in range(N)]
+
+    def buffers(self):
+        return {"norm_mean": self.norm_mean, "norm_var": self.norm_var}
+
+    def load_buffers(self, arrays):
+        for k in ("norm_mean", "norm_var"):
+            if k in arrays:
+                setattr(self, k, np.asarray(arrays[k], dtype=self.dtype).copy())
 
     def config_dict(self):
         return {"model": self.cfg.to_dict(), "bos_id": self.bos_id, "eos_id": self.eos_id,
