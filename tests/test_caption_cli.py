@@ -84,6 +84,10 @@ def test_train_caption_eval_end_to_end(toy, capsys):
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["step"] == 60 and res["bad_images"] == 0 and res["val_loss"] < 2.0
     assert (out / "best.json").exists() and (out / "metrics.jsonl").exists()
+    from rnnkit.cli.caption import load_run
+
+    model, _, _ = load_run(out)  # the image vector's running statistics come back with the weights
+    assert not model.training and not np.allclose(model.norm_var, 1.0)
 
     assert main(["caption", str(out), str(toy / "img" / "9.png"), str(toy / "img" / "10.png"), "--json"]) == 0
     caps = json.loads(capsys.readouterr().out)

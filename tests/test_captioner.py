@@ -146,3 +146,22 @@ def test_overfit_twenty_real_images(data_dir):
     correct = sum(g == t for g, t in zip(got, tokens))
     assert loss < 0.1, f"training loss {loss:.3f} after {step + 1} steps"
     assert correct == 20, f"{correct}/20 captions reproduced; e.g. {got[0]} vs {tokens[0]}"
+
+
+def test_feature_norm_batch_and_running_statistics(rng):
+    from rnnkit.models.captioner import feature_norm_backward, feature_norm_forward
+
+    v = rng.standard_normal((5, 4)) * 3 + 7
+    vhat, cache = feature_norm_forward(v)
+    np.testing.assert_allclose(vhat.mean(0), 0, atol=1e-12)
+    np.testing.assert_allclose(vhat.std(0), 1, atol=1e-5)
+    dout = rng.standard_normal(vhat.shape)
+    assert rel_error(numerical_grad(lambda: feature_norm_forward(v)[0], v, dout),
+                     feature_norm_backward(dout, cache)) < 1e-7
+    mean, var = rng.standard_normal(4), rng.uniform(1, 2, 4)
+    out, cache = feature_norm_forward(v, mean, var)
+    assert rel_error(numerical_grad(lambda: feature_norm_forward(v, mean, var)[0], v, dout),
+                     feature_norm_backward(dout, cache)) < 1e-7
+    model = _tiny("gru", False)
+    model.forward(rng.standard_normal((3, 3, 8, 8)), np.array([[2, 2, 2], [5, 3, 4], [3, 0, 3]]))
+    assert not np.allclose(model.norm_mean, 0)  # training updated the running mean
