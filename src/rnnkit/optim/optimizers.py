@@ -105,6 +105,7 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr)
+        self._scratch = {}
         self.b1, self.b2 = betas
         self.eps, self.weight_decay = eps, weight_decay
 
@@ -115,14 +116,25 @@ class Adam(Optimizer):
             else:
                 g = g + self.weight_decay * p
         m, v = s["m"], s["v"]
+        # In place through one scratch array per parameter: no temporaries the size of the weights.
+        buf = self._scratch.get(id(s))
+        if buf is None or buf.shape != p.shape or buf.dtype != p.dtype:
+            buf = self._scratch[id(s)] = np.empty_like(p)
         m *= self.b1
-        m += (1 - self.b1) * g  # m = b1 m + (1 - b1) g
+        np.multiply(g, 1 - self.b1, out=buf)
+        m += buf  # m = b1 m + (1 - b1) g
         v *= self.b2
-        v += (1 - self.b2) * g * g  # v = b2 v + (1 - b2) g^2
+        np.multiply(g, g, out=buf)
+        buf *= 1 - self.b2
+        v += buf  # v = b2 v + (1 - b2) g^2
         bc1 = 1 - self.b1**self.step_count
         bc2 = 1 - self.b2**self.step_count
-        denom = np.sqrt(v) / math.sqrt(bc2) + self.eps
-        p -= (self.lr / bc1) * (m / denom)
+        np.sqrt(v, out=buf)
+        buf /= math.sqrt(bc2)
+        buf += self.eps  # denom = sqrt(v) / sqrt(bc2) + eps
+        np.divide(m, buf, out=buf)
+        buf *= self.lr / bc1
+        p -= buf  # p -= lr / bc1 * m / denom
 
 
 class AdamW(Adam):
