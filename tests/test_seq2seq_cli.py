@@ -17,7 +17,8 @@ SMALL = ["--steps", "12", "--eval-every", "6", "--emb", "8", "--hidden", "12", "
 @pytest.fixture(scope="module")
 def date_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "dates"
-    rc = main(["train", "translate", "--n-train", "300", "--n-test", "20", "--out", str(out), "--json"] + SMALL)
+    rc = main(["train", "translate", "--n-train", "300", "--n-test", "20", "--out", str(out), "--json"]
+              + SMALL)
     assert rc == 0
     return out
 

@@ -203,7 +203,8 @@ def register(sub, train_sub):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--clip", type=float, default=5.0)
-    p.add_argument("--steps", type=int, default=None, help="updates (default: 400 for the date task, else 10000 unless --minutes)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="updates (default: 400 for the date task, else 10000 unless --minutes)")
     p.add_argument("--minutes", type=float, default=None)
     p.add_argument("--eval-every", type=int, default=None,
                    help="steps between dev evaluations (500; date task 100)")
@@ -374,6 +375,8 @@ def plot_attention(alpha, src_tokens, tgt_tokens, path):
     except ImportError:
         raise UserError("--heatmap needs matplotlib: pip install 'rnnkit[plot]'") from None
     alpha = np.asarray(alpha)[:len(tgt_tokens), :len(src_tokens)]
+    src_tokens = ["\u2423" if t == " " else t for t in src_tokens]  # a visible space (date task)
+    tgt_tokens = ["\u2423" if t == " " else t for t in tgt_tokens]
     fig, ax = plt.subplots(figsize=(1 + 0.45 * len(src_tokens), 1 + 0.4 * len(tgt_tokens)))
     ax.imshow(alpha, cmap="viridis", vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(len(src_tokens)), src_tokens, rotation=60, ha="right")
