@@ -23,7 +23,8 @@ from typing import NamedTuple
 from rnnkit import kernels
 from rnnkit.backend import get_array_module
 from rnnkit.functional._checks import check_recurrent_args, expect_float, expect_shape
-from rnnkit.functional.lstm import _bytes, sigmoid_
+from rnnkit.functional.lstm import _bytes, _step_checks, sigmoid_
+from rnnkit.kernels.workspace import empty
 
 
 class GRUCache(NamedTuple):
@@ -36,11 +37,11 @@ class GRUCache(NamedTuple):
     mask: object  # (T, N) bool or None
 
 
-def gru_forward(x, h0, Wx, Wh, b, bhn, mask=None):
+def gru_forward(x, h0, Wx, Wh, b, bhn, mask=None, *, workspace=None):
     """Run a GRU over x.
 
     x: (T, N, D); h0: (N, H); Wx: (D, 3H); Wh: (H, 3H); b: (3H,); bhn: (H,); mask: (T, N) or None.
-    Returns h: (T+1, N, H) and the cache.
+    Returns h: (T+1, N, H) and the cache. workspace: where gates and hn come from (see lstm_forward).
     """
     expect_shape("Wh", Wh, (None, None), ("H", "3H"))
     H = Wh.shape[0]
@@ -54,9 +55,10 @@ def gru_forward(x, h0, Wx, Wh, b, bhn, mask=None):
     xp = get_array_module(x)
     h = xp.empty((T + 1, N, H), dtype=x.dtype)
     h[0] = h0
-    gates = (x.reshape(T * N, D) @ Wx).reshape(T, N, 3 * H)  # hoisted input projection
+    gates = empty(workspace, (T, N, 3 * H), x.dtype, xp)
+    xp.matmul(x.reshape(T * N, D), Wx, out=gates.reshape(T * N, 3 * H))  # hoisted input projection
     gates += b
-    hn = xp.empty((T, N, H), dtype=x.dtype)
+    hn = empty(workspace, (T, N, H), x.dtype, xp)
     hW = xp.empty((N, 3 * H), dtype=x.dtype)
     fast = kernels.kernel("gru_fw", x.dtype, x, Wh, bhn)
     if fast is not None:  # the same loop compiled (rnnkit.kernels), tested equal to the one below
@@ -87,7 +89,7 @@ def _gru_forward_loop(gates, h, hn, hW, Wh, bhn, mask, xp):
             xp.copyto(h[t + 1], h[t], where=~mask[t][:, None])
 
 
-def gru_backward(dh, cache, dhT=None, trace=None):
+def gru_backward(dh, cache, dhT=None, trace=None, *, workspace=None):
     """BPTT for `gru_forward`.
 
     dh: (T, N, H) gradient of h[1:]; dhT: (N, H) gradient of the final state or None.
@@ -104,8 +106,8 @@ def gru_backward(dh, cache, dhT=None, trace=None):
     if dhT is not None:
         expect_shape("dhT", dhT, (N, H), ("N", "H"))
         dh_next += dhT
-    dxa = xp.empty((T, N, 3 * H), dtype=x.dtype)  # gradient of the input-side pre-activations
-    dha = xp.empty((T, N, 3 * H), dtype=x.dtype)  # gradient of h_{t-1} Wh (+ b_hn)
+    dxa = empty(workspace, (T, N, 3 * H), x.dtype, xp)  # gradient of the input-side pre-activations
+    dha = empty(workspace, (T, N, 3 * H), x.dtype, xp)  # gradient of h_{t-1} Wh (+ b_hn)
     WhT = xp.ascontiguousarray(Wh.T)  # contiguous once: faster than the transposed view at every step
     trace_dh = None
     if trace is not None:
@@ -126,6 +128,8 @@ def gru_backward(dh, cache, dhT=None, trace=None):
     dWh = h[:-1].reshape(T * N, H).T @ dha2
     db = dxa2.sum(axis=0)
     dbhn = dha2[:, 2 * H :].sum(axis=0)
+    if workspace is not None:
+        workspace.give(dxa, dha)
     return dx, dh_next, dWx, dWh, db, dbhn
 
 
@@ -171,3 +175,24 @@ def _gru_backward_loop(dh, gates, h, hn, WhT, mask, dh_next, dxa, dha, trace_dh,
         dh_next += tmp  # dh_{t-1} = dh * z + d(h W_h) Wh^T
         if mask is not None:
             xp.copyto(dh_next, dht, where=keep)
+
+
+def gru_step(x, h, Wx, Wh, b, bhn):
+    """One GRU step for inference: x (N, D), h (N, H) -> h_new. No cache; the weights are not scanned
+    for NaN/inf (gru_forward does that). Same arithmetic as one step of gru_forward."""
+    xp = get_array_module(x)
+    H = Wh.shape[0]
+    _step_checks(x, {"h": h}, H)
+    N = x.shape[0]
+    gates = (x @ Wx)[None]
+    gates += b
+    hh = xp.empty((2, N, H), dtype=x.dtype)
+    hh[0] = h
+    hn = xp.empty((1, N, H), dtype=x.dtype)
+    hW = xp.empty((N, 3 * H), dtype=x.dtype)
+    fast = kernels.kernel("gru_fw", x.dtype, x, Wh, bhn)
+    if fast is not None:
+        fast(1, N, H, gates, hh, hn, hW, xp.ascontiguousarray(Wh), xp.ascontiguousarray(bhn), None)
+    else:
+        _gru_forward_loop(gates, hh, hn, hW, Wh, bhn, None, xp)
+    return hh[1]

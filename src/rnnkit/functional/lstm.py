@@ -20,7 +20,8 @@ from typing import NamedTuple
 
 from rnnkit import kernels
 from rnnkit.backend import get_array_module
-from rnnkit.functional._checks import check_recurrent_args, expect_shape, expect_float
+from rnnkit.functional._checks import check_recurrent_args, expect_finite, expect_float, expect_shape
+from rnnkit.kernels.workspace import empty
 
 
 class LSTMCache(NamedTuple):
@@ -43,12 +44,14 @@ def sigmoid_(a, xp):
     return a
 
 
-def lstm_forward(x, h0, c0, Wx, Wh, b, mask=None):
+def lstm_forward(x, h0, c0, Wx, Wh, b, mask=None, *, workspace=None):
     """Run an LSTM over x.
 
     x: (T, N, D); h0, c0: (N, H); Wx: (D, 4H); Wh: (H, 4H); b: (4H,); mask: (T, N) of valid steps or None.
     At a padded step (mask 0) the state is carried unchanged, so h[T], c[T] are each sequence's final state.
     Returns h: (T+1, N, H), c: (T+1, N, H), cache.
+    workspace: a `rnnkit.kernels.workspace.Workspace` to take c, tanh_c and gates from (a layer's own),
+    or None for fresh arrays.
     """
     expect_shape("Wh", Wh, (None, None), ("H", "4H"))
     H = Wh.shape[0]
@@ -62,12 +65,13 @@ def lstm_forward(x, h0, c0, Wx, Wh, b, mask=None):
     )
     xp = get_array_module(x)
     h = xp.empty((T + 1, N, H), dtype=x.dtype)
-    c = xp.empty((T + 1, N, H), dtype=x.dtype)
+    c = empty(workspace, (T + 1, N, H), x.dtype, xp)
     h[0] = h0
     c[0] = c0
-    tanh_c = xp.empty((T, N, H), dtype=x.dtype)
+    tanh_c = empty(workspace, (T, N, H), x.dtype, xp)
     # The input projection of every step at once: one (T*N, D) @ (D, 4H) product outside the loop.
-    gates = (x.reshape(T * N, D) @ Wx).reshape(T, N, 4 * H)
+    gates = empty(workspace, (T, N, 4 * H), x.dtype, xp)
+    xp.matmul(x.reshape(T * N, D), Wx, out=gates.reshape(T * N, 4 * H))
     gates += b
     fast = kernels.kernel("lstm_fw", x.dtype, x, Wh)
     if fast is not None:  # the same loop compiled (rnnkit.kernels), tested equal to the one below
@@ -107,7 +111,7 @@ def _bytes(mask):
     return None if mask is None else np.ascontiguousarray(mask).view(np.uint8)
 
 
-def lstm_backward(dh, cache, dhT=None, dcT=None, trace=None):
+def lstm_backward(dh, cache, dhT=None, dcT=None, trace=None, *, workspace=None):
     """Backpropagation through time for `lstm_forward`.
 
     dh: (T, N, H) gradient of the outputs h[1:]; dhT, dcT: (N, H) gradients of the final state (from a later
@@ -128,7 +132,7 @@ def lstm_backward(dh, cache, dhT=None, dcT=None, trace=None):
     if dcT is not None:
         expect_shape("dcT", dcT, (N, H), ("N", "H"))
         dc_next += dcT
-    da = xp.empty((T, N, 4 * H), dtype=x.dtype)  # gradient of the gate pre-activations
+    da = empty(workspace, (T, N, 4 * H), x.dtype, xp)  # gradient of the gate pre-activations
     # Wh^T made contiguous once: a product with the transposed view is ~35% slower at every step.
     WhT = xp.ascontiguousarray(Wh.T)
     trace_dh = trace_dc = None
@@ -151,6 +155,8 @@ def lstm_backward(dh, cache, dhT=None, dcT=None, trace=None):
     dWx = x.reshape(T * N, D).T @ da2
     dWh = h[:-1].reshape(T * N, H).T @ da2
     db = da2.sum(axis=0)
+    if workspace is not None:
+        workspace.give(da)
     return dx, dh_next, dc_next, dWx, dWh, db
 
 
@@ -206,3 +212,36 @@ def _lstm_backward_loop(dh, gates, c, tanh_c, WhT, mask, dh_next, dc_next, da, t
             xp.copyto(dc_next, dc, where=keep)  # ... and passes the state gradient through unchanged
             xp.matmul(dat, WhT, out=dh_next)
             xp.copyto(dh_next, dht, where=keep)
+
+
+def _step_checks(x, states, H):
+    """The checks of one inference step: x (N, D) and the state; the weights are checked by the
+    full-sequence forward, not at every sampled character."""
+    expect_shape("x", x, (None, None), ("N", "D"))
+    N = x.shape[0]
+    for name, s in states.items():
+        expect_shape(name, s, (N, H), ("N", "H"))
+        expect_float(name, s, x.dtype)
+    for name, a in (("x", x), *states.items()):
+        expect_finite(name, a)
+
+
+def lstm_step(x, h, c, Wx, Wh, b):
+    """One LSTM step for inference: x (N, D), h, c (N, H) -> (h_new, c_new). No cache; the weights are
+    not scanned for NaN/inf (lstm_forward does that). Same arithmetic as one step of lstm_forward."""
+    xp = get_array_module(x)
+    H = Wh.shape[0]
+    _step_checks(x, {"h": h, "c": c}, H)
+    N = x.shape[0]
+    gates = (x @ Wx)[None]  # (1, N, 4H)
+    gates += b
+    hh = xp.empty((2, N, H), dtype=x.dtype)
+    cc = xp.empty((2, N, H), dtype=x.dtype)
+    hh[0], cc[0] = h, c
+    tanh_c = xp.empty((1, N, H), dtype=x.dtype)
+    fast = kernels.kernel("lstm_fw", x.dtype, x, Wh)
+    if fast is not None:
+        fast(1, N, H, gates, hh, cc, tanh_c, xp.ascontiguousarray(Wh), None)
+    else:
+        _lstm_forward_loop(gates, hh, cc, tanh_c, Wh, None, xp)
+    return hh[1], cc[1]

@@ -17,7 +17,8 @@ from typing import NamedTuple
 from rnnkit import kernels
 from rnnkit.backend import get_array_module
 from rnnkit.functional._checks import check_recurrent_args, expect_float, expect_shape
-from rnnkit.functional.lstm import _bytes
+from rnnkit.functional.lstm import _bytes, _step_checks
+from rnnkit.kernels.workspace import empty
 
 NONLINEARITIES = ("tanh", "relu")
 
@@ -87,7 +88,7 @@ def _rnn_forward_loop(h, Wh, mask, nonlinearity, xp):
             xp.copyto(h[t + 1], h[t], where=~mask[t][:, None])
 
 
-def rnn_backward(dh, cache, dhT=None, trace=None):
+def rnn_backward(dh, cache, dhT=None, trace=None, *, workspace=None):
     """BPTT for `rnn_forward`. dh: (T, N, H) gradient of h[1:]; dhT: (N, H) or None.
     trace: a dict to receive trace["dh"][t] = dL/dh_t, (T+1, N, H), for diagnostics; None to skip.
 
@@ -103,7 +104,7 @@ def rnn_backward(dh, cache, dhT=None, trace=None):
     if dhT is not None:
         expect_shape("dhT", dhT, (N, H), ("N", "H"))
         dh_next += dhT
-    da = xp.empty((T, N, H), dtype=x.dtype)
+    da = empty(workspace, (T, N, H), x.dtype, xp)  # workspace: see lstm_forward
     WhT = xp.ascontiguousarray(Wh.T)  # contiguous once: faster than the transposed view at every step
     trace_dh = None
     if trace is not None:
@@ -122,6 +123,8 @@ def rnn_backward(dh, cache, dhT=None, trace=None):
     dWx = x.reshape(T * N, D).T @ da2
     dWh = h[:-1].reshape(T * N, H).T @ da2
     db = da2.sum(axis=0)
+    if workspace is not None:
+        workspace.give(da)
     return dx, dh_next, dWx, dWh, db
 
 
@@ -149,3 +152,22 @@ def _rnn_backward_loop(dh, h, WhT, mask, nonlinearity, dh_next, da, trace_dh, xp
         xp.matmul(dat, WhT, out=dh_next)
         if mask is not None:
             xp.copyto(dh_next, dht, where=~m)
+
+
+def rnn_step(x, h, Wx, Wh, b, nonlinearity="tanh"):
+    """One RNN step for inference: x (N, D), h (N, H) -> h_new. No cache; the weights are not scanned
+    for NaN/inf (rnn_forward does that). Same arithmetic as one step of rnn_forward."""
+    xp = get_array_module(x)
+    H = Wh.shape[0]
+    _step_checks(x, {"h": h}, H)
+    N = x.shape[0]
+    hh = xp.empty((2, N, H), dtype=x.dtype)
+    hh[0] = h
+    xp.matmul(x, Wx, out=hh[1])
+    hh[1] += b
+    fast = kernels.kernel("rnn_fw", x.dtype, x, Wh)
+    if fast is not None:
+        fast(1, N, H, hh, xp.ascontiguousarray(Wh), None, int(nonlinearity == "relu"))
+    else:
+        _rnn_forward_loop(hh, Wh, None, nonlinearity, xp)
+    return hh[1]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -35,6 +35,10 @@ from rnnkit.functional import (
     rnn_forward,
 )
 from rnnkit.functional._checks import check_mask, expect_shape
+from rnnkit.functional.gru import gru_step
+from rnnkit.functional.lstm import lstm_step
+from rnnkit.functional.rnn import rnn_step
+from rnnkit.kernels.workspace import Workspace
 from rnnkit.layers.module import Module
 
 
@@ -45,41 +49,52 @@ class CellKind:
     name: str
     gates: int  # weight blocks per cell: 1 (RNN), 3 (GRU), 4 (LSTM)
     has_cell_state: bool  # the LSTM carries (h, c)
-    forward: Callable  # (x, state, params, mask) -> (h (T+1, N, H), final state, cache)
-    backward: Callable  # (dy, cache, dstate) -> (dx, dstate0, {param: grad})
+    forward: Callable  # (x, state, params, mask, workspace=None) -> (h (T+1, N, H), final state, cache)
+    backward: Callable  # (dy, cache, dstate, workspace=None) -> (dx, dstate0, {param: grad})
+    scratch: tuple = ()  # cache fields that are the cell's own buffers (pooled once backward used them)
 
 
 def _rnn_fw(nonlinearity):
-    def fw(x, state, p, mask):
+    def fw(x, state, p, mask, workspace=None):
         h, cache = rnn_forward(x, state[0], p["Wx"], p["Wh"], p["b"], mask, nonlinearity)
         return h, (h[-1],), cache
 
     return fw
 
 
-def _rnn_bw(dy, cache, dstate):
-    dx, dh0, dWx, dWh, db = rnn_backward(dy, cache, dstate[0])
+def _rnn_bw(dy, cache, dstate, workspace=None):
+    dx, dh0, dWx, dWh, db = rnn_backward(dy, cache, dstate[0], workspace=workspace)
     return dx, (dh0,), {"Wx": dWx, "Wh": dWh, "b": db}
 
 
-def _lstm_fw(x, state, p, mask):
-    h, c, cache = lstm_forward(x, state[0], state[1], p["Wx"], p["Wh"], p["b"], mask)
+def _lstm_fw(x, state, p, mask, workspace=None):
+    h, c, cache = lstm_forward(x, state[0], state[1], p["Wx"], p["Wh"], p["b"], mask,
+                               workspace=workspace)
     return h, (h[-1], c[-1]), cache
 
 
-def _lstm_bw(dy, cache, dstate):
-    dx, dh0, dc0, dWx, dWh, db = lstm_backward(dy, cache, dstate[0], dstate[1])
+def _lstm_bw(dy, cache, dstate, workspace=None):
+    dx, dh0, dc0, dWx, dWh, db = lstm_backward(dy, cache, dstate[0], dstate[1], workspace=workspace)
     return dx, (dh0, dc0), {"Wx": dWx, "Wh": dWh, "b": db}
 
 
-def _gru_fw(x, state, p, mask):
-    h, cache = gru_forward(x, state[0], p["Wx"], p["Wh"], p["b"], p["bhn"], mask)
+def _gru_fw(x, state, p, mask, workspace=None):
+    h, cache = gru_forward(x, state[0], p["Wx"], p["Wh"], p["b"], p["bhn"], mask, workspace=workspace)
     return h, (h[-1],), cache
 
 
-def _gru_bw(dy, cache, dstate):
-    dx, dh0, dWx, dWh, db, dbhn = gru_backward(dy, cache, dstate[0])
+def _gru_bw(dy, cache, dstate, workspace=None):
+    dx, dh0, dWx, dWh, db, dbhn = gru_backward(dy, cache, dstate[0], workspace=workspace)
     return dx, (dh0,), {"Wx": dWx, "Wh": dWh, "b": db, "bhn": dbhn}
+
+
+class _Checkpointed(NamedTuple):
+    """What a layer run with `recompute=k` keeps for backward: the input and every k-th state."""
+
+    x: object  # (T, N, D), the caller's input
+    starts: list  # first step of each segment
+    states: list  # the state at the start of each segment (tuple of (N, H) arrays)
+    mask: object  # (T, N) or None
 
 
 class Recurrent(Module):
@@ -87,10 +102,12 @@ class Recurrent(Module):
 
     Parameters are named `l{k}.Wx`, `l{k}.Wh`, `l{k}.b` (and `l{k}.bhn` for the GRU); the reverse
     direction of layer k is `l{k}_reverse.*`. Initialisation follows PyTorch: U(-1/sqrt(H), 1/sqrt(H)).
+    recompute: None for plain BPTT; an int k (or "sqrt") keeps the state every k steps and recomputes
+    each segment in backward: the same gradients in O(T/k + k) activation memory for one extra forward.
     """
 
     def __init__(self, kind: CellKind, input_size, hidden_size, num_layers=1, bidirectional=False,
-                 dropout=0.0, dtype=DEFAULT_DTYPE, seed=0):
+                 dropout=0.0, dtype=DEFAULT_DTYPE, seed=0, recompute=None):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
@@ -115,6 +132,12 @@ class Recurrent(Module):
                 if kind.name == "gru":
                     self.add_param(pre + "bhn", u(H))
         self._caches = None
+        # Exact BPTT in bounded memory (Chen et al. 2016): with recompute=k, forward keeps only the state
+        # at every k-th step and backward re-runs each k-step segment before back-propagating through
+        # it; None runs plain BPTT. "sqrt" picks k = ceil(sqrt(T)) for each call.
+        self.recompute = recompute
+        self._ws = Workspace()  # scratch buffers reused across training steps
+        self._consumed = []  # caches whose backward ran: their buffers return to the pool next forward
 
     @staticmethod
     def _prefix(k, d):
@@ -153,6 +176,7 @@ class Recurrent(Module):
         mask = check_mask(mask, T, N)
         parts = self._split_state(state, N)
         xp = get_array_module(x)
+        self._release()
         finals = [xp.empty_like(s) for s in parts]
         caches = []
         inp = x
@@ -161,8 +185,8 @@ class Recurrent(Module):
             for d in range(self.num_directions):
                 i = k * self.num_directions + d
                 xin = reverse_padded(inp, mask) if d else inp
-                h, final, cache = self.kind.forward(xin, tuple(s[i] for s in parts),
-                                                    self._layer_params(k, d), mask)
+                h, final, cache = self._cell_forward(xin, tuple(s[i] for s in parts),
+                                                     self._layer_params(k, d), mask)
                 for f, s in zip(finals, final):
                     f[i] = s
                 outs.append(reverse_padded(h[1:], mask) if d else h[1:])
@@ -201,8 +225,8 @@ class Recurrent(Module):
                 dy = dinp[..., d * H:(d + 1) * H]
                 if d:
                     dy = reverse_padded(dy, mask)
-                dxd, ds0, grads = self.kind.backward(xp.ascontiguousarray(dy), caches[k * (K + 1) + d],
-                                                      tuple(s[i] for s in dparts))
+                dxd, ds0, grads = self._cell_backward(xp.ascontiguousarray(dy), caches[k * (K + 1) + d],
+                                                      tuple(s[i] for s in dparts), self._layer_params(k, d))
                 if d:
                     dxd = reverse_padded(dxd, mask)
                 dx = dxd if dx is None else dx + dxd
@@ -212,24 +236,131 @@ class Recurrent(Module):
                 for name, g in grads.items():
                     self.grads[pre + name] += g
             dinp = dx
+        self._consumed = [c for c in caches if hasattr(c, "_fields") and "Wh" in c._fields]
         return dinp, self._join_state(dstate0)
+
+    # --- buffers, recomputation, one step ---------------------------------------------------------
+
+    def _give(self, cache):
+        """Return a consumed cell cache's own buffers to the workspace."""
+        self._ws.give(*(getattr(cache, f) for f in self.kind.scratch))
+
+    def _release(self):
+        for cache in self._consumed:
+            self._give(cache)
+        self._consumed = []
+
+    def _segment(self, T):
+        k = self.recompute
+        if k is None or k is False:
+            return None
+        if k in ("sqrt", True):
+            k = max(1, math.ceil(math.sqrt(T)))
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"recompute must be None, 'sqrt' or a positive int, got {self.recompute!r}")
+        return k if k < T else None
+
+    def _cell_forward(self, x, state, p, mask):
+        """One direction of one layer over the sequence -> (h (T+1, N, H), final state, cache)."""
+        T = x.shape[0]
+        k = self._segment(T)
+        if k is None:
+            return self.kind.forward(x, state, p, mask, self._ws)
+        xp = get_array_module(x)
+        h_all = xp.empty((T + 1,) + state[0].shape, dtype=x.dtype)
+        h_all[0] = state[0]
+        starts, states = [], []
+        for t0 in range(0, T, k):
+            t1 = min(T, t0 + k)
+            starts.append(t0)
+            states.append(state)
+            h, final, cache = self.kind.forward(x[t0:t1], state, p, None if mask is None else mask[t0:t1],
+                                                self._ws)
+            h_all[t0 + 1:t1 + 1] = h[1:]
+            state = tuple(xp.array(f) for f in final)  # copies: final views buffers pooled next line
+            self._give(cache)
+        return h_all, state, _Checkpointed(x, starts, states, mask)
+
+    def _cell_backward(self, dy, cache, dstate, p):
+        if not isinstance(cache, _Checkpointed):
+            return self.kind.backward(dy, cache, dstate, self._ws)
+        x, starts, states, mask = cache
+        T = x.shape[0]
+        xp = get_array_module(dy)
+        dx, grads = None, {}
+        ends = starts[1:] + [T]
+        for t0, t1, state in reversed(list(zip(starts, ends, states))):
+            m = None if mask is None else mask[t0:t1]
+            _, _, seg = self.kind.forward(x[t0:t1], state, p, m, self._ws)  # the segment again
+            dxs, dstate, g = self.kind.backward(dy[t0:t1], seg, dstate, self._ws)
+            self._give(seg)
+            if dx is None:
+                dx = xp.empty(x.shape, dtype=dxs.dtype)
+            dx[t0:t1] = dxs
+            for name, v in g.items():
+                if name in grads:
+                    grads[name] += v
+                else:
+                    grads[name] = v
+        return dx, dstate, grads
+
+    def step(self, x, state=None):
+        """One time step for inference (sampling): x (N, D) -> (h (N, H), new state).
+
+        Costs one small product per matrix and layer: no sequence buffers, no cache, no dropout, and the
+        weights are not scanned for NaN/inf at every call (`forward` checks them). Unidirectional only.
+        """
+        if self.bidirectional:
+            raise ValueError("step() runs forward in time; a bidirectional layer needs the whole sequence")
+        expect_shape("x", x, (None, self.input_size), ("N", "D"))
+        N = x.shape[0]
+        parts = self._split_state(state, N)
+        step = _STEPS[self.kind.name]
+        new = [np.empty_like(s) for s in parts]
+        inp = x
+        for k in range(self.num_layers):
+            pre = self._prefix(k, 0)
+            out = step(self, inp, tuple(s[k] for s in parts), pre)
+            for dst, src in zip(new, out):
+                dst[k] = src
+            inp = out[0]
+        return inp, self._join_state(new)
 
 
 RNN_TANH = CellKind("rnn", 1, False, _rnn_fw("tanh"), _rnn_bw)
 RNN_RELU = CellKind("rnn", 1, False, _rnn_fw("relu"), _rnn_bw)
-LSTM_KIND = CellKind("lstm", 4, True, _lstm_fw, _lstm_bw)
-GRU_KIND = CellKind("gru", 3, False, _gru_fw, _gru_bw)
+LSTM_KIND = CellKind("lstm", 4, True, _lstm_fw, _lstm_bw, ("c", "gates", "tanh_c"))
+GRU_KIND = CellKind("gru", 3, False, _gru_fw, _gru_bw, ("gates", "hn"))
+
+
+def _lstm_step(layer, x, state, pre):
+    P = layer.params
+    return lstm_step(x, state[0], state[1], P[pre + "Wx"], P[pre + "Wh"], P[pre + "b"])
+
+
+def _gru_step(layer, x, state, pre):
+    P = layer.params
+    return (gru_step(x, state[0], P[pre + "Wx"], P[pre + "Wh"], P[pre + "b"], P[pre + "bhn"]),)
+
+
+def _rnn_step(layer, x, state, pre):
+    P = layer.params
+    return (rnn_step(x, state[0], P[pre + "Wx"], P[pre + "Wh"], P[pre + "b"], layer.nonlinearity),)
+
+
+_STEPS = {"lstm": _lstm_step, "gru": _gru_step, "rnn": _rnn_step}
 
 
 class RNN(Recurrent):
     """Vanilla RNN, h_t = tanh(x_t Wx + h_{t-1} Wh + b); `nonlinearity="relu"` as an option."""
 
     def __init__(self, input_size, hidden_size, num_layers=1, bidirectional=False, dropout=0.0,
-                 nonlinearity="tanh", dtype=DEFAULT_DTYPE, seed=0):
+                 nonlinearity="tanh", dtype=DEFAULT_DTYPE, seed=0, recompute=None):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         kind = RNN_TANH if nonlinearity == "tanh" else RNN_RELU
-        super().__init__(kind, input_size, hidden_size, num_layers, bidirectional, dropout, dtype, seed)
+        super().__init__(kind, input_size, hidden_size, num_layers, bidirectional, dropout, dtype, seed,
+                         recompute)
         self.nonlinearity = nonlinearity
 
 
@@ -238,9 +369,9 @@ class LSTM(Recurrent):
     (1.0 is the usual choice, Jozefowicz et al. 2015; None keeps PyTorch's uniform initialisation)."""
 
     def __init__(self, input_size, hidden_size, num_layers=1, bidirectional=False, dropout=0.0,
-                 forget_bias=None, dtype=DEFAULT_DTYPE, seed=0):
+                 forget_bias=None, dtype=DEFAULT_DTYPE, seed=0, recompute=None):
         super().__init__(LSTM_KIND, input_size, hidden_size, num_layers, bidirectional, dropout, dtype,
-                         seed)
+                         seed, recompute)
         if forget_bias is not None:
             H = hidden_size
             for name, p in self.params.items():
@@ -252,9 +383,9 @@ class GRU(Recurrent):
     """GRU in PyTorch's formulation (reset gate applied to h W_hn + b_hn)."""
 
     def __init__(self, input_size, hidden_size, num_layers=1, bidirectional=False, dropout=0.0,
-                 dtype=DEFAULT_DTYPE, seed=0):
+                 dtype=DEFAULT_DTYPE, seed=0, recompute=None):
         super().__init__(GRU_KIND, input_size, hidden_size, num_layers, bidirectional, dropout, dtype,
-                         seed)
+                         seed, recompute)
 
 
 def make_recurrent(cell: str, input_size, hidden_size, **kwargs) -> Recurrent:
