@@ -74,6 +74,9 @@ class TrainConfig:
             bad("clip", "a number >= 0 (0 turns clipping off)", self.clip)
         if self.schedule not in ("constant", "cosine", "step"):
             bad("schedule", "constant, cosine or step", self.schedule)
+        if self.schedule != "constant" and self.steps is None:
+            raise UserError(f"--schedule {self.schedule}: needs --steps (the schedule is laid out over "
+                            f"the steps)")
         if self.warmup < 0:
             bad("warmup", "an integer >= 0", self.warmup)
         for name in ("eval_every", "checkpoint_every", "log_every"):
