@@ -71,6 +71,18 @@ def toy(tmp_path):
     return tmp_path
 
 
+@pytest.fixture(autouse=True)
+def _one_blas_thread():
+    """Small matrices on a shared 2-core machine: threaded OpenBLAS spins and runs several times slower."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(1):
+        yield
+
+
 def _train(toy, out, *extra):
     return main(["train", "caption", "--images", str(toy / "img"), "--captions", str(toy / "caps.tsv"),
                  "--out", str(out), "--size", "8", "--channels", "4", "--hidden", "16", "--embed", "8",
