@@ -464,10 +464,14 @@ def evaluate(args):
 
 
 def _image_for_html(config, imgs, name):
-    """A file path to embed when the run read a directory of images, else the pixel array (or None)."""
+    """The picture file to embed (from the run's image folder, or an `images/` folder beside its .npz),
+    else the pixel array the run read (or None for features)."""
     root = Path(config["images"])
     if root.is_dir() and (root / name).is_file():
         return root / name
+    beside = root.parent / "images" / name  # an .npz next to the pictures it was made from
+    if not root.is_dir() and beside.is_file():
+        return beside
     if imgs.kind == "pixels":
         return imgs.data[imgs.index[name]]
     return None
