@@ -105,8 +105,11 @@ def _library_path() -> Path:
     return _cache_dir() / f"cells-{h.hexdigest()[:16]}.so"
 
 
+_Ptrs = ctypes.c_void_p * 2
+
+
 def _find_blas():
-    """The CBLAS sgemm/dgemm of the BLAS NumPy uses: (sgemm address, dgemm address, ilp64, library)."""
+    """The CBLAS gemm/gemv of the BLAS NumPy uses: ({sgemm, sgemv}, {dgemm, dgemv}, ilp64, library)."""
     candidates = []
     libs_dir = Path(np.__file__).resolve().parent.parent / "numpy.libs"  # manylinux wheels
     candidates += sorted(glob.glob(str(libs_dir / "*openblas*")))
@@ -116,22 +119,21 @@ def _find_blas():
         candidates += sorted(mapped)
     except OSError:
         pass
-    names = [("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", True),
-             ("cblas_sgemm64_", "cblas_dgemm64_", True),
-             ("scipy_cblas_sgemm", "scipy_cblas_dgemm", False),
-             ("cblas_sgemm", "cblas_dgemm", False)]
+    names = [("scipy_cblas_{}64_", True), ("cblas_{}64_", True), ("scipy_cblas_{}", False),
+             ("cblas_{}", False)]
     for path in candidates:
         try:
             lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0) | ctypes.RTLD_GLOBAL)
         except OSError:
             continue
-        for s, d, ilp64 in names:
+        for pattern, ilp64 in names:
             try:
-                fs, fd = getattr(lib, s), getattr(lib, d)
+                fns = [getattr(lib, pattern.format(f)) for f in ("sgemm", "sgemv", "dgemm", "dgemv")]
             except AttributeError:
                 continue
-            return (ctypes.cast(fs, ctypes.c_void_p).value, ctypes.cast(fd, ctypes.c_void_p).value,
-                    ilp64, path)
+            addr = [ctypes.cast(f, ctypes.c_void_p).value for f in fns]
+            # {gemm, gemv} per dtype, as the C code expects them; kept alive in _state
+            return (_Ptrs(addr[0], addr[1]), _Ptrs(addr[2], addr[3]), ilp64, path)
     raise RuntimeError("could not find NumPy's CBLAS gemm (a NumPy wheel with OpenBLAS is needed)")
 
 
@@ -143,7 +145,7 @@ def _load():
         if not path.exists():
             _compile(path)
         lib = ctypes.CDLL(str(path))
-        if lib.rnnkit_kernels_version() != 1:
+        if lib.rnnkit_kernels_version() != 2:
             raise RuntimeError(f"{path} is not this version of the kernels")
         _declare(lib)
         _state.update(lib=lib, blas=blas)
@@ -193,7 +195,7 @@ def kernel(name, dtype, *arrays):
     if lib is None:
         return None
     fn = getattr(lib, name + sfx)
-    gemm, ilp64 = _state["blas"][gi], int(_state["blas"][2])
+    gemm, ilp64 = ctypes.addressof(_state["blas"][gi]), int(_state["blas"][2])
 
     def call(*args):
         conv = [a.ctypes.data if isinstance(a, np.ndarray) else a for a in args]

@@ -20,37 +20,39 @@ __attribute__((simd("notinbranch"))) double tanh(double);
 
 enum { RowMajor = 101, NoTrans = 111, Trans = 112 };
 
-typedef void (*sgemm64_t)(int, int, int, int64_t, int64_t, int64_t, float, const float *, int64_t,
-                          const float *, int64_t, float, float *, int64_t);
-typedef void (*sgemm32_t)(int, int, int, int32_t, int32_t, int32_t, float, const float *, int32_t,
-                          const float *, int32_t, float, float *, int32_t);
-typedef void (*dgemm64_t)(int, int, int, int64_t, int64_t, int64_t, double, const double *, int64_t,
-                          const double *, int64_t, double, double *, int64_t);
-typedef void (*dgemm32_t)(int, int, int, int32_t, int32_t, int32_t, double, const double *, int32_t,
-                          const double *, int32_t, double, double *, int32_t);
+#define GEMM_TYPES(T, name, I)                                                                        \
+    typedef void (*name##gemm_t)(int, int, int, I, I, I, T, const T *, I, const T *, I, T, T *, I);    \
+    typedef void (*name##gemv_t)(int, int, I, I, T, const T *, I, const T *, I, T, T *, I);
+GEMM_TYPES(float, s64, int64_t)
+GEMM_TYPES(float, s32, int32_t)
+GEMM_TYPES(double, d64, int64_t)
+GEMM_TYPES(double, d32, int32_t)
 
-/* C (M,Nc) = A (M,K) @ B (K,Nc) + beta C, all row-major. */
-static inline void sgemm(void *fn, int ilp64, int unused, long M, long Nc, long K, const float *A,
-                         long lda, const float *B, long ldb, float beta, float *C, long ldc) {
-    (void)unused;
-    if (ilp64)
-        ((sgemm64_t)fn)(RowMajor, NoTrans, NoTrans, M, Nc, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
-    else
-        ((sgemm32_t)fn)(RowMajor, NoTrans, NoTrans, (int32_t)M, (int32_t)Nc, (int32_t)K, 1.0f, A,
-                        (int32_t)lda, B, (int32_t)ldb, beta, C, (int32_t)ldc);
-}
+/* C (M,Nc) = A (M,K) @ B (K,Nc) + beta C, all row-major. `fns` holds {gemm, gemv}: with one row
+ * (batch 1, sampling) the product is B^T a, a gemv, which reads B once instead of packing it. */
+#define GEMM_FN(T, name, p)                                                                           \
+    static inline void name(void *fns, int ilp64, int unused, long M, long Nc, long K, const T *A,     \
+                            long lda, const T *B, long ldb, T beta, T *C, long ldc) {                 \
+        void **f = (void **)fns;                                                                      \
+        (void)unused;                                                                                 \
+        if (M == 1) {                                                                                 \
+            if (ilp64)                                                                                \
+                ((p##64gemv_t)f[1])(RowMajor, Trans, K, Nc, (T)1, B, ldb, A, 1, beta, C, 1);          \
+            else                                                                                      \
+                ((p##32gemv_t)f[1])(RowMajor, Trans, (int32_t)K, (int32_t)Nc, (T)1, B, (int32_t)ldb,  \
+                                    A, 1, beta, C, 1);                                                \
+        } else if (ilp64) {                                                                           \
+            ((p##64gemm_t)f[0])(RowMajor, NoTrans, NoTrans, M, Nc, K, (T)1, A, lda, B, ldb, beta, C,  \
+                                ldc);                                                                 \
+        } else {                                                                                      \
+            ((p##32gemm_t)f[0])(RowMajor, NoTrans, NoTrans, (int32_t)M, (int32_t)Nc, (int32_t)K,      \
+                                (T)1, A, (int32_t)lda, B, (int32_t)ldb, beta, C, (int32_t)ldc);       \
+        }                                                                                             \
+    }
+GEMM_FN(float, sgemm, s)
+GEMM_FN(double, dgemm, d)
 
-static inline void dgemm(void *fn, int ilp64, int unused, long M, long Nc, long K, const double *A,
-                         long lda, const double *B, long ldb, double beta, double *C, long ldc) {
-    (void)unused;
-    if (ilp64)
-        ((dgemm64_t)fn)(RowMajor, NoTrans, NoTrans, M, Nc, K, 1.0, A, lda, B, ldb, beta, C, ldc);
-    else
-        ((dgemm32_t)fn)(RowMajor, NoTrans, NoTrans, (int32_t)M, (int32_t)Nc, (int32_t)K, 1.0, A,
-                        (int32_t)lda, B, (int32_t)ldb, beta, C, (int32_t)ldc);
-}
-
-EXPORT int rnnkit_kernels_version(void) { return 1; }
+EXPORT int rnnkit_kernels_version(void) { return 2; }
 
 #define R float
 #define SFX _f32
