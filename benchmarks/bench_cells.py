@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from rnnkit.bench import CONFIGS, run_benchmark, format_table
+from rnnkit.bench import CONFIGS, format_table, run_benchmark
 
 
 def main(argv=None):

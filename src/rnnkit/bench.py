@@ -14,17 +14,7 @@ from rnnkit.layers.recurrent import make_recurrent
 CONFIGS = [(100, 32, 128, 128), (100, 32, 256, 256), (100, 64, 512, 512), (50, 1, 64, 64)]
 
 
-def _best_time(fn, repeats):
-    fn()  # warm-up: first-call allocations and BLAS thread start-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
-def time_rnnkit(cell, T, N, D, H, repeats=5):
+def _rnnkit_step(cell, T, N, D, H):
     layer = make_recurrent(cell, D, H)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((T, N, D)).astype(np.float32)
@@ -34,10 +24,10 @@ def time_rnnkit(cell, T, N, D, H, repeats=5):
         layer.forward(x)
         layer.backward(dout)
 
-    return _best_time(step, repeats)
+    return step
 
 
-def time_torch(cell, T, N, D, H, repeats=5):
+def _torch_step(cell, T, N, D, H):
     import torch
 
     cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell]
@@ -49,32 +39,167 @@ def time_torch(cell, T, N, D, H, repeats=5):
         out, _ = m(x)
         out.backward(dout)
 
-    return _best_time(step, repeats)
+    return step
 
 
-def run_benchmark(cells, configs=CONFIGS, repeats=5):
+def interleaved_medians(fns: dict, repeats: int) -> dict:
+    """Median seconds of each function, run in turns (A B A B ...) after one warm-up each, so that a
+    load from other jobs on a shared machine falls on both sides alike."""
+    for fn in fns.values():
+        fn()  # warm-up: first-call allocations, buffer pools, BLAS thread start-up
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def have_torch():
     try:
         import torch  # noqa: F401
 
-        have_torch = True
+        return True
     except ImportError:
-        have_torch = False
+        return False
+
+
+def run_benchmark(cells, configs=CONFIGS, repeats=5, torch_too=True):
+    """Forward + backward of each cell and configuration; rnnkit and PyTorch interleaved."""
+    torch_too = torch_too and have_torch()
     rows = []
     for cell in cells:
         for T, N, D, H in configs:
-            ours = time_rnnkit(cell, T, N, D, H, repeats)
-            row = {"cell": cell, "T": T, "N": N, "D": D, "H": H, "rnnkit_ms": ours * 1e3}
-            if have_torch:
-                theirs = time_torch(cell, T, N, D, H, repeats)
-                row["torch_ms"] = theirs * 1e3
-                row["ratio"] = theirs / ours
+            fns = {"rnnkit": _rnnkit_step(cell, T, N, D, H)}
+            if torch_too:
+                fns["torch"] = _torch_step(cell, T, N, D, H)
+            med = interleaved_medians(fns, repeats)
+            row = {"cell": cell, "T": T, "N": N, "D": D, "H": H, "rnnkit_ms": med["rnnkit"] * 1e3}
+            if torch_too:
+                row["torch_ms"] = med["torch"] * 1e3
+                row["ratio"] = med["torch"] / med["rnnkit"]
             rows.append(row)
     return rows
 
 
+def lstm_train_flops(T, N, D, H):
+    """Matrix-multiply FLOPs of one LSTM forward + backward: x Wx, h Wh forward; dx, dh, dWx, dWh."""
+    return 2 * T * N * 4 * H * (D + H) * 3
+
+
+def gemm_rate(M=6400, K=512, Nn=2048, repeats=5):
+    """This machine's float32 matrix-multiply rate (FLOP/s), NumPy's BLAS, the median of `repeats`."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((M, K)).astype(np.float32)
+    b = rng.standard_normal((K, Nn)).astype(np.float32)
+    c = np.empty((M, Nn), np.float32)
+    med = interleaved_medians({"gemm": lambda: np.matmul(a, b, out=c)}, repeats)["gemm"]
+    return 2 * M * K * Nn / med
+
+
+def utilisation(T=100, N=64, D=512, H=512, repeats=5):
+    """LSTM training-step matmul rate at (T, N, D, H) as a fraction of the large-GEMM rate, measured
+    interleaved in this process."""
+    step = _rnnkit_step("lstm", T, N, D, H)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((T * N, D)).astype(np.float32)
+    b = rng.standard_normal((D, 4 * H)).astype(np.float32)
+    c = np.empty((T * N, 4 * H), np.float32)
+    med = interleaved_medians({"step": step, "gemm": lambda: np.matmul(a, b, out=c)}, repeats)
+    flops = lstm_train_flops(T, N, D, H)
+    gemm = 2 * T * N * D * 4 * H / med["gemm"]
+    return {"T": T, "N": N, "D": D, "H": H, "step_ms": med["step"] * 1e3,
+            "step_gflops": flops / med["step"] / 1e9, "gemm_gflops": gemm / 1e9,
+            "utilisation": flops / med["step"] / gemm}
+
+
+def sampling(chars=1000, H=512, L=2, V=65, round_chars=100, torch_too=True):
+    """Single-stream sampling, characters per second: embedding row -> L-layer LSTM one step -> linear
+    -> softmax -> draw; rnnkit's `LSTM.step` against `nn.LSTM` stepped one character at a time under
+    no_grad, interleaved in rounds of `round_chars`; medians of the rounds."""
+    from rnnkit.layers.recurrent import LSTM
+
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((V, H)).astype(np.float32)
+    lstm = LSTM(H, H, num_layers=L, seed=0)
+    W = (rng.standard_normal((H, V)) / np.sqrt(H)).astype(np.float32)
+    bias = np.zeros(V, np.float32)
+    ours = [None, 0]
+
+    def run_rnnkit(n):
+        s, c = ours
+        for _ in range(n):
+            h, s = lstm.step(emb[c:c + 1], s)
+            z = h[0] @ W + bias
+            p = np.exp(z - z.max())
+            c = min(int(np.searchsorted(np.cumsum(p), rng.random() * p.sum())), V - 1)
+        ours[:] = [s, c]
+
+    sides = {"rnnkit": run_rnnkit}
+    if torch_too and have_torch():
+        import torch
+
+        torch.manual_seed(0)
+        t_emb, t_lstm, t_lin = torch.nn.Embedding(V, H), torch.nn.LSTM(H, H, L), torch.nn.Linear(H, V)
+        theirs = [None, torch.zeros(1, 1, dtype=torch.long)]
+
+        def run_torch(n):
+            s, c = theirs
+            with torch.no_grad():
+                for _ in range(n):
+                    out, s = t_lstm(t_emb(c), s)
+                    p = torch.softmax(t_lin(out[0, 0]), -1)
+                    c = torch.multinomial(p, 1).view(1, 1)
+            theirs[:] = [s, c]
+
+        sides["torch"] = run_torch
+    for run in sides.values():
+        run(10)
+    rates = {k: [] for k in sides}
+    done = 0
+    while done < chars:
+        n = min(round_chars, chars - done)
+        for k, run in sides.items():
+            t0 = time.perf_counter()
+            run(n)
+            rates[k].append(n / (time.perf_counter() - t0))
+        done += n
+    row = {"chars": chars, "hidden": H, "layers": L, "vocab": V}
+    for k, v in rates.items():
+        row[f"{k}_chars_per_s"] = float(np.median(v))
+    if "torch" in rates:
+        row["speedup"] = row["rnnkit_chars_per_s"] / row["torch_chars_per_s"]
+    return row
+
+
+def set_threads(n):
+    """Use n threads in NumPy's BLAS (OpenBLAS wheels) and in PyTorch, when present."""
+    from rnnkit import kernels
+
+    kernels.set_blas_threads(n)
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except ImportError:
+        pass
+
+
 def machine_info():
-    info = {"python": platform.python_version(), "numpy": np.__version__, "machine": platform.machine(),
-            "processor": platform.processor()}
+    import datetime
+    import os
+
+    from rnnkit import kernels
+
+    info = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "python": platform.python_version(), "numpy": np.__version__, "machine": platform.machine(),
+            "cpu": _cpu_model(), "cores": os.cpu_count(), "blas_threads": kernels.blas_threads(),
+            "fast_path": kernels.status()}
+    try:
+        info["load_average"] = os.getloadavg()
+    except OSError:
+        pass
     try:
         import torch
 
@@ -83,6 +208,17 @@ def machine_info():
     except ImportError:
         pass
     return info
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 def format_table(rows):

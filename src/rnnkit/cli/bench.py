@@ -1,10 +1,12 @@
-"""`rnnkit bench`: forward + backward timing of the cells against PyTorch on this machine."""
+"""`rnnkit bench`: forward + backward timing of the cells against PyTorch on this machine, plus the
+single-stream sampling rate and the LSTM training step's matmul utilisation."""
 
 from __future__ import annotations
 
 import json
 
-from rnnkit.bench import CONFIGS, format_table, machine_info, run_benchmark
+from rnnkit.bench import CONFIGS, format_table, machine_info, run_benchmark, sampling, set_threads, \
+    utilisation
 from rnnkit.errors import UserError
 
 
@@ -12,6 +14,13 @@ def register(sub, train_sub):
     p = sub.add_parser("bench", help="time rnnkit's cells against PyTorch's on this machine")
     p.add_argument("--cells", default="lstm,gru,rnn", help="comma-separated: lstm,gru,rnn")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per configuration (median)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for NumPy's BLAS and PyTorch (default: leave as they are)")
+    p.add_argument("--sampling", action="store_true",
+                   help="also time single-stream sampling (2-layer 512 LSTM, batch 1, 1000 chars)")
+    p.add_argument("--utilisation", action="store_true",
+                   help="also report the (100,64,512,512) LSTM step's share of the GEMM rate")
+    p.add_argument("--no-torch", action="store_true", help="time rnnkit only")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
 
@@ -23,8 +32,27 @@ def run(args):
         raise UserError(f"--cells: expected a comma-separated list of lstm, gru, rnn; got {args.cells!r}")
     if args.repeats < 1:
         raise UserError(f"--repeats: expected a positive integer, got {args.repeats}")
-    rows = run_benchmark(cells, CONFIGS, repeats=args.repeats)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads: expected a positive integer, got {args.threads}")
+        set_threads(args.threads)
+    rows = run_benchmark(cells, CONFIGS, repeats=args.repeats, torch_too=not args.no_torch)
+    extra = {}
+    if args.sampling:
+        extra["sampling"] = sampling(torch_too=not args.no_torch)
+    if args.utilisation:
+        extra["utilisation"] = utilisation(repeats=args.repeats)
     if args.json:
-        print(json.dumps({"machine": machine_info(), "rows": rows}, indent=1))
-    else:
-        print(format_table(rows))
+        print(json.dumps({"machine": machine_info(), "rows": rows, **extra}, indent=1))
+        return
+    print(format_table(rows))
+    if "sampling" in extra:
+        s = extra["sampling"]
+        line = f"sampling (batch 1, {s['layers']}x{s['hidden']} LSTM): rnnkit {s['rnnkit_chars_per_s']:.0f} chars/s"
+        if "torch_chars_per_s" in s:
+            line += f", torch {s['torch_chars_per_s']:.0f} chars/s, speed-up {s['speedup']:.2f}x"
+        print(line)
+    if "utilisation" in extra:
+        u = extra["utilisation"]
+        print(f"LSTM step (100,64,512,512): {u['step_gflops']:.1f} GFLOP/s = {100 * u['utilisation']:.0f}% "
+              f"of the measured float32 GEMM rate {u['gemm_gflops']:.1f} GFLOP/s")

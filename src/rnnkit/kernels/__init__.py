@@ -213,6 +213,35 @@ def ptr(a):
     return a
 
 
+def _openblas_fn(suffix):
+    """A function of NumPy's OpenBLAS (scipy-openblas wheels name them scipy_openblas_*64_), or None."""
+    if not _state["tried"]:
+        _load()
+    if not _state["blas"]:
+        return None
+    lib = ctypes.CDLL(_state["blas"][3], mode=getattr(os, "RTLD_NOLOAD", 0))
+    for name in (f"scipy_openblas_{suffix}64_", f"openblas_{suffix}64_", f"scipy_openblas_{suffix}",
+                 f"openblas_{suffix}"):
+        if hasattr(lib, name):
+            return getattr(lib, name)
+    return None
+
+
+def set_blas_threads(n: int) -> bool:
+    """Set the number of threads of NumPy's OpenBLAS; False if that BLAS could not be reached."""
+    fn = _openblas_fn("set_num_threads")
+    if fn is None:
+        return False
+    fn.argtypes = [ctypes.c_int]
+    fn(int(n))
+    return True
+
+
+def blas_threads():
+    fn = _openblas_fn("get_num_threads")
+    return None if fn is None else int(fn())
+
+
 def status() -> dict:
     """Whether the compiled fast path is in use, and why not if it is not."""
     if _enabled and not _state["tried"]:

@@ -1,0 +1,51 @@
+"""`rnnkit bench`: argument errors exit 2 with one line; the timing helpers return what they promise."""
+
+import pytest
+
+from rnnkit import kernels
+from rnnkit.bench import interleaved_medians, lstm_train_flops, run_benchmark, sampling
+from rnnkit.cli import main
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["bench", "--cells", "lstm,xyz"], "--cells"),
+    (["bench", "--repeats", "0"], "--repeats"),
+    (["bench", "--threads", "0"], "--threads"),
+])
+def test_bad_arguments_exit_2(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_interleaved_medians_runs_each_side_in_turn():
+    order = []
+    med = interleaved_medians({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, 3)
+    assert order == ["a", "b"] * 4  # one warm-up each, then turns
+    assert set(med) == {"a", "b"} and all(v >= 0 for v in med.values())
+
+
+def test_tiny_benchmark_rows():
+    rows = run_benchmark(["gru"], [(3, 2, 4, 5)], repeats=1)
+    assert [(r["cell"], r["T"], r["H"]) for r in rows] == [("gru", 3, 5)]
+    assert rows[0]["rnnkit_ms"] > 0 and ("ratio" not in rows[0] or rows[0]["ratio"] > 0)
+
+
+def test_tiny_sampling_row():
+    row = sampling(chars=20, H=8, L=2, V=5, round_chars=10)
+    assert row["rnnkit_chars_per_s"] > 0 and row["chars"] == 20
+
+
+def test_flops_formula():
+    # forward: x Wx and h Wh; backward: dx, dh, dWx, dWh -> 3 times the forward's 2 T N 4H (D + H)
+    assert lstm_train_flops(1, 1, 1, 1) == 48
+
+
+def test_blas_threads_round_trip():
+    before = kernels.blas_threads()
+    if before is None:
+        pytest.skip("NumPy's BLAS is not OpenBLAS here")
+    try:
+        assert kernels.set_blas_threads(1) and kernels.blas_threads() == 1
+    finally:
+        kernels.set_blas_threads(before)
