@@ -46,7 +46,7 @@ def test_captioner_gradients(rng, cell, attention, encoder):
     images = rng.standard_normal((N, 3, 8, 8)) if encoder == "conv" else rng.standard_normal((N, 4, 2, 2))
     ids = np.array([[2, 2, 2], [5, 6, 4], [7, 3, 3], [3, 0, 0]])  # <bos> w .. <eos> <pad>
     rows = np.array([0, 1, 0])  # image 0 has two captions: its encoding's gradients add up
-    y, mask = ids[1:], ids[1:] != 0
+    mask = ids[1:] != 0  # no gradient flows from padded targets
     logits = model.forward(images, ids, rows)
     dlogits = rng.standard_normal(logits.shape) * mask[..., None]
     model.zero_grad()
@@ -72,7 +72,6 @@ def test_captioner_gradients(rng, cell, attention, encoder):
         assert err < 1e-6, f"{name}: relative error {err:.2e}"
         checked += 1
     assert checked >= 8
-    del y
 
 
 def test_beam_matches_greedy_at_width_one_and_scores_no_worse(rng):

@@ -43,7 +43,8 @@ def im2col(x, KH, KW, stride=1, pad=0):
     for i in range(KH):
         for j in range(KW):
             # all output positions read input (i + s*y, j + s*x) for this kernel offset
-            cols[:, i, j] = xpad[:, :, i:i + stride * Ho:stride, j:j + stride * Wo:stride].transpose(1, 0, 2, 3)
+            win = xpad[:, :, i:i + stride * Ho:stride, j:j + stride * Wo:stride]
+            cols[:, i, j] = win.transpose(1, 0, 2, 3)
     return cols.reshape(C * KH * KW, N * Ho * Wo)
 
 
@@ -57,7 +58,8 @@ def col2im(dcols, x_shape, KH, KW, stride=1, pad=0):
     for i in range(KH):
         for j in range(KW):
             # overlapping windows (stride < kernel) hit the same pixel from several offsets: +=
-            dxpad[:, :, i:i + stride * Ho:stride, j:j + stride * Wo:stride] += d[:, i, j].transpose(1, 0, 2, 3)
+            win = dxpad[:, :, i:i + stride * Ho:stride, j:j + stride * Wo:stride]
+            win += d[:, i, j].transpose(1, 0, 2, 3)  # a view: adds into dxpad
     return dxpad[:, :, pad:pad + H, pad:pad + W] if pad else dxpad
 
 
@@ -173,7 +175,8 @@ def maxpool2d_backward(dout, cache: PoolCache):
     for i in range(k):
         for j in range(k):
             # windows may overlap when stride < k, so add rather than assign
-            dx[:, :, i:i + stride * Ho:stride, j:j + stride * Wo:stride] += xp.where(arg == i * k + j, dout, 0)
+            win = dx[:, :, i:i + stride * Ho:stride, j:j + stride * Wo:stride]
+            win += xp.where(arg == i * k + j, dout, 0)  # a view: adds into dx
     return dx
 
 

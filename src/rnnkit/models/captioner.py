@@ -228,7 +228,8 @@ class Captioner(Module):
     # --- pieces shared by training and decoding ---------------------------------------------------
 
     def encode(self, images):
-        """images: pixels (N, 3, S, S) or features (N, Df) / (N, C, h, w) -> v (N, Dv), A (N, L, C) or None."""
+        """images: pixels (N, 3, S, S) or features (N, Df) / (N, C, h, w)
+        -> v (N, Dv), A (N, L, C) or None, cache."""
         images = np.asarray(images, dtype=self.dtype)
         fmap = self.encoder.forward(images) if self.encoder is not None else images
         if fmap.ndim == 2:
