@@ -196,12 +196,47 @@ def kernel(name, dtype, *arrays):
         return None
     fn = getattr(lib, name + sfx)
     gemm, ilp64 = ctypes.addressof(_state["blas"][gi]), int(_state["blas"][2])
+    blocks = _GATE_BLOCKS[name[:3]]
 
     def call(*args):
         conv = [a.ctypes.data if isinstance(a, np.ndarray) else a for a in args]
-        fn(*conv, gemm, ilp64)
+        N, H = args[1], args[2]
+        if N * H * blocks * H < STEP_THREADS_MIN_MACS and _threads() > 1:
+            # A small per-step product gains little from a second BLAS thread, and on a busy machine
+            # the threads' hand-offs at every step cost far more than the product (measured: 10x).
+            prev = _threads()
+            set_blas_threads(1)
+            try:
+                fn(*conv, gemm, ilp64)
+            finally:
+                set_blas_threads(prev)
+        else:
+            fn(*conv, gemm, ilp64)
 
     return call
+
+
+_GATE_BLOCKS = {"lst": 4, "gru": 3, "rnn": 1}
+# Per-step products below this many multiply-adds run on one BLAS thread (RNNKIT_STEP_THREADS_MIN_MACS).
+STEP_THREADS_MIN_MACS = int(os.environ.get("RNNKIT_STEP_THREADS_MIN_MACS", 32 * 2**20))
+
+
+@contextlib.contextmanager
+def blas_single_thread():
+    """NumPy's BLAS on one thread inside the block (a batch-1 step: see STEP_THREADS_MIN_MACS)."""
+    prev = _threads() if _enabled else 1
+    if prev > 1:
+        set_blas_threads(1)
+    try:
+        yield
+    finally:
+        if prev > 1:
+            set_blas_threads(prev)
+
+
+def _threads():
+    n = blas_threads()
+    return 1 if n is None else n
 
 
 def ptr(a):
@@ -219,12 +254,19 @@ def _openblas_fn(suffix):
         _load()
     if not _state["blas"]:
         return None
-    lib = ctypes.CDLL(_state["blas"][3], mode=getattr(os, "RTLD_NOLOAD", 0))
-    for name in (f"scipy_openblas_{suffix}64_", f"openblas_{suffix}64_", f"scipy_openblas_{suffix}",
-                 f"openblas_{suffix}"):
-        if hasattr(lib, name):
-            return getattr(lib, name)
-    return None
+    cache = _state.setdefault("openblas_fns", {})
+    if suffix not in cache:
+        lib = ctypes.CDLL(_state["blas"][3], mode=getattr(os, "RTLD_NOLOAD", 0))
+        cache[suffix] = None
+        for name in (f"scipy_openblas_{suffix}64_", f"openblas_{suffix}64_", f"scipy_openblas_{suffix}",
+                     f"openblas_{suffix}"):
+            if hasattr(lib, name):
+                fn = getattr(lib, name)
+                fn.argtypes = [ctypes.c_int] if suffix.startswith("set") else []
+                fn.restype = None if suffix.startswith("set") else ctypes.c_int
+                cache[suffix] = fn
+                break
+    return cache[suffix]
 
 
 def set_blas_threads(n: int) -> bool:
@@ -232,7 +274,6 @@ def set_blas_threads(n: int) -> bool:
     fn = _openblas_fn("set_num_threads")
     if fn is None:
         return False
-    fn.argtypes = [ctypes.c_int]
     fn(int(n))
     return True
 

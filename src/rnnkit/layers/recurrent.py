@@ -38,6 +38,7 @@ from rnnkit.functional._checks import check_mask, expect_shape
 from rnnkit.functional.gru import gru_step
 from rnnkit.functional.lstm import lstm_step
 from rnnkit.functional.rnn import rnn_step
+from rnnkit.kernels import blas_single_thread
 from rnnkit.kernels.workspace import Workspace
 from rnnkit.layers.module import Module
 
@@ -318,12 +319,13 @@ class Recurrent(Module):
         step = _STEPS[self.kind.name]
         new = [np.empty_like(s) for s in parts]
         inp = x
-        for k in range(self.num_layers):
-            pre = self._prefix(k, 0)
-            out = step(self, inp, tuple(s[k] for s in parts), pre)
-            for dst, src in zip(new, out):
-                dst[k] = src
-            inp = out[0]
+        with blas_single_thread():  # tiny products: a second BLAS thread only adds hand-offs
+            for k in range(self.num_layers):
+                pre = self._prefix(k, 0)
+                out = step(self, inp, tuple(s[k] for s in parts), pre)
+                for dst, src in zip(new, out):
+                    dst[k] = src
+                inp = out[0]
         return inp, self._join_state(new)
 
 
