@@ -138,3 +138,22 @@ def test_bad_arguments(toy, capsys):
     assert "--channels" in capsys.readouterr().err
     assert main(["caption", str(toy / "none"), "x.png"]) == 2
     assert "no such run directory" in capsys.readouterr().err
+
+
+def test_resume_reaches_the_same_weights(toy, capsys):
+    """4 steps + --resume 4 more == 8 straight: weights, optimizer, dropout RNGs, batch order and the
+    image vector's running statistics all come back from the checkpoint."""
+    from rnnkit.cli.caption import load_run
+
+    common = ["--steps", "8", "--dropout", "0.2", "--eval-every", "4", "--checkpoint-every", "4"]
+    assert _train(toy, toy / "straight", *common) == 0
+    assert _train(toy, toy / "split", "--steps", "4", "--dropout", "0.2", "--eval-every", "4",
+                  "--checkpoint-every", "4") == 0
+    assert main(["train", "caption", "--images", str(toy / "img"), "--captions", str(toy / "caps.tsv"),
+                 "--out", str(toy / "split"), "--resume", "--steps", "8", "--no-progress", "--json"]) == 0
+    capsys.readouterr()
+    a, _, _ = load_run(toy / "straight", "last")
+    b, _, _ = load_run(toy / "split", "last")
+    for (name, p, _), (_, q, _) in zip(a.named_parameters(), b.named_parameters()):
+        np.testing.assert_allclose(p, q, rtol=1e-6, atol=1e-7, err_msg=name)
+    np.testing.assert_allclose(a.norm_mean, b.norm_mean, rtol=1e-6, atol=1e-7)
