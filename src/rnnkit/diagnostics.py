@@ -180,16 +180,16 @@ def _pyplot():
     return plt
 
 
-def plot_gradient_flow(curves, path, title="gradient flow"):
+def plot_gradient_flow(curves, path, title="gradient flow", ylabel="mean ||dL/dh_t||"):
     """curves: list of (label, lag (T+1,), norms (T+1,), style) -> a log-scale PNG at `path`."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for label, lag, norms, style in curves:
-        norms = np.maximum(np.asarray(norms, dtype=np.float64), 1e-30)  # log scale: no zeros
+        norms = np.maximum(np.asarray(norms, dtype=np.float64), 1e-300)  # log scale: no zeros
         ax.plot(lag, norms, style or "-", label=label, lw=1.2)
     ax.set_yscale("log")
     ax.set_xlabel("lag T - t (steps between h_t and the loss)")
-    ax.set_ylabel("mean ||dL/dh_t||")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)

@@ -267,7 +267,6 @@ def train_until_solved(task, steps, lr, clip, eval_every, batch, seed, threshold
 
 def experiment_vanishing(args):
     from rnnkit.data.synthetic import make_batch
-    from rnnkit.diagnostics import plot_gradient_flow
     from rnnkit.models.memory import MemoryConfig, MemoryTask
     from rnnkit.train.checkpoint import write_json_atomic
 
@@ -310,25 +309,33 @@ def experiment_vanishing(args):
               "cpu_seconds": round(time.process_time() - cpu_all, 1)}
     write_json_atomic(out / "vanishing.json", {**result, "curves": curves})
     (out / "vanishing.md").write_text(markdown_table(result), encoding="utf-8")
-    pngs = []
-    for cell in args.cells:
-        lines = []
-        for j, T in enumerate(args.lengths):
-            c = curves[f"{cell}/{T}"]
-            colour = f"C{j}"
-            for when, style in (("init", "--"), ("trained", "-")):
-                dh = np.asarray(c[when]["dh"])
-                lines.append((f"T={T} {when}", np.arange(T, -1, -1), dh / max(dh[-1], 1e-300),
-                              colour + style))
-        path = out / f"gradient_flow_{cell}.png"
-        plot_gradient_flow(lines, path, title=f"{cell}: ||dL/dh_t|| / ||dL/dh_T||, loss at the last step")
-        pngs.append(str(path))
+    pngs = plot_vanishing(curves, args.cells, args.lengths, out)
     if args.json:
         print(json.dumps({**result, "files": [str(out / "vanishing.json"), str(out / "vanishing.md"),
                                               *pngs]}))
     else:
         print(markdown_table(result))
         print(f"wrote {out}/vanishing.json, vanishing.md and {len(pngs)} PNGs in {elapsed:.0f} s")
+
+
+def plot_vanishing(curves, cells, lengths, out):
+    """One PNG per cell: ||dL/dh_t|| / ||dL/dh_T|| against the lag, at init (dashed) and trained."""
+    from rnnkit.diagnostics import plot_gradient_flow
+
+    pngs = []
+    for cell in cells:
+        lines = []
+        for j, T in enumerate(lengths):
+            c = curves[f"{cell}/{T}"]
+            for when, style in (("init", "--"), ("trained", "-")):
+                dh = np.asarray(c[when]["dh"])
+                lines.append((f"T={T} {when}", np.arange(T, -1, -1), dh / max(dh[-1], 1e-300),
+                              f"C{j}{style}"))
+        path = Path(out) / f"gradient_flow_{cell}.png"
+        plot_gradient_flow(lines, path, title=f"{cell} on the adding problem: gradient flow from the loss",
+                           ylabel="||dL/dh_t|| / ||dL/dh_T|| (batch mean)")
+        pngs.append(str(path))
+    return pngs
 
 
 def _row_line(row):
