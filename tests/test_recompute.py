@@ -101,3 +101,17 @@ def test_step_checks_its_input():
         layer.step(np.full((1, D), np.nan))
     with pytest.raises(ValueError, match="bidirectional"):
         LSTM(D, H, bidirectional=True).step(np.ones((1, D), np.float32))
+
+
+@pytest.mark.parametrize("cls", [LSTM, GRU, RNN])
+def test_step_from_precomputed_input_gates(cls):
+    rng = np.random.default_rng(3)
+    layer = cls(D, H, num_layers=2, dtype=np.float64, seed=6)
+    E = rng.standard_normal((7, D))
+    table = layer.input_gates(E)
+    tokens = [3, 0, 6, 6]
+    s1 = s2 = None
+    for tok in tokens:
+        h1, s1 = layer.step(E[tok:tok + 1], s1)
+        h2, s2 = layer.step(None, s2, x_gates=table[tok:tok + 1])
+        assert rel_error(h1, h2) < 1e-13

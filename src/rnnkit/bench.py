@@ -116,8 +116,9 @@ def utilisation(T=100, N=64, D=512, H=512, repeats=5):
 
 def sampling(chars=1000, H=512, L=2, V=65, round_chars=100, torch_too=True):
     """Single-stream sampling, characters per second: embedding row -> L-layer LSTM one step -> linear
-    -> softmax -> draw; rnnkit's `LSTM.step` against `nn.LSTM` stepped one character at a time under
-    no_grad, interleaved in rounds of `round_chars`; medians of the rounds."""
+    -> softmax -> draw; rnnkit's `LSTM.step` (its first layer's input product read from the table
+    `LSTM.input_gates(embedding)`) against `nn.LSTM` stepped one character at a time under no_grad,
+    interleaved in rounds of `round_chars`; medians of the rounds."""
     from rnnkit.layers.recurrent import LSTM
 
     rng = np.random.default_rng(0)
@@ -125,12 +126,13 @@ def sampling(chars=1000, H=512, L=2, V=65, round_chars=100, torch_too=True):
     lstm = LSTM(H, H, num_layers=L, seed=0)
     W = (rng.standard_normal((H, V)) / np.sqrt(H)).astype(np.float32)
     bias = np.zeros(V, np.float32)
+    gates0 = lstm.input_gates(emb)  # embedding @ Wx + b of layer 1: one table row per character
     ours = [None, 0]
 
     def run_rnnkit(n):
         s, c = ours
         for _ in range(n):
-            h, s = lstm.step(emb[c:c + 1], s)
+            h, s = lstm.step(None, s, x_gates=gates0[c:c + 1])
             z = h[0] @ W + bias
             p = np.exp(z - z.max())
             c = min(int(np.searchsorted(np.cumsum(p), rng.random() * p.sum())), V - 1)

@@ -23,7 +23,7 @@ from typing import NamedTuple
 from rnnkit import kernels
 from rnnkit.backend import get_array_module
 from rnnkit.functional._checks import check_recurrent_args, expect_float, expect_shape
-from rnnkit.functional.lstm import _bytes, _step_checks, sigmoid_
+from rnnkit.functional.lstm import _bytes, _step_gates, sigmoid_
 from rnnkit.kernels.workspace import empty
 
 
@@ -177,20 +177,19 @@ def _gru_backward_loop(dh, gates, h, hn, WhT, mask, dh_next, dxa, dha, trace_dh,
             xp.copyto(dh_next, dht, where=keep)
 
 
-def gru_step(x, h, Wx, Wh, b, bhn):
+def gru_step(x, h, Wx, Wh, b, bhn, *, x_gates=None):
     """One GRU step for inference: x (N, D), h (N, H) -> h_new. No cache; the weights are not scanned
-    for NaN/inf (gru_forward does that). Same arithmetic as one step of gru_forward."""
-    xp = get_array_module(x)
+    for NaN/inf (gru_forward does that). Same arithmetic as one step of gru_forward.
+    x_gates: (N, 3H) x Wx + b computed ahead, used in place of x."""
+    xp = get_array_module(h)
     H = Wh.shape[0]
-    _step_checks(x, {"h": h}, H)
-    N = x.shape[0]
-    gates = (x @ Wx)[None]
-    gates += b
-    hh = xp.empty((2, N, H), dtype=x.dtype)
+    gates = _step_gates(x, x_gates, {"h": h}, Wx, b, 3 * H, xp)
+    N = gates.shape[1]
+    hh = xp.empty((2, N, H), dtype=gates.dtype)
     hh[0] = h
-    hn = xp.empty((1, N, H), dtype=x.dtype)
-    hW = xp.empty((N, 3 * H), dtype=x.dtype)
-    fast = kernels.kernel("gru_fw", x.dtype, x, Wh, bhn)
+    hn = xp.empty((1, N, H), dtype=gates.dtype)
+    hW = xp.empty((N, 3 * H), dtype=gates.dtype)
+    fast = kernels.kernel("gru_fw", gates.dtype, gates, Wh, bhn)
     if fast is not None:
         fast(1, N, H, gates, hh, hn, hW, xp.ascontiguousarray(Wh), xp.ascontiguousarray(bhn), None)
     else:

@@ -226,20 +226,33 @@ def _step_checks(x, states, H):
         expect_finite(name, a)
 
 
-def lstm_step(x, h, c, Wx, Wh, b):
-    """One LSTM step for inference: x (N, D), h, c (N, H) -> (h_new, c_new). No cache; the weights are
-    not scanned for NaN/inf (lstm_forward does that). Same arithmetic as one step of lstm_forward."""
-    xp = get_array_module(x)
-    H = Wh.shape[0]
-    _step_checks(x, {"h": h, "c": c}, H)
-    N = x.shape[0]
-    gates = (x @ Wx)[None]  # (1, N, 4H)
+def _step_gates(x, x_gates, states, Wx, b, G, xp):
+    """The checked x-side pre-activations of one step, (1, N, G): x Wx + b, or a copy of x_gates."""
+    H = next(iter(states.values())).shape[-1]
+    if x_gates is not None:
+        expect_shape("x_gates", x_gates, (None, G), ("N", "G*H"))
+        x = x_gates
+    _step_checks(x, states, H)
+    if x_gates is not None:
+        return x_gates[None].astype(x_gates.dtype, copy=True)
+    gates = (x @ Wx)[None]
     gates += b
-    hh = xp.empty((2, N, H), dtype=x.dtype)
-    cc = xp.empty((2, N, H), dtype=x.dtype)
+    return gates
+
+
+def lstm_step(x, h, c, Wx, Wh, b, *, x_gates=None):
+    """One LSTM step for inference: x (N, D), h, c (N, H) -> (h_new, c_new). No cache; the weights are
+    not scanned for NaN/inf (lstm_forward does that). Same arithmetic as one step of lstm_forward.
+    x_gates: (N, 4H) x Wx + b computed ahead (a row of `embedding @ Wx + b`), used in place of x."""
+    xp = get_array_module(h)
+    H = Wh.shape[0]
+    gates = _step_gates(x, x_gates, {"h": h, "c": c}, Wx, b, 4 * H, xp)
+    N = gates.shape[1]
+    hh = xp.empty((2, N, H), dtype=gates.dtype)
+    cc = xp.empty((2, N, H), dtype=gates.dtype)
     hh[0], cc[0] = h, c
-    tanh_c = xp.empty((1, N, H), dtype=x.dtype)
-    fast = kernels.kernel("lstm_fw", x.dtype, x, Wh)
+    tanh_c = xp.empty((1, N, H), dtype=gates.dtype)
+    fast = kernels.kernel("lstm_fw", gates.dtype, gates, Wh)
     if fast is not None:
         fast(1, N, H, gates, hh, cc, tanh_c, xp.ascontiguousarray(Wh), None)
     else:

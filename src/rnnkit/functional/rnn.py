@@ -17,7 +17,7 @@ from typing import NamedTuple
 from rnnkit import kernels
 from rnnkit.backend import get_array_module
 from rnnkit.functional._checks import check_recurrent_args, expect_float, expect_shape
-from rnnkit.functional.lstm import _bytes, _step_checks
+from rnnkit.functional.lstm import _bytes, _step_gates
 from rnnkit.kernels.workspace import empty
 
 NONLINEARITIES = ("tanh", "relu")
@@ -154,18 +154,18 @@ def _rnn_backward_loop(dh, h, WhT, mask, nonlinearity, dh_next, da, trace_dh, xp
             xp.copyto(dh_next, dht, where=~m)
 
 
-def rnn_step(x, h, Wx, Wh, b, nonlinearity="tanh"):
+def rnn_step(x, h, Wx, Wh, b, nonlinearity="tanh", *, x_gates=None):
     """One RNN step for inference: x (N, D), h (N, H) -> h_new. No cache; the weights are not scanned
-    for NaN/inf (rnn_forward does that). Same arithmetic as one step of rnn_forward."""
-    xp = get_array_module(x)
+    for NaN/inf (rnn_forward does that). Same arithmetic as one step of rnn_forward.
+    x_gates: (N, H) x Wx + b computed ahead, used in place of x."""
+    xp = get_array_module(h)
     H = Wh.shape[0]
-    _step_checks(x, {"h": h}, H)
-    N = x.shape[0]
-    hh = xp.empty((2, N, H), dtype=x.dtype)
+    a = _step_gates(x, x_gates, {"h": h}, Wx, b, H, xp)
+    N = a.shape[1]
+    hh = xp.empty((2, N, H), dtype=a.dtype)
     hh[0] = h
-    xp.matmul(x, Wx, out=hh[1])
-    hh[1] += b
-    fast = kernels.kernel("rnn_fw", x.dtype, x, Wh)
+    hh[1] = a[0]
+    fast = kernels.kernel("rnn_fw", a.dtype, a, Wh)
     if fast is not None:
         fast(1, N, H, hh, xp.ascontiguousarray(Wh), None, int(nonlinearity == "relu"))
     else:
