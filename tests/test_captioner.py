@@ -36,8 +36,9 @@ def _tiny(cell, attention, encoder="conv"):
     return Captioner(cfg, bos_id=2, eos_id=3, dtype=np.float64)
 
 
-@pytest.mark.parametrize("cell,attention,encoder", [("lstm", False, "conv"), ("gru", True, "conv"),
-                                                    ("lstm", True, "features")])
+@pytest.mark.parametrize("cell,attention,encoder", [("lstm", "none", "conv"), ("gru", "luong", "conv"),
+                                                    ("lstm", "luong", "features"), ("lstm", "sat", "conv"),
+                                                    ("gru", "sat", "features")])
 def test_captioner_gradients(rng, cell, attention, encoder):
     """Every parameter's gradient of the loss, from the word logits down through the LSTM/GRU, the
     attention and the projection into the conv encoder, equals the numerical one."""
@@ -74,8 +75,22 @@ def test_captioner_gradients(rng, cell, attention, encoder):
     assert checked >= 8
 
 
+def test_sat_decoding_matches_teacher_forcing(rng):
+    """Show-attend-tell: the step-by-step decoder (greedy) computes the same log-probabilities as the
+    teacher-forced sequence forward on the words it chose."""
+    model = _tiny("lstm", "sat")
+    images = rng.standard_normal((2, 3, 8, 8))
+    model.eval()
+    out = model.greedy(images, max_len=5)
+    for n in range(2):
+        seq = np.array([2] + out[n] + ([3] if len(out[n]) < 5 else []))[:, None]
+        logits = model.forward(images[n:n + 1], seq)[:, 0]
+        logits[:, [0, 1, 2]] = -np.inf
+        assert list(logits.argmax(axis=1)[:len(out[n])]) == out[n]
+
+
 def test_beam_matches_greedy_at_width_one_and_scores_no_worse(rng):
-    model = _tiny("lstm", True)
+    model = _tiny("lstm", "luong")
     images = rng.standard_normal((3, 3, 8, 8))
     g = model.greedy(images, max_len=6)
     assert model.beam_search(images, beam=1, max_len=6) == g
@@ -161,6 +176,6 @@ def test_feature_norm_batch_and_running_statistics(rng):
     out, cache = feature_norm_forward(v, mean, var)
     assert rel_error(numerical_grad(lambda: feature_norm_forward(v, mean, var)[0], v, dout),
                      feature_norm_backward(dout, cache)) < 1e-7
-    model = _tiny("gru", False)
+    model = _tiny("gru", "none")
     model.forward(rng.standard_normal((3, 3, 8, 8)), np.array([[2, 2, 2], [5, 3, 4], [3, 0, 3]]))
     assert not np.allclose(model.norm_mean, 0)  # training updated the running mean

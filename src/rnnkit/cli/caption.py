@@ -24,7 +24,7 @@ import numpy as np
 from rnnkit.errors import UserError
 
 MODEL_DEFAULTS = {"cell": "lstm", "embed": 128, "hidden": 256, "channels": "16,32,64", "pool": "avg",
-                  "attention": False, "dropout": 0.3, "seed": 0}
+                  "attention": "none", "dropout": 0.3, "seed": 0}
 DATA_DEFAULTS = {"size": 64, "min_count": 3, "max_len": 16}
 TRAIN_DEFAULTS = {"batch": 16, "steps": 2000, "minutes": None, "optimizer": "adam", "lr": 2e-3,
                   "weight_decay": 0.0, "clip": 5.0, "schedule": "constant", "warmup": 0, "eval_every": 100,
@@ -49,8 +49,10 @@ def register(sub, train_sub):
     m.add_argument("--hidden", type=int, help="decoder hidden size (256)")
     m.add_argument("--channels", help="conv encoder filters per block, comma-separated (16,32,64)")
     m.add_argument("--pool", choices=["avg", "flatten"], help="image vector from the feature map (avg)")
-    m.add_argument("--attention", action="store_true", default=None,
-                   help="attend over the conv feature map at every word")
+    m.add_argument("--attention", nargs="?", const="luong", choices=["none", "luong", "sat"],
+                   help="attend over the feature map at every word: luong (on the decoder output; the "
+                        "kind when the flag has no value) or sat (show-attend-tell: the context feeds "
+                        "the cell's input) (none)")
     m.add_argument("--dropout", type=float, help="dropout on image vector, embeddings, output (0.3)")
     m.add_argument("--seed", type=int, help="seed of the weights, dropout and batch order (0)")
     t = p.add_argument_group("training")
@@ -182,6 +184,12 @@ def _explicit(args, defaults):
     return {k: getattr(args, k) for k in defaults if getattr(args, k, None) is not None}
 
 
+def _attention_kind(value):
+    if isinstance(value, bool) or value is None:  # runs saved when --attention was a plain flag
+        return "luong" if value else "none"
+    return value
+
+
 def _parse_channels(text):
     try:
         ch = tuple(int(c) for c in str(text).split(","))
@@ -266,13 +274,13 @@ def train(args):
         cfg = CaptionerConfig(vocab_size=len(vocab), cell=model_args["cell"], embed=model_args["embed"],
                               hidden=model_args["hidden"], encoder="conv", image_size=data_args["size"],
                               channels=_parse_channels(model_args["channels"]), pool=model_args["pool"],
-                              attention=bool(model_args["attention"]), dropout=model_args["dropout"],
+                              attention=_attention_kind(model_args["attention"]), dropout=model_args["dropout"],
                               seed=model_args["seed"])
     else:
         cfg = CaptionerConfig(vocab_size=len(vocab), cell=model_args["cell"], embed=model_args["embed"],
                               hidden=model_args["hidden"], encoder="features",
                               feature_shape=tuple(inputs.shape[1:]), pool=model_args["pool"],
-                              attention=bool(model_args["attention"]), dropout=model_args["dropout"],
+                              attention=_attention_kind(model_args["attention"]), dropout=model_args["dropout"],
                               seed=model_args["seed"])
     try:
         model = Captioner(cfg, vocab.bos_id, vocab.eos_id, vocab.pad_id, vocab.unk_id)
@@ -304,7 +312,7 @@ def train(args):
         print(f"rnnkit: {len(train_caps):,} training captions of {len(train_names):,} images, "
               f"{len(dev_caps):,} dev captions; vocabulary {len(vocab):,}; {cfg.encoder} encoder "
               f"({imgs.kind} {tuple(inputs.shape[1:])}), {cfg.cell} {cfg.hidden}"
-              f"{', attention' if cfg.attention else ''}; {model.num_parameters():,} parameters; "
+              f"{', attention ' + cfg.attention if cfg.attention != 'none' else ''}; {model.num_parameters():,} parameters; "
               f"run dir {out}", file=sys.stderr)
     summary = fit(task, source, tcfg, out, config, resume=args.resume, progress=progress)
     ev = summary["last_eval"] or {}

@@ -17,9 +17,14 @@ Pipeline (teacher forcing in training: the decoder reads the true previous word)
         z_t = tanh([h_t; ctx_t] Wc + bc)
     logits_t = z_t Wo + bo               (T, N, V)
 
-Show-attend-tell (Xu et al. 2015) feeds ctx_t into the LSTM's input; here the context is combined
-after the LSTM (Luong et al. 2015), which keeps the whole-sequence LSTM kernel and its exact BPTT, and
-still attends to the image anew at every word.
+    or show-attend-tell (Xu et al. 2015, "sat"): the context is read with the previous state and fed
+    into the cell with the word,
+        alpha_t = softmax_l( h_{t-1} . (a_l Wa) / sqrt(H) ),  ctx_t = sum_l alpha_tl a_l
+        h_t = LSTM/GRU([x_t; ctx_t], h_{t-1}),               z_t = h_t
+    which makes the recurrence itself depend on the attention, so the sequence runs step by step
+    (one-step `lstm_forward` / `gru_forward` calls, BPTT by one-step backward calls carrying dh, dc).
+    Xu et al. score with a small MLP and add a gating scalar and a deep output; here the score is the
+    same bilinear one as "luong", and the output reads h_t alone.
 """
 
 from __future__ import annotations
@@ -31,7 +36,13 @@ from typing import NamedTuple
 import numpy as np
 
 from rnnkit.backend import DEFAULT_DTYPE
-from rnnkit.functional import softmax_cross_entropy
+from rnnkit.functional import (
+    gru_backward,
+    gru_forward,
+    lstm_backward,
+    lstm_forward,
+    softmax_cross_entropy,
+)
 from rnnkit.functional.conv import global_avgpool_backward, global_avgpool_forward
 from rnnkit.layers import Dropout, Embedding, Linear, Module, make_recurrent
 from rnnkit.layers.conv import Conv2d, MaxPool2d, ReLU, Sequential
@@ -47,7 +58,7 @@ class CaptionerConfig:
     image_size: int = 64  # S, conv encoder only
     channels: tuple = (16, 32, 64)  # filters of each block (3x3 conv, ReLU, 2x2 max pool)
     feature_shape: tuple | None = None  # features encoder: (Df,) or (C, h, w)
-    attention: bool = False  # attention over the feature map (conv encoder or (C, h, w) features)
+    attention: str = "none"  # over the feature map: none | luong (on the output) | sat (on the input)
     pool: str = "avg"  # image vector from the map: "avg" (global average, C) or "flatten" (C*h*w)
     dropout: float = 0.0  # on the image vector, the word embeddings and the decoder output
     seed: int = 0
@@ -61,6 +72,8 @@ class CaptionerConfig:
     @classmethod
     def from_dict(cls, d):
         d = dict(d)
+        if isinstance(d.get("attention"), bool):  # runs saved before the kinds were named
+            d["attention"] = "luong" if d["attention"] else "none"
         d["channels"] = tuple(d.get("channels", (16, 32, 64)))
         if d.get("feature_shape") is not None:
             d["feature_shape"] = tuple(d["feature_shape"])
@@ -124,6 +137,30 @@ def image_attention_backward(dz, cache: ImageAttentionCache):
     dWa = A.reshape(-1, A.shape[-1]).T @ dK.reshape(-1, H)
     dA += dK @ Wa.T
     return dqn.transpose(1, 0, 2), dA, dWa, dWc, dbc
+
+
+def sat_context_forward(h, A, K):
+    """One step's context: h (N, H) previous state, A (N, L, C) map, K = A Wa (N, L, H) keys.
+
+    alpha = softmax_l(h . K_l / sqrt(H)) (N, L); ctx = sum_l alpha_l A_l (N, C). Returns ctx, cache."""
+    scale = 1.0 / math.sqrt(h.shape[-1])
+    s = (K @ h[:, :, None])[..., 0] * scale  # (N, L)
+    s = s - s.max(axis=1, keepdims=True)
+    e = np.exp(s)
+    alpha = e / e.sum(axis=1, keepdims=True)
+    ctx = (alpha[:, None, :] @ A)[:, 0]  # (N, C)
+    return ctx, (h, A, K, alpha, scale)
+
+
+def sat_context_backward(dctx, cache):
+    """dctx (N, C) -> dh (N, H), dA (N, L, C), dK (N, L, H)."""
+    h, A, K, alpha, scale = cache
+    dalpha = (A @ dctx[:, :, None])[..., 0]  # (N, L)
+    dA = alpha[:, :, None] * dctx[:, None, :]
+    ds = alpha * (dalpha - (alpha * dalpha).sum(axis=1, keepdims=True)) * scale
+    dh = (ds[:, None, :] @ K)[:, 0]
+    dK = ds[:, :, None] * h[:, None, :]
+    return dh, dA, dK
 
 
 # --- the model -------------------------------------------------------------------------------------
@@ -198,10 +235,12 @@ class Captioner(Module):
             self.encoder = None
             C = cfg.feature_shape[0]
             Dv = int(np.prod(cfg.feature_shape)) if cfg.pool == "flatten" else C
-            if cfg.attention and len(cfg.feature_shape) != 3:
+            if cfg.attention != "none" and len(cfg.feature_shape) != 3:
                 raise ValueError("attention needs a feature map (C, h, w), not feature vectors")
         else:
             raise ValueError(f"encoder must be conv or features, got {cfg.encoder!r}")
+        if cfg.attention not in ("none", "luong", "sat"):
+            raise ValueError(f"attention must be none, luong or sat, got {cfg.attention!r}")
         if cfg.pool not in ("avg", "flatten"):
             raise ValueError(f"pool must be avg or flatten, got {cfg.pool!r}")
         H, E, V = cfg.hidden, cfg.embed, cfg.vocab_size
@@ -210,10 +249,12 @@ class Captioner(Module):
         K = 2 if cfg.cell == "lstm" else 1
         self.img_proj = Linear(Dv, K * H, dtype=dtype, seed=s + 1)
         self.embed = Embedding(V, E, dtype=dtype, seed=s + 2)
-        self.rnn = make_recurrent(cfg.cell, E, H, dtype=dtype, seed=s + 3)
-        if cfg.attention:
+        self.sat = cfg.attention == "sat"
+        self.rnn = make_recurrent(cfg.cell, E + (C if self.sat else 0), H, dtype=dtype, seed=s + 3)
+        if cfg.attention != "none":
             rng = np.random.default_rng(s + 4)
             self.add_param("att_Wa", rng.uniform(-1, 1, (C, H)).astype(dtype) / math.sqrt(C))
+        if cfg.attention == "luong":
             self.add_param("att_Wc", rng.uniform(-1, 1, (H + C, H)).astype(dtype) / math.sqrt(H + C))
             self.add_param("att_bc", np.zeros(H, dtype))
         self.head = Linear(H, V, dtype=dtype, seed=s + 5)
@@ -239,7 +280,7 @@ class Captioner(Module):
             v, gap_cache = fmap.reshape(N, -1), None
         else:
             v, gap_cache = global_avgpool_forward(fmap)
-        A = fmap.reshape(N, C, -1).transpose(0, 2, 1) if self.cfg.attention else None
+        A = fmap.reshape(N, C, -1).transpose(0, 2, 1) if self.cfg.attention != "none" else None
         return v, A, (fmap.shape, gap_cache)
 
     def _encode_backward(self, dv, dA, cache):
@@ -277,7 +318,7 @@ class Captioner(Module):
         return (s[..., :H].copy(), s[..., H:].copy()) if self.cfg.cell == "lstm" else s
 
     def _attend(self, out, A):
-        if not self.cfg.attention:
+        if self.cfg.attention != "luong":
             return out, None
         z, _, cache = image_attention_forward(out, A, self.params["att_Wa"], self.params["att_Wc"],
                                               self.params["att_bc"])
@@ -300,8 +341,12 @@ class Captioner(Module):
         vd = self.drop_img.forward(vn)
         state = self.initial_state(vd)
         x = self.drop_emb.forward(self.embed.forward(ids[:-1]))
-        out, _ = self.rnn.forward(x, state)
-        z, att_cache = self._attend(out, A)
+        if self.sat:
+            out, att_cache = self._sat_forward(x, state, A)
+        else:
+            out, _ = self.rnn.forward(x, state)
+        z, luong_cache = self._attend(out, A)
+        att_cache = att_cache if self.sat else luong_cache
         logits = self.head.forward(self.drop_out.forward(z))
         self._cache = (enc_cache, att_cache, rows, N, norm_cache)
         return logits
@@ -311,14 +356,17 @@ class Captioner(Module):
         enc_cache, att_cache, rows, N, norm_cache = self._cache
         dz = self.drop_out.backward(self.head.backward(dlogits))
         dA = None
-        if att_cache is not None:
+        if self.sat:
+            dx, dstate0, dA = self._sat_backward(dz, att_cache)
+        elif att_cache is not None:
             dout, dA, dWa, dWc, dbc = image_attention_backward(dz, att_cache)
             self.grads["att_Wa"] += dWa
             self.grads["att_Wc"] += dWc
             self.grads["att_bc"] += dbc
         else:
             dout = dz
-        dx, dstate0 = self.rnn.backward(dout)
+        if not self.sat:
+            dx, dstate0 = self.rnn.backward(dout)
         self.embed.backward(self.drop_emb.backward(dx))
         ds0 = np.concatenate(dstate0, axis=-1) if self.cfg.cell == "lstm" else dstate0
         ds0 = ds0 * (1 - self._s0 * self._s0)  # through the tanh
@@ -346,14 +394,80 @@ class Captioner(Module):
         loss, _ = softmax_cross_entropy(logits, y, mask)
         return loss, int(mask.sum())
 
+    # --- show-attend-tell: the recurrence step by step -------------------------------------------------
+
+    def _cell_params(self):
+        return {k[3:]: v for k, v in self.rnn.params.items() if k.startswith("l0.")}
+
+    def _sat_forward(self, x, state, A):
+        """x (T, N, E) embedded words; state the initial state; A (N, L, C). Returns out (T, N, H)."""
+        if self.rnn.num_layers != 1 or self.rnn.bidirectional:
+            raise ValueError("show-attend-tell runs one unidirectional layer")
+        p = self._cell_params()
+        lstm = self.cfg.cell == "lstm"
+        h, c = (state[0][0], state[1][0]) if lstm else (state[0], None)
+        K = A @ self.params["att_Wa"]  # (N, L, H): the keys, projected once for every step
+        steps, out = [], np.empty((x.shape[0],) + h.shape, dtype=x.dtype)
+        for t in range(x.shape[0]):
+            ctx, acache = sat_context_forward(h, A, K)
+            xt = np.concatenate([x[t], ctx], axis=-1)[None]  # (1, N, E + C)
+            if lstm:
+                hs, cs, cache = lstm_forward(xt, h, c, p["Wx"], p["Wh"], p["b"])
+                h, c = hs[1], cs[1]
+            else:
+                hs, cache = gru_forward(xt, h, p["Wx"], p["Wh"], p["b"], p["bhn"])
+                h = hs[1]
+            out[t] = h
+            steps.append((acache, cache))
+        return out, (steps, A, K)
+
+    def _sat_backward(self, dout, sat_cache):
+        """dout (T, N, H) -> dx (T, N, E), the initial state's gradient (like Recurrent.backward), dA.
+        Step t's cell backward gets dout[t] plus the carried dh (and dc) from step t+1; the context
+        read at step t adds its share to dh_{t-1}."""
+        steps, A, K = sat_cache
+        lstm = self.cfg.cell == "lstm"
+        E = self.cfg.embed
+        T, N, H = dout.shape
+        dh = np.zeros((N, H), dout.dtype)
+        dc = np.zeros((N, H), dout.dtype) if lstm else None
+        dx = np.empty((T, N, E), dout.dtype)
+        dK, dA = np.zeros_like(K), np.zeros_like(A)
+        g = {k: np.zeros_like(v) for k, v in self._cell_params().items()}
+        for t in reversed(range(T)):
+            acache, cache = steps[t]
+            if lstm:
+                dxt, dh, dc, dWx, dWh, db = lstm_backward(dout[t][None], cache, dh, dc)
+            else:
+                dxt, dh, dWx, dWh, db, dbhn = gru_backward(dout[t][None], cache, dh)
+                g["bhn"] += dbhn
+            g["Wx"] += dWx
+            g["Wh"] += dWh
+            g["b"] += db
+            dx[t] = dxt[0, :, :E]
+            dh_att, dA_t, dK_t = sat_context_backward(dxt[0, :, E:], acache)
+            dh = dh + dh_att
+            dA += dA_t
+            dK += dK_t
+        for k, v in g.items():
+            self.rnn.grads["l0." + k] += v
+        # K = A Wa
+        self.grads["att_Wa"] += A.reshape(-1, A.shape[-1]).T @ dK.reshape(-1, H)
+        dA += dK @ self.params["att_Wa"].T
+        dstate0 = (dh[None], dc[None]) if lstm else dh[None]
+        return dx, dstate0, dA
+
     # --- decoding -----------------------------------------------------------------------------------
 
     def _step_logp(self, tokens, state, A):
         """One decoder step for a batch of previous tokens (B,) -> log-probabilities (B, V), new state."""
         x = self.embed.params["W"][tokens][None]  # (1, B, E)
+        if self.sat:
+            h = state[0][0] if isinstance(state, tuple) else state[0]
+            ctx, _ = sat_context_forward(h, A, A @ self.params["att_Wa"])
+            x = np.concatenate([x, ctx[None]], axis=-1)
         out, state = self.rnn.forward(x, state)
-        if self.cfg.attention:
-            out, _ = self._attend(out, A)
+        out, _ = self._attend(out, A)
         logits = self.head.forward(out)[0].astype(np.float64)
         # never generate the reserved tokens: <unk> would match no reference word
         logits[:, [self.pad_id, self.unk_id, self.bos_id]] = -np.inf
