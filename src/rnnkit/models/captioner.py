@@ -12,13 +12,13 @@ Pipeline (teacher forcing in training: the decoder reads the true previous word)
     h0 = tanh(vhat Wp + bp)              (N, H); the LSTM's c0 too, from its own columns of Wp
     x_t = Emb[w_t]                       (T, N, E), w_0 = <bos>
     h_t = LSTM/GRU(x_t, h_{t-1})         (T, N, H)
-    optional attention over the map (Luong-style "general" score, applied on the decoder output):
+    z_t = h_t, or with attention "luong" (Luong et al. 2015, "general" score, on the decoder output):
         alpha_t = softmax_l( h_t . (a_l Wa) / sqrt(H) ),  ctx_t = sum_l alpha_tl a_l    (a_l = fmap at l)
         z_t = tanh([h_t; ctx_t] Wc + bc)
     logits_t = z_t Wo + bo               (T, N, V)
 
-    or show-attend-tell (Xu et al. 2015, "sat"): the context is read with the previous state and fed
-    into the cell with the word,
+With attention "sat" (show-attend-tell, Xu et al. 2015) the context is read with the previous state and
+fed into the cell with the word instead:
         alpha_t = softmax_l( h_{t-1} . (a_l Wa) / sqrt(H) ),  ctx_t = sum_l alpha_tl a_l
         h_t = LSTM/GRU([x_t; ctx_t], h_{t-1}),               z_t = h_t
     which makes the recurrence itself depend on the attention, so the sequence runs step by step
