@@ -145,7 +145,7 @@ def _load():
         if not path.exists():
             _compile(path)
         lib = ctypes.CDLL(str(path))
-        if lib.rnnkit_kernels_version() != 2:
+        if lib.rnnkit_kernels_version() != 3:
             raise RuntimeError(f"{path} is not this version of the kernels")
         _declare(lib)
         _state.update(lib=lib, blas=blas)
