@@ -157,3 +157,24 @@ def test_resume_reaches_the_same_weights(toy, capsys):
     for (name, p, _), (_, q, _) in zip(a.named_parameters(), b.named_parameters()):
         np.testing.assert_allclose(p, q, rtol=1e-6, atol=1e-7, err_msg=name)
     np.testing.assert_allclose(a.norm_mean, b.norm_mean, rtol=1e-6, atol=1e-7)
+
+
+def test_precomputed_features_npz(toy, capsys):
+    """--images FEATURES.npz: the decoder reads precomputed feature maps (here one colour-coded map per
+    picture), trains with attention over them, and `rnnkit caption` looks images up by name."""
+    names = [f"{i}.png" for i in range(12)]
+    feats = np.zeros((12, 3, 2, 2), np.float32)
+    for i in range(12):
+        feats[i, i % 3] = 1.0  # the colour, one channel each
+    np.savez(toy / "feats.npz", features=feats, filenames=np.array(names))
+    out = toy / "frun"
+    assert main(["train", "caption", "--images", str(toy / "feats.npz"), "--captions", str(toy / "caps.tsv"),
+                 "--out", str(out), "--hidden", "16", "--embed", "8", "--min-count", "1", "--dropout", "0",
+                 "--steps", "60", "--lr", "0.02", "--batch", "6", "--attention", "sat", "--no-progress",
+                 "--json"]) == 0
+    capsys.readouterr()
+    assert main(["caption", str(out), "11.png", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["11.png"].startswith("a blue picture")
+    assert main(["eval", str(out), "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["bleu1"] > 80 and "(no image)" in (out / "test_captions.html").read_text()
