@@ -21,6 +21,7 @@ With attention "sat" (show-attend-tell, Xu et al. 2015) the context is read with
 fed into the cell with the word instead:
         alpha_t = softmax_l( h_{t-1} . (a_l Wa) / sqrt(H) ),  ctx_t = sum_l alpha_tl a_l
         h_t = LSTM/GRU([x_t; ctx_t], h_{t-1}),               z_t = h_t
+    (a_l here standardised over its channels first: the raw ReLU map would saturate the gates)
     which makes the recurrence itself depend on the attention, so the sequence runs step by step
     (one-step `lstm_forward` / `gru_forward` calls, BPTT by one-step backward calls carrying dh, dc).
     Xu et al. score with a small MLP and add a gating scalar and a deep output; here the score is the
@@ -137,6 +138,22 @@ def image_attention_backward(dz, cache: ImageAttentionCache):
     dWa = A.reshape(-1, A.shape[-1]).T @ dK.reshape(-1, H)
     dA += dK @ Wa.T
     return dqn.transpose(1, 0, 2), dA, dWa, dWc, dbc
+
+
+def channel_norm_forward(A, eps=1e-5):
+    """Standardise each location's feature vector over its channels: A (N, L, C) -> Ahat (N, L, C).
+    (Layer normalisation with no gain or bias, the projections after it provide those.)"""
+    mu = A.mean(axis=-1, keepdims=True)
+    inv = 1.0 / np.sqrt(A.var(axis=-1, keepdims=True) + eps)
+    Ahat = (A - mu) * inv
+    return Ahat, (Ahat, inv)
+
+
+def channel_norm_backward(dAhat, cache):
+    """dA = inv * (dAhat - mean_c(dAhat) - Ahat * mean_c(dAhat * Ahat))."""
+    Ahat, inv = cache
+    return inv * (dAhat - dAhat.mean(axis=-1, keepdims=True)
+                  - Ahat * (dAhat * Ahat).mean(axis=-1, keepdims=True))
 
 
 def sat_context_forward(h, A, K):
@@ -342,7 +359,10 @@ class Captioner(Module):
         state = self.initial_state(vd)
         x = self.drop_emb.forward(self.embed.forward(ids[:-1]))
         if self.sat:
-            out, att_cache = self._sat_forward(x, state, A)
+            # the raw ReLU map is ~10x the size of a word vector and would saturate the cell's gates
+            An, cn_cache = channel_norm_forward(A)
+            out, att_cache = self._sat_forward(x, state, An)
+            att_cache = (att_cache, cn_cache)
         else:
             out, _ = self.rnn.forward(x, state)
         z, luong_cache = self._attend(out, A)
@@ -357,7 +377,8 @@ class Captioner(Module):
         dz = self.drop_out.backward(self.head.backward(dlogits))
         dA = None
         if self.sat:
-            dx, dstate0, dA = self._sat_backward(dz, att_cache)
+            dx, dstate0, dAn = self._sat_backward(dz, att_cache[0])
+            dA = channel_norm_backward(dAn, att_cache[1])
         elif att_cache is not None:
             dout, dA, dWa, dWc, dbc = image_attention_backward(dz, att_cache)
             self.grads["att_Wa"] += dWa
@@ -480,6 +501,8 @@ class Captioner(Module):
         self.eval()
         try:
             v, A, _ = self.encode(images)
+            if self.sat and A is not None:
+                A = channel_norm_forward(A)[0]
             return self.normalise(v)[0], A
         finally:
             self.train(was)
