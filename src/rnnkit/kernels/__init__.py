@@ -145,7 +145,7 @@ def _load():
         if not path.exists():
             _compile(path)
         lib = ctypes.CDLL(str(path))
-        if lib.rnnkit_kernels_version() != 3:
+        if lib.rnnkit_kernels_version() != 4:
             raise RuntimeError(f"{path} is not this version of the kernels")
         _declare(lib)
         _state.update(lib=lib, blas=blas)
@@ -201,22 +201,27 @@ def kernel(name, dtype, *arrays):
     def call(*args):
         conv = [a.ctypes.data if isinstance(a, np.ndarray) else a for a in args]
         N, H = args[1], args[2]
-        if N * H * blocks * H < STEP_THREADS_MIN_MACS and _threads() > 1:
+        small = N * H * blocks * H < STEP_THREADS_MIN_MACS
+        threads = _threads()
+        # float32 products on one thread use the kernels' own small-batch gemm (no packing of Wh)
+        flags = ilp64 | (2 if gi == 0 and SMALL_GEMM and (small or threads == 1) else 0)
+        if small and threads > 1:
             # A small per-step product gains little from a second BLAS thread, and on a busy machine
             # the threads' hand-offs at every step cost far more than the product (measured: 10x).
-            prev = _threads()
             set_blas_threads(1)
             try:
-                fn(*conv, gemm, ilp64)
+                fn(*conv, gemm, flags)
             finally:
-                set_blas_threads(prev)
+                set_blas_threads(threads)
         else:
-            fn(*conv, gemm, ilp64)
+            fn(*conv, gemm, flags)
 
     return call
 
 
 _GATE_BLOCKS = {"lst": 4, "gru": 3, "rnn": 1}
+# The kernels' own float32 gemm for per-step products (RNNKIT_SMALL_GEMM=0: always BLAS).
+SMALL_GEMM = os.environ.get("RNNKIT_SMALL_GEMM", "1") != "0"
 # Per-step products below this many multiply-adds run on one BLAS thread (RNNKIT_STEP_THREADS_MIN_MACS).
 STEP_THREADS_MIN_MACS = int(os.environ.get("RNNKIT_STEP_THREADS_MIN_MACS", 32 * 2**20))
 
