@@ -120,11 +120,15 @@ def rnn_backward(dh, cache, dhT=None, trace=None, *, workspace=None):
         trace_dh[0] = dh_next
     da2 = da.reshape(T * N, H)
     dx = (da2 @ Wx.T).reshape(T, N, D)
-    dWx = x.reshape(T * N, D).T @ da2
-    dWh = h[:-1].reshape(T * N, H).T @ da2
+    # [dWx; dWh] = [x, h_{t-1}]^T da: one taller product instead of two
+    xh = empty(workspace, (T * N, D + H), x.dtype, xp)
+    xh[:, :D] = x.reshape(T * N, D)
+    xh[:, D:] = h[:-1].reshape(T * N, H)
+    dW = xh.T @ da2
+    dWx, dWh = dW[:D], dW[D:]
     db = da2.sum(axis=0)
     if workspace is not None:
-        workspace.give(da)
+        workspace.give(da, xh)
     return dx, dh_next, dWx, dWh, db
 
 
