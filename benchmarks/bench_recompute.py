@@ -2,9 +2,10 @@
 
     python benchmarks/bench_recompute.py [--T 1000] [--N 32] [--D 512] [--H 512] [--k 32,sqrt] [--json]
 
-Memory is measured with tracemalloc (NumPy reports its array buffers to it): "kept" is what the layer
-holds between forward and backward beyond the output it returns, "peak" the largest amount alive during
-forward+backward beyond the input, output and gradients. Times are the median of --repeats runs.
+Memory is measured with tracemalloc (NumPy reports its array buffers to it) on a fresh layer: "kept" is
+what the layer holds between forward and backward beyond the output it returns, "peak" the most alive
+during backward beyond the input, the output and backward's results (dx and the weight gradients).
+Times are the median of --repeats runs after a warm-up run, best over --passes interleaved passes.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def measure(T, N, D, H, k, repeats):
     x = rng.standard_normal((T, N, D)).astype(np.float32)
     dout = rng.standard_normal((T, N, H)).astype(np.float32)
     times = []
-    for _ in range(repeats + 1):  # the first run warms the buffer pool
+    for _ in range(repeats + 1):  # the first run warms the buffer pool (not timed below)
         t0 = time.perf_counter()
         layer.forward(x)
         layer.backward(dout)
@@ -41,7 +42,9 @@ def measure(T, N, D, H, k, repeats):
     kept = tracemalloc.get_traced_memory()[0] - base - out.nbytes
     tracemalloc.reset_peak()
     dx, _ = layer.backward(dout)
-    peak = tracemalloc.get_traced_memory()[1] - base - out.nbytes
+    # dx (T, N, D) and the weight gradients are results of backward, allocated alike in both modes
+    results = dx.nbytes + sum(g.nbytes for g in layer.grads.values())
+    peak = tracemalloc.get_traced_memory()[1] - base - out.nbytes - results
     tracemalloc.stop()
     return {"k": k, "kept_MB": kept / 2**20, "peak_MB": peak / 2**20,
             "ms": float(np.median(times[1:])) * 1e3}
@@ -55,11 +58,12 @@ def main(argv=None):
     ap.add_argument("--H", type=int, default=512)
     ap.add_argument("--k", default="32,sqrt")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--passes", type=int, default=2, help="interleaved passes over the k values")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     ks = [None] + [k if k == "sqrt" else int(k) for k in args.k.split(",") if k]
     rows = []
-    for _ in range(2):  # interleaved passes: the machine may be shared; keep each k's best median
+    for _ in range(args.passes):  # interleaved passes: the machine may be shared; keep each k's best median
         for k in ks:
             r = measure(args.T, args.N, args.D, args.H, k, args.repeats)
             old = next((o for o in rows if o["k"] == k), None)

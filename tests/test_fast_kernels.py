@@ -44,8 +44,9 @@ def _run(cell, dtype, masked, rng, nonlinearity="tanh", shape=(T, N, D, H)):
 
 
 # The second shape reaches the kernels' own small-batch gemm: full 8-row x 32-column tiles plus
-# left-over rows and columns (N=11, H=13: 4H=52); the first stays on the edge loops.
-@pytest.mark.parametrize("shape", [(T, N, D, H), (6, 11, 7, 13)])
+# left-over rows and columns (N=11, H=13: 4H=52), and (H=36) a backward product with K=4H=144 over two
+# K chunks; the first shape stays on the edge loops.
+@pytest.mark.parametrize("shape", [(T, N, D, H), (6, 11, 7, 13), (4, 9, 3, 36)])
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-13), (np.float32, 2e-6)])
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "rnn_relu"])

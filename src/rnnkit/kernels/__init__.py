@@ -145,7 +145,7 @@ def _load():
         if not path.exists():
             _compile(path)
         lib = ctypes.CDLL(str(path))
-        if lib.rnnkit_kernels_version() != 4:
+        if lib.rnnkit_kernels_version() != 5:
             raise RuntimeError(f"{path} is not this version of the kernels")
         _declare(lib)
         _state.update(lib=lib, blas=blas)
