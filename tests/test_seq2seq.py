@@ -78,6 +78,23 @@ def test_two_layers_gradients(rng):
     _check_grads(m, lambda: m.forward(src, sm, tin), dlog, rng, only=lambda n: "coder." in n)
 
 
+@pytest.mark.parametrize("att", ["general", "none"])
+def test_loss_on_valid_positions_equals_the_full_pass(att, rng):
+    m = _model("lstm", True, att)
+    src, sm, tin, tout, tm = _batch(rng)
+    m.zero_grad()
+    full, dlog = softmax_cross_entropy(m.forward(src, sm, tin), tout, tm)
+    m.backward(dlog)
+    ref = {n: g.copy() for n, _, g in m.named_parameters()}
+    m.zero_grad()
+    loss, dlog = m.loss(src, sm, tin, tout, tm)
+    assert dlog.shape == (int(tm.sum()), VT)
+    m.backward(dlog)
+    assert abs(loss - full) < 1e-12
+    for n, _, g in m.named_parameters():
+        np.testing.assert_allclose(g, ref[n], rtol=1e-10, atol=1e-12)
+
+
 def _torch_twin():
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import translate_vs_torch

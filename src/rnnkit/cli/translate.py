@@ -26,7 +26,6 @@ from rnnkit.data.parallel import (
 )
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import UserError
-from rnnkit.functional import softmax_cross_entropy
 from rnnkit.models.seq2seq import ATTENTIONS, BOS, Seq2Seq, Seq2SeqConfig
 
 TASK = "translate"
@@ -58,8 +57,8 @@ class TranslateTask:
         tgt_in = batch["tgt_in"]
         if self.ratio < 1.0:
             tgt_in = m.scheduled_inputs(batch["src"], batch["src_mask"], tgt_in, self.ratio, self.rng)
-        logits = m.forward(batch["src"], batch["src_mask"], tgt_in)
-        loss, dlogits = softmax_cross_entropy(logits, batch["tgt_out"], batch["tgt_mask"])
+        # logits only at the valid target positions (the output layer is the costly part)
+        loss, dlogits = m.loss(batch["src"], batch["src_mask"], tgt_in, batch["tgt_out"], batch["tgt_mask"])
         m.backward(dlogits)
         return {"loss": loss, "tokens": int(batch["tgt_mask"].sum())}
 
@@ -67,9 +66,8 @@ class TranslateTask:
         tot, count = 0.0, 0
         for i in range(0, len(self.dev_items), 256):
             b = collate(self.dev_items[i:i + 256], BOS)
-            logits = self.model.forward(b["src"], b["src_mask"], b["tgt_in"])
             n = int(b["tgt_mask"].sum())
-            loss, _ = softmax_cross_entropy(logits, b["tgt_out"], b["tgt_mask"])
+            loss, _ = self.model.loss(b["src"], b["src_mask"], b["tgt_in"], b["tgt_out"], b["tgt_mask"])
             tot += loss * n
             count += n
         out = {"val_loss": tot / max(count, 1)}

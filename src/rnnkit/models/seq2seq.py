@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from rnnkit.backend import DEFAULT_DTYPE
+from rnnkit.functional import softmax_cross_entropy
 from rnnkit.functional.attention import attention_backward, attention_forward, attention_params
 from rnnkit.layers import Dropout, Embedding, Linear, Module, make_recurrent
 
@@ -103,6 +104,7 @@ class Seq2Seq(Module):
         self.drop_tgt = Dropout(cfg.dropout, seed=s + 9)
         self.drop_out = Dropout(cfg.dropout, seed=s + 10)
         self._cache = None
+        self._ht = None
 
     @property
     def is_lstm(self):
@@ -137,8 +139,12 @@ class Seq2Seq(Module):
 
     # --- decoder head ------------------------------------------------------------------------------
 
-    def _head(self, dec, keys, src_mask):
-        """Decoder states (T, N, H) -> logits (T, N, V), attention weights (T, N, S) or None."""
+    def _head(self, dec, keys, src_mask, rows=None):
+        """Decoder states (T, N, H) -> logits (T, N, V), attention weights (T, N, S) or None.
+
+        rows: flat indices into the T*N positions, or None for all; with rows the output layer runs only
+        there and the logits are (len(rows), V): the padded positions of a batch never reach the
+        (costly) V-sized layer."""
         alpha = None
         if self.cfg.attention != "none":
             ctx, alpha = self.attn.forward(dec, keys, src_mask)
@@ -146,25 +152,41 @@ class Seq2Seq(Module):
             self._ht = ht
             top = ht
         else:
+            self._ht = None
             top = dec
+        if rows is not None:
+            top = top.reshape(-1, top.shape[-1])[rows]
         return self.out.forward(self.drop_out.forward(top)), alpha
 
-    def forward(self, src, src_mask, tgt_in):
-        """Teacher-forced pass: logits (T, N, V) of the tokens that follow each of `tgt_in`."""
+    def forward(self, src, src_mask, tgt_in, rows=None):
+        """Teacher-forced pass: logits (T, N, V) of the tokens that follow each of `tgt_in` (with `rows`,
+        flat indices of the positions wanted, (len(rows), V) for those only)."""
         keys, state = self.encode(src, src_mask)
         x = self.drop_tgt.forward(self.tgt_emb.forward(tgt_in))
         dec, _ = self.decoder.forward(x, state)
-        logits, _ = self._head(dec, keys, src_mask)
-        self._cache = keys.shape
+        logits, _ = self._head(dec, keys, src_mask, rows)
+        self._cache = (keys.shape, dec.shape, rows)
         return logits
+
+    def loss(self, src, src_mask, tgt_in, tgt_out, tgt_mask):
+        """Mean cross-entropy over the valid target tokens, computing logits only there; then call
+        `backward(dlogits)` with the returned gradient. Same value and gradients as forward over every
+        position + `softmax_cross_entropy(logits, tgt_out, tgt_mask)` (tested), less work."""
+        rows = np.flatnonzero(tgt_mask.reshape(-1))
+        logits = self.forward(src, src_mask, tgt_in, rows)
+        return softmax_cross_entropy(logits, tgt_out.reshape(-1)[rows])
 
     def backward(self, dlogits):
         """Adds every parameter's gradient; the model's forward read bottom-up."""
         if self._cache is None:
             raise RuntimeError("backward called before forward")
-        S, N, _ = self._cache
+        (S, N, _), dec_shape, rows = self._cache
         H = self.cfg.hidden
         dtop = self.drop_out.backward(self.out.backward(dlogits))
+        if rows is not None:  # scatter back to every position; the others get no gradient
+            full = np.zeros((dec_shape[0] * dec_shape[1], dtop.shape[-1]), dtype=dtop.dtype)
+            full[rows] = dtop
+            dtop = full.reshape(dec_shape[0], dec_shape[1], -1)
         dkeys = None
         if self.cfg.attention != "none":
             dpre = dtop * (1 - self._ht * self._ht)  # tanh' = 1 - ht^2
@@ -177,7 +199,7 @@ class Seq2Seq(Module):
         dx, dstate0 = self.decoder.backward(np.ascontiguousarray(ddec), None)
         self.tgt_emb.backward(self.drop_tgt.backward(dx))
         if dkeys is None:
-            dout = np.zeros((S, N, self.K * H), dtype=dlogits.dtype)
+            dout = np.zeros((S, N, self.K * H), dtype=dtop.dtype)
         elif self.sum_keys:
             dout = np.concatenate([dkeys, dkeys], axis=-1)
         else:
