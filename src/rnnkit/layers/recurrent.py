@@ -98,6 +98,10 @@ class _Checkpointed(NamedTuple):
     mask: object  # (T, N) or None
 
 
+# Passes whose largest product has fewer multiply-adds run on one BLAS thread.
+SMALL_PASS_MACS = 16 * 2**20
+
+
 class Recurrent(Module):
     """A stack of `num_layers` recurrent layers of one cell kind, optionally bidirectional.
 
@@ -170,9 +174,22 @@ class Recurrent(Module):
     def _join_state(self, parts):
         return tuple(parts) if self.kind.has_cell_state else parts[0]
 
+    def _small(self, T, N):
+        """True when even the largest product of a pass (the input projection of all steps) is small:
+        then a second BLAS thread only adds hand-offs, ruinous on a busy machine (50x at (50,1,64,64))."""
+        G, H = self.kind.gates, self.hidden_size
+        D = max(self.input_size, H * self.num_directions)
+        return T * N * G * H * (D + H) < SMALL_PASS_MACS
+
     def forward(self, x, state=None, mask=None):
         """x: (T, N, D) -> out (T, N, K*H), final state (L*K, N, H) (a pair for the LSTM)."""
         expect_shape("x", x, (None, None, self.input_size), ("T", "N", "D"))
+        if self._small(x.shape[0], x.shape[1]):
+            with blas_single_thread():
+                return self._forward(x, state, mask)
+        return self._forward(x, state, mask)
+
+    def _forward(self, x, state, mask):
         T, N, _ = x.shape
         mask = check_mask(mask, T, N)
         parts = self._split_state(state, N)
@@ -206,6 +223,13 @@ class Recurrent(Module):
         Adds the parameter gradients into `self.grads`; returns dx (T, N, D) and the initial state's
         gradient. The layers and directions run in the reverse of the forward's order.
         """
+        if hasattr(dout, "shape") and dout.ndim == 3 and self._small(dout.shape[0], dout.shape[1]):
+            with blas_single_thread():
+                return self._backward(dout, dstate)
+        return self._backward(dout, dstate)
+
+    def _backward(self, dout, dstate=None):
+        """`backward` on the threads chosen for its size."""
         if self._caches is None:
             raise RuntimeError("backward called before forward")
         mask, caches = self._caches
