@@ -11,6 +11,10 @@ Control:
     RNNKIT_FAST=0            environment variable: always use the NumPy reference
     rnnkit.kernels.set_enabled(False) / with rnnkit.kernels.reference(): the same, from code
     rnnkit.kernels.status()  -> dict saying whether the fast path is in use and why not
+
+Threads: small per-step products (and small layer passes, and `step()`) switch NumPy's OpenBLAS to one
+thread for their duration and back (`set_blas_threads`); a program that runs NumPy from several Python
+threads at once may see that setting change under it.
 """
 
 from __future__ import annotations
