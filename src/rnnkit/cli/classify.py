@@ -60,12 +60,13 @@ def register(sub, train_sub):
     m.add_argument("--hidden", type=int, default=128, help="hidden size per direction")
     m.add_argument("--layers", type=int, default=1)
     m.add_argument("--pooling", default="max", choices=POOLINGS, help="over each sentence's valid steps")
-    m.add_argument("--embed-dropout", type=float, default=0.3)
-    m.add_argument("--word-dropout", type=float, default=0.0,
+    m.add_argument("--embed-dropout", type=float, default=0.5)
+    m.add_argument("--word-dropout", type=float, default=0.1,
                    help="training only: probability of replacing a word by <unk>")
-    m.add_argument("--dropout", type=float, default=0.3, help="before the output layer")
+    m.add_argument("--dropout", type=float, default=0.5, help="before the output layer")
     m.add_argument("--layer-dropout", type=float, default=0.0, help="between stacked layers")
-    m.add_argument("--embed-init-std", type=float, default=1.0)
+    m.add_argument("--embed-init-std", type=float, default=0.1,
+                   help="initial embeddings N(0, std^2); 0.1 beat PyTorch's 1.0 on SST-2 (docs/RESULTS.md)")
     t = p.add_argument_group("training")
     t.add_argument("--out", default="runs/classify", help="run directory")
     t.add_argument("--batch-size", type=int, default=64)
