@@ -1,7 +1,7 @@
 """Many-to-one sentence classifier: read a whole (padded) sentence, give one answer.
 
-    idx (T, N) -> [word dropout] -> Embedding -> Dropout -> (bi)RNN/GRU/LSTM -> pooling over valid steps -> Dropout
-               -> Linear -> logits (N, C)
+    idx (T, N) -> [word dropout] -> Embedding -> Dropout -> (bi)RNN/GRU/LSTM
+               -> pooling over valid steps -> Dropout -> Linear -> logits (N, C)
 
 Dimensions, declared once for this module:
     T  time steps    N  batch size    E  embedding size    H  hidden size    K  directions (1 or 2)
