@@ -76,9 +76,19 @@ def read_json(path, what="file"):
     return obj
 
 
+def _safetensors():
+    """The optional `safetensors` package, or a UserError saying how to install it."""
+    try:
+        import safetensors
+        import safetensors.numpy
+    except ImportError:
+        raise UserError("checkpoints need the safetensors package: pip install 'rnnkit[train]'") from None
+    return safetensors
+
+
 def save_checkpoint(run_dir, name, arrays: dict, task: str, meta: dict):
     """Write checkpoint `name` (e.g. "last", "best") into `run_dir` atomically."""
-    from safetensors.numpy import save
+    save = _safetensors().numpy.save
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -104,8 +114,8 @@ def has_checkpoint(run_dir, name="last"):
 
 def load_checkpoint(run_dir, name="last", task=None):
     """Return (arrays, meta, task) of checkpoint `name`; anything but a valid one is a UserError."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load
+    st = _safetensors()
+    SafetensorError, load = st.SafetensorError, st.numpy.load
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
