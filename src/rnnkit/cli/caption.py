@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnkit.cli._training import add_optimization_args, explicit, train_config
 from rnnkit.errors import UserError
 
 MODEL_DEFAULTS = {"cell": "lstm", "embed": 128, "hidden": 256, "channels": "16,32,64", "pool": "avg",
@@ -57,17 +58,7 @@ def register(sub, train_sub):
     m.add_argument("--seed", type=int, help="seed of the weights, dropout and batch order (0)")
     t = p.add_argument_group("training")
     t.add_argument("--batch", type=int, help="images per batch, each with all of its captions (16)")
-    t.add_argument("--steps", type=int, help="total updates (2000; with --minutes only: no step limit)")
-    t.add_argument("--minutes", type=float, help="wall-clock budget of this invocation")
-    t.add_argument("--optimizer", choices=["sgd", "adam", "adamw", "rmsprop", "adagrad"], help="(adam)")
-    t.add_argument("--lr", type=float, help="learning rate (2e-3)")
-    t.add_argument("--weight-decay", type=float, help="(0)")
-    t.add_argument("--clip", type=float, help="global gradient-norm clip, 0 for none (5)")
-    t.add_argument("--schedule", choices=["constant", "cosine", "step"], help="(constant)")
-    t.add_argument("--warmup", type=int, help="warmup steps of the cosine schedule (0)")
-    t.add_argument("--eval-every", type=int, help="steps between validation passes (100)")
-    t.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (100)")
-    t.add_argument("--patience", type=int, help="stop after this many evaluations without improvement")
+    add_optimization_args(t, TRAIN_DEFAULTS)
     t.add_argument("--monitor", choices=["val_bleu4", "val_loss"],
                    help="what picks the best checkpoint: dev loss, or dev BLEU-4 of greedy captions "
                         "(noisy on 113 dev images) (val_loss)")
@@ -180,10 +171,6 @@ def load_data(images, captions, size, skip_bad_rows, encoding="utf-8", quiet=Fal
     return caps, imgs, inputs, report
 
 
-def _explicit(args, defaults):
-    return {k: getattr(args, k) for k in defaults if getattr(args, k, None) is not None}
-
-
 def _attention_kind(value):
     if isinstance(value, bool) or value is None:  # runs saved when --attention was a plain flag
         return "luong" if value else "none"
@@ -216,11 +203,11 @@ def train(args):
     from rnnkit.models.captioner import Captioner, CaptionerConfig
     from rnnkit.train.batches import IndexBatches
     from rnnkit.train.checkpoint import load_checkpoint, prepare_run_dir
-    from rnnkit.train.loop import TrainConfig, fit
+    from rnnkit.train.loop import fit
 
     out = Path(args.out)
-    model_opts, data_opts = _explicit(args, MODEL_DEFAULTS), _explicit(args, DATA_DEFAULTS)
-    train_opts = _explicit(args, TRAIN_DEFAULTS)
+    model_opts, data_opts = explicit(args, MODEL_DEFAULTS), explicit(args, DATA_DEFAULTS)
+    train_opts = explicit(args, TRAIN_DEFAULTS)
     _check_args({**model_opts, **data_opts, **train_opts})
     if args.resume and args.force:
         raise UserError("--resume and --force: choose one")
@@ -297,13 +284,8 @@ def train(args):
 
     source = IndexBatches(len(train_names), train_args["batch"], seed=cfg.seed, collate=collate)
     monitor = train_args["monitor"] if dev is not None else "none"
-    tcfg = TrainConfig(steps=train_args["steps"], minutes=train_args["minutes"],
-                       optimizer=train_args["optimizer"], lr=train_args["lr"],
-                       weight_decay=train_args["weight_decay"], clip=train_args["clip"],
-                       schedule=train_args["schedule"], warmup=train_args["warmup"],
-                       eval_every=train_args["eval_every"], checkpoint_every=train_args["checkpoint_every"],
-                       patience=train_args["patience"], seed=cfg.seed, monitor=monitor,
-                       monitor_mode="max" if monitor == "val_bleu4" else "min")
+    tcfg = train_config(train_args, cfg.seed, monitor,
+                        "max" if monitor == "val_bleu4" else "min")
     config = {"model": model.config_dict(), "vocab": vocab.to_dict(), "model_args": model_args,
               "data_args": data_args, "train_args": train_args,
               "images": str(Path(args.images).resolve()), "captions": str(Path(args.captions).resolve()),

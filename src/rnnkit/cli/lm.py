@@ -17,11 +17,12 @@ import numpy as np
 
 from rnnkit.data.text import CharVocab, read_bytes, decode_bytes, check_encoding, split_ids, \
     stdlib_corpus, text_sha256
+from rnnkit.cli._training import add_optimization_args, explicit, train_config
 from rnnkit.errors import UserError
 from rnnkit.models.lm import CharLM, LMConfig, LMTask, evaluate_stream, sample as sample_ids
 from rnnkit.train.batches import StreamBatches
-from rnnkit.train.checkpoint import load_checkpoint, prepare_run_dir, read_json
-from rnnkit.train.loop import TrainConfig, fit
+from rnnkit.train.checkpoint import load_checkpoint, prepare_run_dir
+from rnnkit.train.loop import fit
 
 # Defaults of the flags (argparse defaults are None, so a resumed run can tell what the user set).
 MODEL_DEFAULTS = {"cell": "lstm", "hidden": 256, "layers": 2, "embed": 64, "dropout": 0.0, "seed": 0}
@@ -52,20 +53,10 @@ def register(sub, train_sub):
     t = p.add_argument_group("training")
     t.add_argument("--seq-len", type=int, help="truncated-BPTT chunk length k (64)")
     t.add_argument("--batch", type=int, help="parallel streams N (32)")
-    t.add_argument("--steps", type=int, help="total updates (1000; with --minutes only: no step limit)")
-    t.add_argument("--minutes", type=float, help="wall-clock budget of this invocation")
-    t.add_argument("--optimizer", choices=["sgd", "adam", "adamw", "rmsprop", "adagrad"], help="(adam)")
-    t.add_argument("--lr", type=float, help="peak learning rate (2e-3)")
-    t.add_argument("--weight-decay", type=float, help="(0)")
-    t.add_argument("--clip", type=float, help="global gradient-norm clip, 0 for none (5)")
-    t.add_argument("--schedule", choices=["constant", "cosine", "step"], help="learning-rate schedule")
-    t.add_argument("--warmup", type=int, help="warmup steps of the cosine schedule (0)")
-    t.add_argument("--eval-every", type=int, help="steps between validation passes (200)")
+    add_optimization_args(t, TRAIN_DEFAULTS)
     t.add_argument("--eval-chars", type=int,
                    help="validation characters used during training (100000; 0: all); `rnnkit eval` "
                         "always uses all")
-    t.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (200)")
-    t.add_argument("--patience", type=int, help="stop after this many evaluations without improvement")
     t.add_argument("--bptt-checkpoint", type=_k_or_sqrt, metavar="K",
                    help="recompute BPTT: keep every K-th state (or 'sqrt': every sqrt(seq-len)-th) and "
                         "recompute the rest in backward; same gradients, less memory, more time")
@@ -130,10 +121,6 @@ def load_corpus(data, encoding, as_bytes):
 # --- train -----------------------------------------------------------------------------------------
 
 
-def _explicit(args, keys):
-    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
-
-
 def _check_positive(opts):
     for k in ("hidden", "layers", "embed", "batch", "seq_len"):
         if k in opts and opts[k] < 1:
@@ -157,9 +144,9 @@ def apply_bptt_checkpoint(model, k):
 
 def train(args):
     out = Path(args.out)
-    model_opts = _explicit(args, MODEL_DEFAULTS)
-    data_opts = _explicit(args, DATA_DEFAULTS)
-    train_opts = _explicit(args, TRAIN_DEFAULTS)
+    model_opts = explicit(args, MODEL_DEFAULTS)
+    data_opts = explicit(args, DATA_DEFAULTS)
+    train_opts = explicit(args, TRAIN_DEFAULTS)
     _check_positive({**model_opts, **data_opts, **train_opts})
     if args.resume and args.force:
         raise UserError("--resume and --force: choose one")
@@ -215,13 +202,8 @@ def train(args):
     source = StreamBatches(train_ids, N, T, seed=lm_cfg.seed)
     eval_chars = train_args["eval_chars"] or None
     task = LMTask(model, val_ids if len(val_ids) >= 2 else None, eval_chars=eval_chars)
-    tcfg = TrainConfig(steps=train_args["steps"], minutes=train_args["minutes"],
-                       optimizer=train_args["optimizer"], lr=train_args["lr"],
-                       weight_decay=train_args["weight_decay"], clip=train_args["clip"],
-                       schedule=train_args["schedule"], warmup=train_args["warmup"],
-                       eval_every=train_args["eval_every"], checkpoint_every=train_args["checkpoint_every"],
-                       patience=train_args["patience"], seed=lm_cfg.seed,
-                       monitor="val_loss" if task.val_ids is not None else "none")
+    tcfg = train_config(train_args, lm_cfg.seed,
+                        monitor="val_loss" if task.val_ids is not None else "none")
     config = {"model": lm_cfg.__dict__, "vocab": vocab.to_json(), "corpus": info,
               "data_args": data_args, "train_extra": {"eval_chars": train_args["eval_chars"],
                                                       "bptt_checkpoint": train_args["bptt_checkpoint"]}}
@@ -319,7 +301,7 @@ def evaluate(args):
         text, info = load_corpus(data_args["data"], data_args["encoding"], as_bytes)
         saved = cfg.get("corpus", {})
         if saved.get("sha256") and saved["sha256"] != info["sha256"]:
-            print(f"rnnkit: warning: the run's corpus has changed since training", file=sys.stderr)
+            print("rnnkit: warning: the run's corpus has changed since training", file=sys.stderr)
         ids = vocab.encode(text, data_args["data"] or "the default corpus")
         _, ids = split_ids(ids, data_args["val_frac"])
         what, source = "validation", data_args["data"] or "the default corpus"
