@@ -48,3 +48,12 @@ def train_config(train_args, seed, monitor="val_loss", monitor_mode="min"):
                        checkpoint_every=train_args["checkpoint_every"],
                        patience=train_args["patience"], seed=seed, monitor=monitor,
                        monitor_mode=monitor_mode)
+
+
+def add_run_args(group, default_out):
+    """--out --resume --force --no-progress --json: where a run lives and how it reports."""
+    group.add_argument("--out", default=default_out, help=f"run directory ({default_out})")
+    group.add_argument("--resume", action="store_true", help="continue the run in --out")
+    group.add_argument("--force", action="store_true", help="start over in an existing --out")
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    group.add_argument("--json", action="store_true", help="print the final figures as JSON")

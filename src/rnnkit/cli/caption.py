@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnkit.cli._training import add_optimization_args, explicit, train_config
+from rnnkit.cli._training import add_optimization_args, add_run_args, explicit, train_config
 from rnnkit.errors import UserError
 
 MODEL_DEFAULTS = {"cell": "lstm", "embed": 128, "hidden": 256, "channels": "16,32,64", "pool": "avg",
@@ -62,12 +62,7 @@ def register(sub, train_sub):
     t.add_argument("--monitor", choices=["val_bleu4", "val_loss"],
                    help="what picks the best checkpoint: dev loss, or dev BLEU-4 of greedy captions "
                         "(noisy on 113 dev images) (val_loss)")
-    r = p.add_argument_group("run")
-    r.add_argument("--out", default="runs/caption", help="run directory (runs/caption)")
-    r.add_argument("--resume", action="store_true", help="continue the run in --out")
-    r.add_argument("--force", action="store_true", help="start over in an existing --out")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
-    r.add_argument("--json", action="store_true", help="print the final figures as JSON")
+    add_run_args(p.add_argument_group("run"), "runs/caption")
     p.set_defaults(func=train)
 
     c = sub.add_parser("caption", help="caption images with a trained captioning run")

@@ -17,7 +17,7 @@ import numpy as np
 
 from rnnkit.data.text import CharVocab, read_bytes, decode_bytes, check_encoding, split_ids, \
     stdlib_corpus, text_sha256
-from rnnkit.cli._training import add_optimization_args, explicit, train_config
+from rnnkit.cli._training import add_optimization_args, add_run_args, explicit, train_config
 from rnnkit.errors import UserError
 from rnnkit.models.lm import CharLM, LMConfig, LMTask, evaluate_stream, sample as sample_ids
 from rnnkit.train.batches import StreamBatches
@@ -60,12 +60,7 @@ def register(sub, train_sub):
     t.add_argument("--bptt-checkpoint", type=_k_or_sqrt, metavar="K",
                    help="recompute BPTT: keep every K-th state (or 'sqrt': every sqrt(seq-len)-th) and "
                         "recompute the rest in backward; same gradients, less memory, more time")
-    r = p.add_argument_group("run")
-    r.add_argument("--out", default="runs/lm", help="run directory (runs/lm)")
-    r.add_argument("--resume", action="store_true", help="continue the run in --out")
-    r.add_argument("--force", action="store_true", help="start over in an existing --out")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
-    r.add_argument("--json", action="store_true", help="print the final figures as JSON")
+    add_run_args(p.add_argument_group("run"), "runs/lm")
     p.set_defaults(func=train)
 
     s = sub.add_parser("sample", help="sample text from a trained language model",
