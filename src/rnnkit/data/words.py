@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rnnkit.train.batches import EpochBatches
+
 # A clitic at the end of a word: n't, 's, 're, 've, 'll, 'd, 'm (straight or curly apostrophe).
 _CLITIC = re.compile(r"(?i)(\w)(n['\u2019]t|['\u2019](?:s|re|ve|ll|d|m))\b")
 _TOKEN = re.compile(
@@ -93,12 +95,12 @@ def pad_batch(seqs, pad_id: int = 0, dtype=np.int64):
     return idx, mask
 
 
-class BucketBatches:
+class BucketBatches(EpochBatches):
     """Endless mini-batches of item indices, grouped by length so little of each batch is padding.
 
     Each epoch: shuffle the items, cut them into pools of `pool` batches, sort each pool by length, cut
     it into batches and shuffle the order of all the epoch's batches. `collate(indices)` turns a batch
-    of indices into arrays. Resumable like `rnnkit.train.batches.IndexBatches`: the state is the epoch,
+    of indices into arrays. Resumable (`EpochBatches`): the state is the epoch,
     the position and the RNG state from before the epoch was drawn (JSON).
     """
 
@@ -107,13 +109,8 @@ class BucketBatches:
         self.lengths = np.asarray(lengths, dtype=np.int64)
         if self.lengths.ndim != 1 or len(self.lengths) < 1 or batch_size < 1 or pool < 1:
             raise ValueError("need at least one item, a positive batch size and a positive pool")
-        self.batch_size, self.pool, self.shuffle = batch_size, pool, shuffle
-        self.collate = collate or (lambda idx: idx)
-        self.rng = np.random.default_rng(seed)
-        self.epoch = 0
-        self.batches = None
-        self.pos = 0
-        self._rng_at_epoch = None
+        super().__init__(seed, collate, shuffle)
+        self.batch_size, self.pool = batch_size, pool
 
     def epoch_batches(self, rng=None):
         """The list of index arrays for one epoch (sorted by length and unshuffled without `rng`)."""
@@ -128,29 +125,3 @@ class BucketBatches:
         if rng is not None:
             out = [out[i] for i in rng.permutation(len(out))]
         return out
-
-    def _draw(self):
-        self._rng_at_epoch = self.rng.bit_generator.state
-        self.batches = self.epoch_batches(self.rng if self.shuffle else None)
-
-    def next_batch(self):
-        if self.batches is None or self.pos >= len(self.batches):
-            self._draw()
-            self.epoch += 1
-            self.pos = 0
-        idx = self.batches[self.pos]
-        self.pos += 1
-        return self.collate(idx)
-
-    def state_dict(self) -> dict:
-        started = self.batches is not None
-        return {"epoch": self.epoch, "pos": self.pos, "started": started,
-                "rng": self._rng_at_epoch if started else self.rng.bit_generator.state}
-
-    def load_state_dict(self, d: dict):
-        self.epoch, self.pos = int(d["epoch"]), int(d["pos"])
-        self.rng.bit_generator.state = d["rng"]
-        if d.get("started"):
-            self._draw()
-        else:
-            self.batches = None

@@ -75,42 +75,40 @@ class StreamBatches:
         self.rng.bit_generator.state = d["rng"]
 
 
-class IndexBatches:
-    """Endless mini-batches of indices into `n` items, reshuffled each epoch; `collate(indices)` turns
-    them into the batch (e.g. padded arrays and a mask). The last short batch of an epoch is kept unless
-    `drop_last`."""
+class EpochBatches:
+    """Endless batches drawn one epoch at a time: a subclass says how an epoch is cut into batches of
+    indices (`epoch_batches(rng)`), `collate(indices)` turns each into the batch. Resumable: the state is
+    the epoch, the position and the RNG state from before the epoch was drawn (the epoch's batches are
+    re-drawn from it, so the JSON stays small)."""
 
-    def __init__(self, n: int, batch_size: int, seed: int = 0, collate=None, shuffle: bool = True,
-                 drop_last: bool = False):
-        if n < 1 or batch_size < 1:
-            raise ValueError("need at least one item and a positive batch size")
-        self.n, self.batch_size = n, batch_size
+    def __init__(self, seed: int = 0, collate=None, shuffle: bool = True):
         self.collate = collate or (lambda idx: idx)
-        self.shuffle, self.drop_last = shuffle, drop_last
+        self.shuffle = shuffle
         self.rng = np.random.default_rng(seed)
         self.epoch = 0
-        self.order = None
+        self.batches = None
         self.pos = 0
+        self._rng_at_epoch = None
 
-    def _draw_order(self):
-        self._rng_at_epoch = self.rng.bit_generator.state  # the permutation is re-drawn from it
-        self.order = self.rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+    def epoch_batches(self, rng=None) -> list:
+        """One epoch's list of index arrays; `rng` None means no shuffling."""
+        raise NotImplementedError
+
+    def _draw(self):
+        self._rng_at_epoch = self.rng.bit_generator.state
+        self.batches = self.epoch_batches(self.rng if self.shuffle else None)
 
     def next_batch(self):
-        end = self.pos + self.batch_size
-        if self.order is None or self.pos >= self.n or (self.drop_last and end > self.n):
-            self._draw_order()
+        if self.batches is None or self.pos >= len(self.batches):
+            self._draw()
             self.epoch += 1
             self.pos = 0
-            end = self.batch_size
-        idx = self.order[self.pos:end]
-        self.pos = end
+        idx = self.batches[self.pos]
+        self.pos += 1
         return self.collate(idx)
 
     def state_dict(self) -> dict:
-        # The RNG state from before the current epoch's permutation, not the permutation itself, so the
-        # JSON stays small; loading re-draws the same permutation.
-        started = self.order is not None
+        started = self.batches is not None
         return {"epoch": self.epoch, "pos": self.pos, "started": started,
                 "rng": self._rng_at_epoch if started else self.rng.bit_generator.state}
 
@@ -118,6 +116,24 @@ class IndexBatches:
         self.epoch, self.pos = int(d["epoch"]), int(d["pos"])
         self.rng.bit_generator.state = d["rng"]
         if d.get("started"):
-            self._draw_order()
+            self._draw()
         else:
-            self.order = None
+            self.batches = None
+
+
+class IndexBatches(EpochBatches):
+    """Endless mini-batches of indices into `n` items, reshuffled each epoch. The last short batch of an
+    epoch is kept unless `drop_last`."""
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0, collate=None, shuffle: bool = True,
+                 drop_last: bool = False):
+        if n < 1 or batch_size < 1 or (drop_last and n < batch_size):
+            raise ValueError("need at least one item (a full batch with drop_last) and a positive "
+                             "batch size")
+        super().__init__(seed, collate, shuffle)
+        self.n, self.batch_size, self.drop_last = n, batch_size, drop_last
+
+    def epoch_batches(self, rng=None):
+        order = rng.permutation(self.n) if rng is not None else np.arange(self.n)
+        stop = self.n - self.n % self.batch_size if self.drop_last else self.n
+        return [order[i:i + self.batch_size] for i in range(0, stop, self.batch_size)]
