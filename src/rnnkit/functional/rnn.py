@@ -17,7 +17,7 @@ from typing import NamedTuple
 from rnnkit import kernels
 from rnnkit.backend import get_array_module
 from rnnkit.functional._checks import check_recurrent_args, expect_float, expect_shape
-from rnnkit.functional.lstm import _bytes, _step_gates
+from rnnkit.functional.lstm import _bytes, _step_gates, input_and_weight_grads
 from rnnkit.kernels.workspace import empty
 
 NONLINEARITIES = ("tanh", "relu")
@@ -118,17 +118,7 @@ def rnn_backward(dh, cache, dhT=None, trace=None, *, workspace=None):
         _rnn_backward_loop(dh, h, WhT, mask, nonlinearity, dh_next, da, trace_dh, xp)
     if trace is not None:
         trace_dh[0] = dh_next
-    da2 = da.reshape(T * N, H)
-    dx = (da2 @ Wx.T).reshape(T, N, D)
-    # [dWx; dWh] = [x, h_{t-1}]^T da: one taller product instead of two
-    xh = empty(workspace, (T * N, D + H), x.dtype, xp)
-    xh[:, :D] = x.reshape(T * N, D)
-    xh[:, D:] = h[:-1].reshape(T * N, H)
-    dW = xh.T @ da2
-    dWx, dWh = dW[:D], dW[D:]
-    db = da2.sum(axis=0)
-    if workspace is not None:
-        workspace.give(da, xh)
+    dx, dWx, dWh, db = input_and_weight_grads(x, h, da, Wx, workspace, xp)
     return dx, dh_next, dWx, dWh, db
 
 
