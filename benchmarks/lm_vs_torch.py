@@ -23,9 +23,25 @@ import sys
 import time
 from pathlib import Path
 
-THREADS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-for _k, _v in THREADS.items():  # before NumPy is imported, so its BLAS starts with one thread
-    os.environ.setdefault(_k, _v)
+
+
+def _threads_arg(argv):
+    """`--threads N` from the command line, read before NumPy is imported (its BLAS reads the env once)."""
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--threads="):
+            return a.split("=", 1)[1]
+    return None
+
+
+_N_THREADS = _threads_arg(sys.argv)
+THREADS = {k: _N_THREADS or "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+for _k, _v in THREADS.items():  # before NumPy is imported, so its BLAS starts with that many threads
+    if _N_THREADS:
+        os.environ[_k] = _v
+    else:
+        os.environ.setdefault(_k, _v)
 
 import numpy as np  # noqa: E402
 
@@ -106,7 +122,7 @@ class TorchTrainer:
     def __init__(self, args, V, model):
         import torch
 
-        torch.set_num_threads(1)
+        torch.set_num_threads(args.threads)
         self.torch, self.model = torch, model
         self.opt = torch.optim.Adam(model.parameters(), lr=args.lr)
         self.clip = args.clip
@@ -159,7 +175,7 @@ def run(args):
     else:
         trainer = TorchTrainer(args, V, build_torch(args, V, init))
     source = StreamBatches(train_ids, args.batch, args.seq_len, seed=args.seed)
-    eval_ids = val_ids[: args.eval_chars + 1]
+    eval_ids = val_ids[: args.eval_chars + 1] if args.eval_chars > 0 else val_ids  # 0: the whole split
     log = open(args.log, "w", encoding="utf-8")
 
     def write(rec):
@@ -194,7 +210,8 @@ def run(args):
             next_eval += args.eval_minutes * 60
             if args.target and val <= args.target and reached is None:
                 reached = train_s / 60
-                break
+                if args.stop_at_target:
+                    break
     full = trainer.evaluate(val_ids)
     write({"kind": "final", "train_min": round(train_s / 60, 3), "cpu_min": round(cpu_s / 60, 3),
            "step": step, "tokens": tokens,
@@ -208,14 +225,16 @@ def both(args):
     env = {**os.environ, **THREADS}
     common = [sys.executable, __file__, "run", "--data", str(args.data), "--minutes", str(args.minutes),
               "--eval-minutes", str(args.eval_minutes), "--eval-chars", str(args.eval_chars),
-              "--clock", args.clock]
+              "--clock", args.clock, "--threads", str(args.threads)] + [a for a in args.model_args if a != "--"]
     if args.target:
-        common += ["--target", str(args.target)]
+        common += ["--target", str(args.target)] + (["--stop-at-target"] if args.stop_at_target else [])
     procs = []
     for impl in ("rnnkit", "torch"):
         with open(out / f"{impl}.out", "w") as f:
             procs.append(subprocess.Popen(common + ["--impl", impl, "--log", str(out / f"{impl}.jsonl")],
                                           env=env, stdout=f, stderr=subprocess.STDOUT))
+        if args.sequential:  # each gets the whole machine in turn
+            procs[-1].wait()
     for p in procs:
         p.wait()
     report(argparse.Namespace(dir=out))
@@ -258,9 +277,13 @@ def main(argv=None):
         s.add_argument("--minutes", type=float, default=30.0)
         s.add_argument("--eval-minutes", type=float, default=3.0)
         s.add_argument("--eval-chars", type=int, default=30000)
-        s.add_argument("--target", type=float, default=None)
+        s.add_argument("--target", type=float, default=None,
+                       help="validation loss to report the first crossing of")
+        s.add_argument("--stop-at-target", action="store_true", help="stop at the first crossing")
         s.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                        help="what --minutes counts: wall-clock training time, or this process's CPU time")
+        s.add_argument("--threads", type=int, default=1,
+                       help="BLAS / torch threads of each implementation (default 1)")
         if name == "run":
             s.add_argument("--impl", choices=["rnnkit", "torch"], required=True)
             s.add_argument("--log", required=True)
@@ -276,6 +299,11 @@ def main(argv=None):
             s.set_defaults(func=run)
         else:
             s.add_argument("--out", required=True)
+            s.add_argument("--sequential", action="store_true",
+                           help="run rnnkit, then PyTorch, each with the machine to itself")
+            s.add_argument("model_args", nargs=argparse.REMAINDER,
+                           help="after --: model and optimizer flags passed to both runs "
+                                "(e.g. -- --dropout 0.2)")
             s.set_defaults(func=both)
     r = sub.add_parser("report")
     r.add_argument("dir")

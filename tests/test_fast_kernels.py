@@ -64,6 +64,37 @@ def test_fast_equals_reference(cell, dtype, tol, masked, shape):
         assert rel_error(a, b) < tol, (i, rel_error(a, b))
 
 
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-13), (np.float32, 2e-6)])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_rows_split_across_threads_equal_reference(cell, dtype, tol, masked, monkeypatch):
+    """The time loop cut into row ranges run on worker threads (here three uneven parts of 19 rows,
+    whatever this machine's thread count) gives what the reference gives."""
+    monkeypatch.setattr(kernels, "SPLIT_MIN_MACS", 0)
+    monkeypatch.setattr(kernels, "SPLIT_MIN_ROWS", 1)
+    monkeypatch.setattr(kernels, "threads", lambda: 3)
+    assert kernels.row_parts(6, 19, 1, 3) == [(0, 6), (6, 12), (12, 19)]
+    split_calls, run_parallel = [], kernels._run_parallel
+    monkeypatch.setattr(kernels, "_run_parallel",
+                        lambda fn, calls: (split_calls.append(len(calls)), run_parallel(fn, calls)))
+    shape = (6, 19, 7, 36)
+    fast = _run(cell, dtype, masked, np.random.default_rng(4), "tanh", shape)
+    assert split_calls == [3, 3]  # forward and backward each ran as three row ranges
+    with kernels.reference():
+        ref = _run(cell, dtype, masked, np.random.default_rng(4), "tanh", shape)
+    for i, (a, b) in enumerate(zip(fast, ref)):
+        assert rel_error(a, b) < tol, (i, rel_error(a, b))
+
+
+def test_row_parts_keep_register_tiles_and_skip_small_work(monkeypatch):
+    monkeypatch.setattr(kernels, "SPLIT_MIN_MACS", 1000)
+    assert kernels.row_parts(100, 32, 512 * 2048, 2) == [(0, 16), (16, 32)]
+    assert kernels.row_parts(100, 40, 512 * 2048, 2) == [(0, 16), (16, 40)]
+    assert kernels.row_parts(100, 1, 512 * 2048, 2) == [(0, 1)]  # sampling: one row
+    assert kernels.row_parts(1, 2, 10, 2) == [(0, 2)]  # too little work to hand off
+    assert kernels.row_parts(100, 32, 512 * 2048, 1) == [(0, 32)]
+
+
 def test_reference_switch_really_switches():
     """Guard for the test above: the fast path is on by default here, and off under reference()."""
     assert kernels.kernel("lstm_fw", np.float64) is not None

@@ -176,10 +176,13 @@ def sampling(chars=1000, H=512, L=2, V=65, round_chars=100, torch_too=True):
 
 
 def set_threads(n):
-    """Use n threads in NumPy's BLAS (OpenBLAS wheels) and in PyTorch, when present."""
+    """Use n threads in rnnkit (or NumPy's BLAS, without the fast path) and in PyTorch, when present."""
     from rnnkit import kernels
 
-    kernels.set_blas_threads(n)
+    if kernels.status()["available"]:
+        kernels.set_threads(n)
+    else:
+        kernels.set_blas_threads(n)
     try:
         import torch
 
@@ -196,7 +199,8 @@ def machine_info():
 
     info = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "python": platform.python_version(), "numpy": np.__version__, "machine": platform.machine(),
-            "cpu": _cpu_model(), "cores": os.cpu_count(), "blas_threads": kernels.blas_threads(),
+            "cpu": _cpu_model(), "cores": os.cpu_count(), "rnnkit_threads": kernels.threads(),
+            "blas_threads": kernels.blas_threads(),
             "fast_path": kernels.status()}
     try:
         info["load_average"] = os.getloadavg()

@@ -56,7 +56,7 @@ def gru_forward(x, h0, Wx, Wh, b, bhn, mask=None, *, workspace=None):
     h = xp.empty((T + 1, N, H), dtype=x.dtype)
     h[0] = h0
     gates = empty(workspace, (T, N, 3 * H), x.dtype, xp)
-    xp.matmul(x.reshape(T * N, D), Wx, out=gates.reshape(T * N, 3 * H))  # hoisted input projection
+    kernels.matmul(x.reshape(T * N, D), Wx, out=gates.reshape(T * N, 3 * H))  # hoisted input projection
     gates += b
     hn = empty(workspace, (T, N, H), x.dtype, xp)
     hW = xp.empty((N, 3 * H), dtype=x.dtype)
@@ -123,9 +123,9 @@ def gru_backward(dh, cache, dhT=None, trace=None, *, workspace=None):
         trace_dh[0] = dh_next
     dxa2 = dxa.reshape(T * N, 3 * H)
     dha2 = dha.reshape(T * N, 3 * H)
-    dx = (dxa2 @ Wx.T).reshape(T, N, D)
-    dWx = x.reshape(T * N, D).T @ dxa2
-    dWh = h[:-1].reshape(T * N, H).T @ dha2
+    dx = kernels.matmul(dxa2, Wx.T).reshape(T, N, D)
+    dWx = kernels.matmul(x.reshape(T * N, D).T, dxa2)
+    dWh = kernels.matmul(h[:-1].reshape(T * N, H).T, dha2)
     db = dxa2.sum(axis=0)
     dbhn = dha2[:, 2 * H :].sum(axis=0)
     if workspace is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from rnnkit import kernels
 from rnnkit.backend import get_array_module
 from rnnkit.functional._checks import check_mask, expect_shape
 
@@ -46,7 +47,8 @@ def affine_forward(x, W, b):
     expect_shape("W", W, (x.shape[-1], None), ("D", "V"))
     expect_shape("b", b, (W.shape[1],), ("V",))
     D = x.shape[-1]
-    out = x.reshape(-1, D) @ W + b
+    out = kernels.matmul(x.reshape(-1, D), W)
+    out += b
     return out.reshape(x.shape[:-1] + (W.shape[1],)), (x, W)
 
 
@@ -55,8 +57,8 @@ def affine_backward(dout, cache):
     x, W = cache
     D, V = W.shape
     d2 = dout.reshape(-1, V)
-    dx = (d2 @ W.T).reshape(x.shape)
-    dW = x.reshape(-1, D).T @ d2
+    dx = kernels.matmul(d2, W.T).reshape(x.shape)
+    dW = kernels.matmul(x.reshape(-1, D).T, d2)
     db = d2.sum(axis=0)
     return dx, dW, db
 

@@ -71,7 +71,7 @@ def lstm_forward(x, h0, c0, Wx, Wh, b, mask=None, *, workspace=None):
     tanh_c = empty(workspace, (T, N, H), x.dtype, xp)
     # The input projection of every step at once: one (T*N, D) @ (D, 4H) product outside the loop.
     gates = empty(workspace, (T, N, 4 * H), x.dtype, xp)
-    xp.matmul(x.reshape(T * N, D), Wx, out=gates.reshape(T * N, 4 * H))
+    kernels.matmul(x.reshape(T * N, D), Wx, out=gates.reshape(T * N, 4 * H))
     gates += b
     fast = kernels.kernel("lstm_fw", x.dtype, x, Wh)
     if fast is not None:  # the same loop compiled (rnnkit.kernels), tested equal to the one below
@@ -118,11 +118,11 @@ def input_and_weight_grads(x, h, da, Wx, workspace, xp):
     T, N, D = x.shape
     H = h.shape[-1]
     da2 = da.reshape(T * N, da.shape[-1])
-    dx = (da2 @ Wx.T).reshape(T, N, D)
+    dx = kernels.matmul(da2, Wx.T).reshape(T, N, D)
     xh = empty(workspace, (T * N, D + H), x.dtype, xp)
     xh[:, :D] = x.reshape(T * N, D)
     xh[:, D:] = h[:-1].reshape(T * N, H)
-    dW = xh.T @ da2
+    dW = kernels.matmul(xh.T, da2)
     if workspace is not None:
         workspace.give(da, xh)
     return dx, dW[:D], dW[D:], da2.sum(axis=0)

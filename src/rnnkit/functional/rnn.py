@@ -63,7 +63,7 @@ def rnn_forward(x, h0, Wx, Wh, b, mask=None, nonlinearity="tanh"):
     xp = get_array_module(x)
     h = xp.empty((T + 1, N, H), dtype=x.dtype)
     h[0] = h0
-    h[1:] = (x.reshape(T * N, D) @ Wx).reshape(T, N, H)  # hoisted input projection
+    kernels.matmul(x.reshape(T * N, D), Wx, out=h[1:].reshape(T * N, H))  # hoisted input projection
     h[1:] += b
     fast = kernels.kernel("rnn_fw", x.dtype, x, Wh)
     if fast is not None:  # the same loop compiled (rnnkit.kernels), tested equal to the one below

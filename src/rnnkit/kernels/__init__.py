@@ -12,9 +12,13 @@ Control:
     rnnkit.kernels.set_enabled(False) / with rnnkit.kernels.reference(): the same, from code
     rnnkit.kernels.status()  -> dict saying whether the fast path is in use and why not
 
-Threads: small per-step products (and small layer passes, and `step()`) switch NumPy's OpenBLAS to one
-thread for their duration and back (`set_blas_threads`); a program that runs NumPy from several Python
-threads at once may see that setting change under it.
+Threads: rnnkit runs its own threads. When the kernels load, the thread count NumPy's OpenBLAS was
+started with (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, else the cores) becomes rnnkit's (`threads()`,
+`set_threads(n)`, or RNNKIT_NUM_THREADS), and OpenBLAS itself is set to one thread: a time loop runs its
+batch rows on that many workers, and the large products (`matmul`) are cut into row or column blocks
+across them. Two thread pools at once (OpenBLAS's busy-waiting workers and rnnkit's) fought over the
+cores and made two threads slower than one (measured: the LM training step 600 ms at two threads, 530 at
+one). NumPy products outside rnnkit then run on one thread; `set_blas_threads(n)` gives them more.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from rnnkit.backend import get_array_module
 
 _HERE = Path(__file__).resolve().parent
 _SOURCES = ("cells.c", "cells_impl.h")
@@ -149,22 +155,27 @@ def _load():
         if not path.exists():
             _compile(path)
         lib = ctypes.CDLL(str(path))
-        if lib.rnnkit_kernels_version() != 5:
+        if lib.rnnkit_kernels_version() != 7:
             raise RuntimeError(f"{path} is not this version of the kernels")
         _declare(lib)
         _state.update(lib=lib, blas=blas)
+        if _pool["threads"] is None:
+            env = os.environ.get("RNNKIT_NUM_THREADS")
+            _pool["threads"] = max(1, int(env) if env else (blas_threads() or 1))
+        set_blas_threads(1)
     except Exception as e:  # noqa: BLE001 - any failure means: use the reference path
         _state["why"] = f"{type(e).__name__}: {e}"
 
 
 _P, _L, _I = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
+_ROWS = [_L, _L, _L, _L, _L]  # T, N, H, and the batch rows [n0, n1) this call runs
 _SIGNATURES = {
-    "lstm_fw": [_L, _L, _L] + [_P] * 6 + [_P, _I],
-    "lstm_bw": [_L, _L, _L] + [_P] * 12 + [_P, _I],
-    "gru_fw": [_L, _L, _L] + [_P] * 7 + [_P, _I],
-    "gru_bw": [_L, _L, _L] + [_P] * 11 + [_P, _I],
-    "rnn_fw": [_L, _L, _L, _P, _P, _P, _I, _P, _I],
-    "rnn_bw": [_L, _L, _L, _P, _P, _P, _P, _I, _P, _P, _P, _P, _P, _I],
+    "lstm_fw": _ROWS + [_P] * 6 + [_P, _I],
+    "lstm_bw": _ROWS + [_P] * 12 + [_P, _I],
+    "gru_fw": _ROWS + [_P] * 7 + [_P, _I],
+    "gru_bw": _ROWS + [_P] * 11 + [_P, _I],
+    "rnn_fw": _ROWS + [_P, _P, _P, _I, _P, _I],
+    "rnn_bw": _ROWS + [_P, _P, _P, _P, _I, _P, _P, _P, _P, _P, _I],
 }
 
 
@@ -204,36 +215,69 @@ def kernel(name, dtype, *arrays):
 
     def call(*args):
         conv = [a.ctypes.data if isinstance(a, np.ndarray) else a for a in args]
-        N, H = args[1], args[2]
-        small = N * H * blocks * H < STEP_THREADS_MIN_MACS
-        threads = _threads()
-        # float32 products on one thread use the kernels' own small-batch gemm (no packing of Wh)
-        flags = ilp64 | (2 if gi == 0 and SMALL_GEMM and (small or threads == 1) else 0)
-        if small and threads > 1:
-            # A small per-step product gains little from a second BLAS thread, and on a busy machine
-            # the threads' hand-offs at every step cost far more than the product (measured: 10x).
-            set_blas_threads(1)
-            try:
-                fn(*conv, gemm, flags)
-            finally:
-                set_blas_threads(threads)
+        T, N, H = args[0], args[1], args[2]
+        rest = conv[3:]
+        # float32: the kernels' own gemm on Wh packed once per call (flags 2|4); float64: BLAS
+        flags = ilp64 | (6 if gi == 0 and SMALL_GEMM else 0)
+        parts = row_parts(T, N, H * H * blocks, threads())
+        if len(parts) > 1:
+            # The rows of a batch never meet inside the time loop: each worker runs its own rows, with
+            # its own products, and nothing is shared but the read-only weights.
+            _run_parallel(fn, [(T, N, H, n0, n1, *rest, gemm, flags) for n0, n1 in parts])
         else:
-            fn(*conv, gemm, flags)
+            with blas_single_thread():
+                fn(T, N, H, 0, N, *rest, gemm, flags)
 
     return call
 
 
+def row_parts(T, N, step_macs, threads):
+    """How a time loop over N batch rows is cut for `threads` workers: [(n0, n1), ...], one part when
+    splitting does not pay (few rows, or too little work per call to cover the hand-off)."""
+    if not SPLIT_ROWS or threads < 2 or T * N * step_macs < SPLIT_MIN_MACS:
+        return [(0, N)]
+    k = min(threads, N // SPLIT_MIN_ROWS)
+    if k < 2:
+        return [(0, N)]
+    # multiples of 8 rows where possible: the small gemm's register tile is 8 rows
+    unit = 8 if N >= 8 * k else 1
+    bounds = [0] + [((N * i // k) // unit) * unit for i in range(1, k)] + [N]
+    return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+def _run_parallel(fn, calls):
+    """Run fn(*c) for every c in calls, the first on this thread and the others on worker threads (ctypes
+    releases the GIL for the duration of a foreign call)."""
+    import concurrent.futures
+
+    ex = _pool["executor"]
+    if ex is None:
+        ex = _pool["executor"] = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(1, (os.cpu_count() or 2) - 1), thread_name_prefix="rnnkit-rows")
+    futures = [ex.submit(fn, *c) for c in calls[1:]]
+    fn(*calls[0])
+    for f in futures:
+        f.result()
+
+
 _GATE_BLOCKS = {"lst": 4, "gru": 3, "rnn": 1}
+# Time loops are split across threads by batch rows (RNNKIT_SPLIT_ROWS=0: never) when the call has at
+# least this many multiply-adds in its per-step products and each worker gets SPLIT_MIN_ROWS rows.
+SPLIT_ROWS = os.environ.get("RNNKIT_SPLIT_ROWS", "1") != "0"
+SPLIT_MIN_MACS = int(os.environ.get("RNNKIT_SPLIT_MIN_MACS", 2**22))
+SPLIT_MIN_ROWS = int(os.environ.get("RNNKIT_SPLIT_MIN_ROWS", 8))
 # The kernels' own float32 gemm for per-step products (RNNKIT_SMALL_GEMM=0: always BLAS).
 SMALL_GEMM = os.environ.get("RNNKIT_SMALL_GEMM", "1") != "0"
-# Per-step products below this many multiply-adds run on one BLAS thread (RNNKIT_STEP_THREADS_MIN_MACS).
-STEP_THREADS_MIN_MACS = int(os.environ.get("RNNKIT_STEP_THREADS_MIN_MACS", 32 * 2**20))
+# Products of `matmul` with at least this many multiply-adds are cut across rnnkit's threads.
+MATMUL_SPLIT_MIN_MACS = int(os.environ.get("RNNKIT_MATMUL_SPLIT_MIN_MACS", 2**21))
 
 
 @contextlib.contextmanager
 def blas_single_thread():
-    """NumPy's BLAS on one thread inside the block (a batch-1 step: see STEP_THREADS_MIN_MACS)."""
-    prev = _threads() if _enabled else 1
+    """NumPy's BLAS on one thread inside the block (tiny products: a second thread only adds hand-offs);
+    a no-op while the kernels are loaded, since OpenBLAS is then on one thread throughout."""
+    prev = blas_threads() if _enabled else 1
+    prev = 1 if prev is None else prev
     if prev > 1:
         set_blas_threads(1)
     try:
@@ -243,9 +287,46 @@ def blas_single_thread():
             set_blas_threads(prev)
 
 
-def _threads():
-    n = blas_threads()
-    return 1 if n is None else n
+_pool = {"threads": None, "executor": None}
+
+
+def threads() -> int:
+    """How many threads rnnkit's time loops and products use (1 when the fast path is off)."""
+    if not _enabled:
+        return 1
+    if not _state["tried"]:
+        _load()
+    return _pool["threads"] or 1
+
+
+def set_threads(n: int) -> None:
+    """Use n threads in rnnkit's time loops and products (NumPy's OpenBLAS stays on one)."""
+    if not _state["tried"]:
+        _load()
+    _pool["threads"] = max(1, int(n))
+
+
+def matmul(a, b, out=None):
+    """a (M, K) @ b (K, Nc) -> (M, Nc), in `out` if given: NumPy's product, cut into blocks of rows (or
+    of columns, when b is the wider side) run at once on rnnkit's threads when it is large. Any array
+    module: only NumPy arrays are split."""
+    k = threads()
+    M, K = a.shape
+    Nc = b.shape[1]
+    if k < 2 or type(a) is not np.ndarray or type(b) is not np.ndarray or M * K * Nc < MATMUL_SPLIT_MIN_MACS:
+        return a @ b if out is None else get_array_module(a).matmul(a, b, out=out)
+    if out is None:
+        out = np.empty((M, Nc), dtype=np.result_type(a, b))
+    by_rows = M >= Nc
+    n = M if by_rows else Nc
+    k = min(k, max(1, n // 16))
+    bounds = [n * i // k for i in range(k + 1)]
+    if by_rows:
+        calls = [(a[i:j], b, out[i:j]) for i, j in zip(bounds, bounds[1:])]
+    else:
+        calls = [(a, b[:, i:j], out[:, i:j]) for i, j in zip(bounds, bounds[1:])]
+    _run_parallel(lambda x, y, z: np.matmul(x, y, out=z), calls)
+    return out
 
 
 def ptr(a):

@@ -7,6 +7,8 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -31,10 +33,10 @@ GEMM_TYPES(double, d32, int32_t)
 /* C (M,Nc) = A (M,K) @ B (K,Nc) + beta C, all row-major. `fns` holds {gemm, gemv}: with one row
  * (batch 1, sampling) the product is B^T a, a gemv, which reads B once instead of packing it. */
 #define GEMM_FN(T, name, p)                                                                           \
-    static inline void name(void *fns, int ilp64, int unused, long M, long Nc, long K, const T *A,     \
-                            long lda, const T *B, long ldb, T beta, T *C, long ldc) {                 \
+    static inline void name(void *fns, int ilp64, const T *packed, long M, long Nc, long K,            \
+                            const T *A, long lda, const T *B, long ldb, T beta, T *C, long ldc) {     \
         void **f = (void **)fns;                                                                      \
-        (void)unused;                                                                                 \
+        (void)packed;                                                                                 \
         if (M == 1) {                                                                                 \
             if (ilp64)                                                                                \
                 ((p##64gemv_t)f[1])(RowMajor, Trans, K, Nc, (T)1, B, ldb, A, 1, beta, C, 1);          \
@@ -52,19 +54,35 @@ GEMM_TYPES(double, d32, int32_t)
 GEMM_FN(float, sgemm_blas, s)
 GEMM_FN(double, dgemm, d)
 
-/* The per-step product of a small batch, float32: C (M,Nc) = A (M,K) @ B (K,Nc) + beta C, with B (Wh)
- * read in place, 32 columns at a time (a strip that stays in L1 while every row tile of A passes over it)
- * and 8 x 32 accumulators held in vector registers. BLAS packs the whole of B at every call, which for a
- * batch of 32 costs about as much as the product; here nothing is packed. GCC vector extensions: AVX-512
- * with -march=native, split into narrower vectors elsewhere. Edges fall back to plain loops. */
+/* The per-step product of a small batch, float32: C (M,Nc) = A (M,K) @ B (K,Nc) + beta C, with 8 x 32
+ * accumulators held in vector registers. B (Wh) is the same matrix at every step, so it is packed once
+ * per call of a time loop (`pack_panels`) into panels of 32 columns, each K x 32 and contiguous: a step
+ * then streams every panel once, in order, while every 8-row tile of A passes over its L1-resident chunk.
+ * BLAS packs the whole of B again at every product, which for a batch of 32 costs about as much as the
+ * product. GCC vector extensions: AVX-512 with -march=native, split into narrower vectors elsewhere.
+ * Columns past the last full panel fall back to plain loops over the unpacked B. */
 typedef float v16f __attribute__((vector_size(64), aligned(4)));
 
-#define SG_KC 128 /* K chunk: a 128 x 32 strip of B is 16 KB, resident in L1 while A's row tiles pass */
+#define SG_KC 128 /* K chunk: a 128 x 32 panel chunk is 16 KB, resident in L1 while A's row tiles pass */
+#define SG_NR 32  /* panel width */
+
+/* B (K,Nc) row-major -> panels [Nc/32][K][32]; NULL when there is no full panel (or no memory). */
+static float *pack_panels(const float *B, long K, long Nc, long ldb) {
+    const long P = Nc / SG_NR;
+    if (P == 0) return NULL;
+    float *out = aligned_alloc(64, (size_t)(P * K * SG_NR) * sizeof(float));
+    if (!out) return NULL;
+    for (long p = 0; p < P; p++)
+        for (long k = 0; k < K; k++)
+            memcpy(out + (p * K + k) * SG_NR, B + k * ldb + p * SG_NR, SG_NR * sizeof(float));
+    return out;
+}
 
 static void sgemm_small(long M, long Nc, long K, const float *A, long lda, const float *B, long ldb,
-                        float beta, float *C, long ldc) {
+                        const float *Bp, float beta, float *C, long ldc) {
     long j0 = 0;
-    for (; j0 + 32 <= Nc; j0 += 32) {
+    for (; j0 + SG_NR <= Nc; j0 += SG_NR) {
+        const float *panel = Bp + (j0 / SG_NR) * K * SG_NR;
         for (long k0 = 0; k0 < K; k0 += SG_KC) {
             const long k1 = k0 + SG_KC < K ? k0 + SG_KC : K;
             const int fresh = k0 == 0 && beta == 0.0f;  /* else accumulate into C */
@@ -82,8 +100,8 @@ static void sgemm_small(long M, long Nc, long K, const float *A, long lda, const
                 }
                 const float *a = A + i0 * lda;
                 for (long k = k0; k < k1; k++) {
-                    const v16f b0 = *(const v16f *)(B + k * ldb + j0);
-                    const v16f b1 = *(const v16f *)(B + k * ldb + j0 + 16);
+                    const v16f b0 = *(const v16f *)(panel + k * SG_NR);
+                    const v16f b1 = *(const v16f *)(panel + k * SG_NR + 16);
                     for (int r = 0; r < 8; r++) {
                         const float ar = a[r * lda + k];
                         acc[r][0] += ar * b0;
@@ -100,8 +118,8 @@ static void sgemm_small(long M, long Nc, long K, const float *A, long lda, const
                 v16f acc1 = fresh ? (v16f){0} : *(const v16f *)(C + i0 * ldc + j0 + 16);
                 for (long k = k0; k < k1; k++) {
                     const float ar = A[i0 * lda + k];
-                    acc0 += ar * *(const v16f *)(B + k * ldb + j0);
-                    acc1 += ar * *(const v16f *)(B + k * ldb + j0 + 16);
+                    acc0 += ar * *(const v16f *)(panel + k * SG_NR);
+                    acc1 += ar * *(const v16f *)(panel + k * SG_NR + 16);
                 }
                 *(v16f *)(C + i0 * ldc + j0) = acc0;
                 *(v16f *)(C + i0 * ldc + j0 + 16) = acc1;
@@ -116,17 +134,31 @@ static void sgemm_small(long M, long Nc, long K, const float *A, long lda, const
         }
 }
 
-/* ilp64 carries a third flag from Python: bit 1 set = use sgemm_small for batches above one row. */
-static inline void sgemm(void *fns, int flags, int unused, long M, long Nc, long K, const float *A,
-                         long lda, const float *B, long ldb, float beta, float *C, long ldc) {
-    /* Measured on the 2-core Xeon: ahead of OpenBLAS up to a 256 KB B (H = 128), level or behind above. */
-    if ((flags & 2) && M > 1 && K * Nc <= 65536)
-        sgemm_small(M, Nc, K, A, lda, B, ldb, beta, C, ldc);
-    else
-        sgemm_blas(fns, flags & 1, unused, M, Nc, K, A, lda, B, ldb, beta, C, ldc);
+/* flags from Python: bit 0 = the BLAS takes 64-bit integers; bit 1 = use the small-batch gemm above
+ * (float32, more than one row) for a B up to 256 KB; bits 1 and 2 = at any size. */
+static inline int use_small(int flags, long K, long Nc) {
+    return (flags & 2) && ((flags & 4) || K * Nc <= 65536);
 }
 
-EXPORT int rnnkit_kernels_version(void) { return 5; }
+static inline void sgemm(void *fns, int flags, const float *packed, long M, long Nc, long K,
+                         const float *A, long lda, const float *B, long ldb, float beta, float *C,
+                         long ldc) {
+    if (M > 1 && packed)
+        sgemm_small(M, Nc, K, A, lda, B, ldb, packed, beta, C, ldc);
+    else
+        sgemm_blas(fns, flags & 1, NULL, M, Nc, K, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* The packed B of a time loop's per-step product, or NULL for BLAS (double, one row, or not chosen). */
+static float *spack(int flags, long M, const float *B, long K, long Nc) {
+    return M > 1 && use_small(flags, K, Nc) ? pack_panels(B, K, Nc, Nc) : NULL;
+}
+static double *dpack(int flags, long M, const double *B, long K, long Nc) {
+    (void)flags; (void)M; (void)B; (void)K; (void)Nc;
+    return NULL;
+}
+
+EXPORT int rnnkit_kernels_version(void) { return 7; }
 
 /* float32 tanh as a rational function (the approximation Eigen and TensorFlow use): max relative error
  * 2.5e-7 (about 2 ulp) against tanh in double, measured; pure arithmetic, so the loops vectorise with any
@@ -153,15 +185,18 @@ static inline float tanh_f32(float x) {
 #define R float
 #define SFX _f32
 #define GEMM sgemm
+#define PACK spack
 #define TANH tanh_f32
 #include "cells_impl.h"
 #undef R
 #undef SFX
 #undef GEMM
+#undef PACK
 #undef TANH
 
 #define R double
 #define SFX _f64
 #define GEMM dgemm
+#define PACK dpack
 #define TANH tanh
 #include "cells_impl.h"

@@ -7,6 +7,8 @@
  * load time), so the only thing this file adds is doing the element-wise work of a step in one pass.
  *
  * Layouts are row-major and contiguous:  x-side pre-activations already hold x_t Wx + b.
+ * Each call runs the batch rows [n0, n1) of N: the rows of a batch never meet inside the time loop, so
+ * disjoint row ranges run on separate threads with no synchronisation (rnnkit/kernels/__init__.py).
  */
 
 #define CAT_(a, b) a##b
@@ -18,15 +20,16 @@
 
 /* LSTM forward. gates (T,N,4H) [i,f,o,g] pre-activations in, activations out; h, c (T+1,N,H) with
  * h[0], c[0] set; tanh_c (T,N,H); Wh (H,4H); mask (T,N) bytes or NULL. */
-EXPORT void FN(lstm_fw)(long T, long N, long H, R *gates, R *h, R *c, R *tanh_c, const R *Wh,
-                        const unsigned char *mask, void *gemm, int ilp64) {
+EXPORT void FN(lstm_fw)(long T, long N, long H, long n0, long n1, R *gates, R *h, R *c, R *tanh_c,
+                        const R *Wh, const unsigned char *mask, void *gemm, int ilp64) {
     const long G = 4 * H, NH = N * H;
+    R *P = PACK(ilp64, n1 - n0, Wh, H, G);
     for (long t = 0; t < T; t++) {
         R *a = gates + t * N * G;
         const R *hp = h + t * NH, *cp = c + t * NH;
         R *hn = h + (t + 1) * NH, *cn = c + (t + 1) * NH, *tc = tanh_c + t * NH;
-        GEMM(gemm, ilp64, 0, N, G, H, hp, H, Wh, G, (R)1, a, G);  /* a += h_{t-1} Wh */
-        for (long n = 0; n < N; n++) {
+        GEMM(gemm, ilp64, P, n1 - n0, G, H, hp + n0 * H, H, Wh, G, (R)1, a + n0 * G, G);  /* a += h_{t-1} Wh */
+        for (long n = n0; n < n1; n++) {
             R *an = a + n * G;
             const R *cpn = cp + n * H, *hpn = hp + n * H;
             R *cnn = cn + n * H, *hnn = hn + n * H, *tcn = tc + n * H;
@@ -41,18 +44,20 @@ EXPORT void FN(lstm_fw)(long T, long N, long H, R *gates, R *h, R *c, R *tanh_c,
             }
         }
     }
+    free(P);
 }
 
 /* LSTM BPTT. dh (T,N,H); dh_next, dc_next (N,H) in: gradient of the final state, out: of the initial;
  * da (T,N,4H) out; WhT (4H,H) contiguous; dht (N,H) scratch; trace_dh, trace_dc (T+1,N,H) or NULL. */
-EXPORT void FN(lstm_bw)(long T, long N, long H, const R *dh, const R *gates, const R *c,
+EXPORT void FN(lstm_bw)(long T, long N, long H, long n0, long n1, const R *dh, const R *gates, const R *c,
                         const R *tanh_c, const R *WhT, const unsigned char *mask, R *dh_next,
                         R *dc_next, R *da, R *dht, R *trace_dh, R *trace_dc, void *gemm, int ilp64) {
     const long G = 4 * H, NH = N * H;
+    R *P = PACK(ilp64, n1 - n0, WhT, G, H);
     for (long t = T - 1; t >= 0; t--) {
         const R *a = gates + t * N * G, *cp = c + t * NH, *tc = tanh_c + t * NH, *dhs = dh + t * NH;
         R *dat = da + t * N * G;
-        for (long n = 0; n < N; n++) {
+        for (long n = n0; n < n1; n++) {
             const int m = mask ? mask[t * N + n] != 0 : 1;
             const R *an = a + n * G, *cpn = cp + n * H, *tcn = tc + n * H, *dhn = dhs + n * H;
             const R *i = an, *f = an + H, *o = an + 2 * H, *g = an + 3 * H;
@@ -81,25 +86,27 @@ EXPORT void FN(lstm_bw)(long T, long N, long H, const R *dh, const R *gates, con
                 for (long j = 0; j < G; j++) d[j] = 0;
             }
         }
-        GEMM(gemm, ilp64, 0, N, H, G, dat, G, WhT, H, (R)0, dh_next, H);  /* dh_{t-1} = da Wh^T */
+        GEMM(gemm, ilp64, P, n1 - n0, H, G, dat + n0 * G, G, WhT, H, (R)0, dh_next + n0 * H, H);  /* dh_{t-1} = da Wh^T */
         if (mask)
-            for (long n = 0; n < N; n++)
+            for (long n = n0; n < n1; n++)
                 if (!mask[t * N + n])
                     for (long j = 0; j < H; j++) dh_next[n * H + j] = dht[n * H + j];
     }
+    free(P);
 }
 
 /* GRU forward. gates (T,N,3H) [r,z,n] x-side pre-activations (+ b) in, activations out; h (T+1,N,H);
  * hn (T,N,H) out: h_{t-1} W_hn + b_hn; hW (N,3H) scratch; Wh (H,3H); bhn (H,). */
-EXPORT void FN(gru_fw)(long T, long N, long H, R *gates, R *h, R *hn, R *hW, const R *Wh,
-                       const R *bhn, const unsigned char *mask, void *gemm, int ilp64) {
+EXPORT void FN(gru_fw)(long T, long N, long H, long n0, long n1, R *gates, R *h, R *hn, R *hW,
+                       const R *Wh, const R *bhn, const unsigned char *mask, void *gemm, int ilp64) {
     const long G = 3 * H, NH = N * H;
+    R *P = PACK(ilp64, n1 - n0, Wh, H, G);
     for (long t = 0; t < T; t++) {
         R *a = gates + t * N * G;
         const R *hp = h + t * NH;
         R *hnext = h + (t + 1) * NH, *hnt = hn + t * NH;
-        GEMM(gemm, ilp64, 0, N, G, H, hp, H, Wh, G, (R)0, hW, G);  /* hW = h_{t-1} Wh */
-        for (long nn = 0; nn < N; nn++) {
+        GEMM(gemm, ilp64, P, n1 - n0, G, H, hp + n0 * H, H, Wh, G, (R)0, hW + n0 * G, G);  /* hW = h_{t-1} Wh */
+        for (long nn = n0; nn < n1; nn++) {
             R *an = a + nn * G, *hw = hW + nn * G, *hnr = hnt + nn * H, *ho = hnext + nn * H;
             const R *hpn = hp + nn * H;
             VEC for (long j = 0; j < 2 * H; j++) an[j] = SIGM(an[j] + hw[j]);  /* r, z */
@@ -115,17 +122,19 @@ EXPORT void FN(gru_fw)(long T, long N, long H, R *gates, R *h, R *hn, R *hW, con
                 for (long j = 0; j < H; j++) ho[j] = hpn[j];
         }
     }
+    free(P);
 }
 
 /* GRU BPTT. dxa, dha (T,N,3H) out; WhT (3H,H); dh_next (N,H) in/out; dht (N,H) scratch. */
-EXPORT void FN(gru_bw)(long T, long N, long H, const R *dh, const R *gates, const R *h, const R *hn,
+EXPORT void FN(gru_bw)(long T, long N, long H, long n0, long n1, const R *dh, const R *gates, const R *h, const R *hn,
                        const R *WhT, const unsigned char *mask, R *dh_next, R *dxa, R *dha, R *dht,
                        R *trace_dh, void *gemm, int ilp64) {
     const long G = 3 * H, NH = N * H;
+    R *P = PACK(ilp64, n1 - n0, WhT, G, H);
     for (long t = T - 1; t >= 0; t--) {
         const R *a = gates + t * N * G, *hp = h + t * NH, *hnt = hn + t * NH, *dhs = dh + t * NH;
         R *dxt = dxa + t * N * G, *dht3 = dha + t * N * G;
-        for (long nn = 0; nn < N; nn++) {
+        for (long nn = n0; nn < n1; nn++) {
             const int m = mask ? mask[t * N + nn] != 0 : 1;
             const R *an = a + nn * G, *hpn = hp + nn * H, *hnr = hnt + nn * H, *dhn = dhs + nn * H;
             const R *r = an, *z = an + H, *n = an + 2 * H;
@@ -149,8 +158,8 @@ EXPORT void FN(gru_bw)(long T, long N, long H, const R *dh, const R *gates, cons
                 for (long j = 0; j < G; j++) { dx[j] = 0; dhh[j] = 0; }
             }
         }
-        GEMM(gemm, ilp64, 0, N, H, G, dht3, G, WhT, H, (R)0, dh_next, H);
-        for (long nn = 0; nn < N; nn++) {
+        GEMM(gemm, ilp64, P, n1 - n0, H, G, dht3 + n0 * G, G, WhT, H, (R)0, dh_next + n0 * H, H);
+        for (long nn = n0; nn < n1; nn++) {
             const int m = mask ? mask[t * N + nn] != 0 : 1;
             R *dhx = dh_next + nn * H, *dhtn = dht + nn * H;
             const R *z = a + nn * G + H;
@@ -161,37 +170,41 @@ EXPORT void FN(gru_bw)(long T, long N, long H, const R *dh, const R *gates, cons
             }
         }
     }
+    free(P);
 }
 
 /* RNN forward. h (T+1,N,H): h[0] the initial state, h[1:] holding x_t Wx + b on entry. relu: 0 or 1. */
-EXPORT void FN(rnn_fw)(long T, long N, long H, R *h, const R *Wh, const unsigned char *mask, int relu,
-                       void *gemm, int ilp64) {
-    const long NH = N * H;
+EXPORT void FN(rnn_fw)(long T, long N, long H, long n0, long n1, R *h, const R *Wh,
+                       const unsigned char *mask, int relu, void *gemm, int ilp64) {
+    const long NH = N * H, j0 = n0 * H, j1 = n1 * H;
+    R *P = PACK(ilp64, n1 - n0, Wh, H, H);
     for (long t = 0; t < T; t++) {
         const R *hp = h + t * NH;
         R *hn = h + (t + 1) * NH;
-        GEMM(gemm, ilp64, 0, N, H, H, hp, H, Wh, H, (R)1, hn, H);
+        GEMM(gemm, ilp64, P, n1 - n0, H, H, hp + j0, H, Wh, H, (R)1, hn + j0, H);
         if (relu) {
-            VEC for (long j = 0; j < NH; j++) hn[j] = hn[j] > 0 ? hn[j] : (R)0;
+            VEC for (long j = j0; j < j1; j++) hn[j] = hn[j] > 0 ? hn[j] : (R)0;
         } else {
-            VEC for (long j = 0; j < NH; j++) hn[j] = TANH(hn[j]);
+            VEC for (long j = j0; j < j1; j++) hn[j] = TANH(hn[j]);
         }
         if (mask)
-            for (long n = 0; n < N; n++)
+            for (long n = n0; n < n1; n++)
                 if (!mask[t * N + n])
                     for (long j = 0; j < H; j++) hn[n * H + j] = hp[n * H + j];
     }
+    free(P);
 }
 
 /* RNN BPTT. da (T,N,H) out; WhT (H,H); dh_next (N,H) in/out; dht (N,H) scratch. */
-EXPORT void FN(rnn_bw)(long T, long N, long H, const R *dh, const R *h, const R *WhT,
+EXPORT void FN(rnn_bw)(long T, long N, long H, long n0, long n1, const R *dh, const R *h, const R *WhT,
                        const unsigned char *mask, int relu, R *dh_next, R *da, R *dht, R *trace_dh,
                        void *gemm, int ilp64) {
     const long NH = N * H;
+    R *P = PACK(ilp64, n1 - n0, WhT, H, H);
     for (long t = T - 1; t >= 0; t--) {
         const R *hs = h + (t + 1) * NH, *dhs = dh + t * NH;
         R *dat = da + t * NH;
-        for (long n = 0; n < N; n++) {
+        for (long n = n0; n < n1; n++) {
             const int m = mask ? mask[t * N + n] != 0 : 1;
             R *d = dat + n * H, *dhtn = dht + n * H, *dhx = dh_next + n * H;
             const R *hn = hs + n * H, *dhn = dhs + n * H;
@@ -209,12 +222,13 @@ EXPORT void FN(rnn_bw)(long T, long N, long H, const R *dh, const R *h, const R 
                 VEC for (long j = 0; j < H; j++) d[j] = dhtn[j] * ((R)1 - hn[j] * hn[j]);
             }
         }
-        GEMM(gemm, ilp64, 0, N, H, H, dat, H, WhT, H, (R)0, dh_next, H);
+        GEMM(gemm, ilp64, P, n1 - n0, H, H, dat + n0 * H, H, WhT, H, (R)0, dh_next + n0 * H, H);
         if (mask)
-            for (long n = 0; n < N; n++)
+            for (long n = n0; n < n1; n++)
                 if (!mask[t * N + n])
                     for (long j = 0; j < H; j++) dh_next[n * H + j] = dht[n * H + j];
     }
+    free(P);
 }
 
 #undef SIGM
