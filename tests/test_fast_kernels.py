@@ -124,3 +124,21 @@ def test_layer_gradient_check_on_both_paths(cls, fast):
         assert rel_error(layer.grads["l0.Wh"], num_W) < 1e-6
     finally:
         kernels.set_enabled(True)
+
+
+@pytest.mark.parametrize("M,K,Nc", [(300, 40, 50), (20, 64, 700), (17, 5, 33)])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_matmul_cut_across_threads_equals_numpy(M, K, Nc, transposed, monkeypatch):
+    """kernels.matmul cuts a product into row blocks (or column blocks, when B is the wider side) run on
+    rnnkit's threads; each block is NumPy's own product, so the result is NumPy's, into `out` too."""
+    monkeypatch.setattr(kernels, "MATMUL_SPLIT_MIN_MACS", 0)
+    monkeypatch.setattr(kernels, "threads", lambda: 3)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((K, M)).T if transposed else rng.standard_normal((M, K))  # x^T da-like views
+    b = rng.standard_normal((K, Nc)).astype(np.float32)
+    a = a.astype(np.float32)
+    expected = a @ b
+    np.testing.assert_allclose(kernels.matmul(a, b), expected, rtol=1e-5, atol=1e-5)
+    out = np.full((M, Nc), np.nan, dtype=np.float32)
+    assert kernels.matmul(a, b, out=out) is out
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)

@@ -85,6 +85,48 @@ def test_resume_reaches_the_same_weights(tmp_path, optimizer):
     assert ta == tb
 
 
+def test_weight_average_resumes_exactly_and_is_what_best_holds(tmp_path):
+    N = 20
+    kw = dict(lr=0.01, eval_every=5, checkpoint_every=7, ema=0.9)
+    straight = ToyStreamTask()
+    fit(straight, _source(), TrainConfig(steps=N, **kw), tmp_path / "a", {}, progress=False)
+    fit(ToyStreamTask(), _source(), TrainConfig(steps=N // 2, **kw), tmp_path / "b", {}, progress=False)
+    resumed = ToyStreamTask(seed=99)
+    fit(resumed, _source(seed=5), TrainConfig(steps=N, **kw), tmp_path / "b", {}, resume=True,
+        progress=False)
+    la, _, _ = load_checkpoint(tmp_path / "a", "last", "toy")
+    lb, _, _ = load_checkpoint(tmp_path / "b", "last", "toy")
+    averages = [k for k in la if k.startswith("ema/")]
+    assert averages and sorted(averages) == sorted(k for k in lb if k.startswith("ema/"))
+    for k in averages:
+        np.testing.assert_allclose(lb[k], la[k], rtol=0, atol=1e-6, err_msg=k)
+    # the raw weights train on; the average differs from them, and the last eval saw the average
+    w = _weights(straight)
+    assert not np.allclose(la["ema/rnn.l0.Wh"], w["rnn.l0.Wh"])
+    np.testing.assert_array_equal(la["rnn.l0.Wh"], w["rnn.l0.Wh"])
+    best, meta, _ = load_checkpoint(tmp_path / "a", "best", "toy")
+    if meta["step"] == N:  # the best checkpoint's model weights are the average at that step
+        np.testing.assert_array_equal(best["rnn.l0.Wh"], la["ema/rnn.l0.Wh"])
+    assert not any(k.startswith("ema/") for k in best)
+
+
+def test_weight_average_follows_its_formula():
+    from rnnkit.train.loop import WeightAverage
+
+    p, g = np.array([1.0, 2.0]), np.zeros(2)
+    avg = WeightAverage([("w", p, g)], decay=0.5)
+    expected = p.copy()
+    for step, value in enumerate([3.0, 5.0, -1.0], start=1):
+        p[...] = value
+        avg.update(step)
+        d = min(0.5, (1 + step) / (10 + step))
+        expected = d * expected + (1 - d) * p
+        np.testing.assert_allclose(avg.average["w"], expected)
+    with avg.swapped_in():
+        np.testing.assert_allclose(p, expected)
+    assert (p == -1.0).all()
+
+
 def test_fit_learns_and_writes_the_run_dir(tmp_path):
     task = ToyStreamTask(dropout=0.0)
     cfg = TrainConfig(steps=60, lr=0.02, eval_every=20, checkpoint_every=20, log_every=10)
@@ -130,7 +172,8 @@ def test_diverging_loss_is_a_user_error(tmp_path):
 
 
 @pytest.mark.parametrize("field,value,flag", [("lr", -1.0, "--lr"), ("optimizer", "lbfgs", "--optimizer"),
-                                              ("schedule", "linear", "--schedule"), ("steps", 0, "--steps")])
+                                              ("schedule", "linear", "--schedule"), ("steps", 0, "--steps"),
+                                              ("ema", 1.0, "--ema")])
 def test_bad_config_names_the_flag(tmp_path, field, value, flag):
     with pytest.raises(UserError, match=flag):
         fit(ToyStreamTask(), _source(), TrainConfig(**{field: value}), tmp_path, {}, progress=False)

@@ -36,6 +36,9 @@ def add_optimization_args(group, defaults):
                        help=f"steps between checkpoints ({d['checkpoint_every']})")
     group.add_argument("--patience", type=int,
                        help="stop after this many evaluations without improvement")
+    group.add_argument("--ema", type=float,
+                       help="evaluate and keep a moving average of the weights with this decay "
+                            f"(e.g. 0.999; {d.get('ema', 0.0):g}: off)")
 
 
 def train_config(train_args, seed, monitor="val_loss", monitor_mode="min"):
@@ -47,6 +50,7 @@ def train_config(train_args, seed, monitor="val_loss", monitor_mode="min"):
                        eval_every=train_args["eval_every"],
                        checkpoint_every=train_args["checkpoint_every"],
                        patience=train_args["patience"], seed=seed, monitor=monitor,
+                       ema=train_args.get("ema", 0.0),
                        monitor_mode=monitor_mode)
 
 

@@ -29,7 +29,7 @@ MODEL_DEFAULTS = {"cell": "lstm", "embed": 128, "hidden": 256, "channels": "16,3
 DATA_DEFAULTS = {"size": 64, "min_count": 3, "max_len": 16}
 TRAIN_DEFAULTS = {"batch": 16, "steps": 2000, "minutes": None, "optimizer": "adam", "lr": 2e-3,
                   "weight_decay": 0.0, "clip": 5.0, "schedule": "constant", "warmup": 0, "eval_every": 100,
-                  "checkpoint_every": 100, "patience": 0, "monitor": "val_loss"}
+                  "checkpoint_every": 100, "patience": 0, "monitor": "val_loss", "ema": 0.0}
 
 
 def register(sub, train_sub):

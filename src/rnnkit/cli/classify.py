@@ -76,6 +76,9 @@ def register(sub, train_sub):
     t.add_argument("--optimizer", default="adam")
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--weight-decay", type=float, default=0.0)
+    t.add_argument("--ema", type=float, default=0.0,
+                   help="evaluate and keep a moving average of the weights with this decay "
+                        "(e.g. 0.99); 0: off")
     t.add_argument("--clip", type=float, default=5.0, help="global gradient-norm clip; 0: off")
     t.add_argument("--schedule", default="constant", choices=("constant", "cosine", "step"))
     t.add_argument("--warmup", type=int, default=0)
@@ -276,7 +279,7 @@ def train(args):
                       weight_decay=args.weight_decay, clip=args.clip, schedule=args.schedule,
                       warmup=args.warmup, eval_every=args.eval_every,
                       checkpoint_every=args.eval_every, monitor="val_acc", monitor_mode="max",
-                      patience=args.patience, seed=args.seed)
+                      patience=args.patience, seed=args.seed, ema=args.ema)
     config = {"model": mcfg.to_dict(), "tokenizer": tokenizer.to_dict(), "vocab": vocab.to_dict(),
               "labels": labels, "label_names": _parse_label_names(args.label_names, labels),
               "data": {"train": str(args.train), "dev": str(args.dev), "encoding": args.encoding,

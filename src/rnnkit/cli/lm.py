@@ -30,7 +30,8 @@ DATA_DEFAULTS = {"data": None, "encoding": "utf-8", "bytes": False, "val_frac": 
                  "seq_len": 64}
 TRAIN_DEFAULTS = {"steps": 1000, "minutes": None, "optimizer": "adam", "lr": 2e-3, "weight_decay": 0.0,
                   "clip": 5.0, "schedule": "constant", "warmup": 0, "eval_every": 200,
-                  "checkpoint_every": 200, "patience": 0, "eval_chars": 100_000, "bptt_checkpoint": None}
+                  "checkpoint_every": 200, "patience": 0, "eval_chars": 100_000, "bptt_checkpoint": None,
+                  "ema": 0.0}
 
 
 def register(sub, train_sub):

@@ -17,6 +17,7 @@ Checkpoint layout (see `rnnkit.train.checkpoint`): arrays "<module>.<param>", "o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -52,6 +53,9 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10
     momentum: float = 0.0  # SGD and RMSprop only
+    # Decay of an exponential moving average of the weights (Polyak averaging, e.g. 0.99); evaluation and
+    # the best checkpoint use the average, training the raw weights. 0: off.
+    ema: float = 0.0
 
     def validate(self):
         """Raise UserError naming the first bad field (as a CLI flag)."""
@@ -88,6 +92,8 @@ class TrainConfig:
             bad("patience", "an integer >= 0", self.patience)
         if not 0 <= self.momentum < 1:
             bad("momentum", "a number in [0, 1)", self.momentum)
+        if not 0 <= self.ema < 1:
+            bad("ema", "a number in [0, 1) (0 turns averaging off)", self.ema)
         return self
 
 
@@ -211,9 +217,10 @@ def fit(task, source, cfg: TrainConfig, run_dir, config: dict, resume=False, pro
     gens = named_generators(task.modules)
     st = _State()
     metrics_path = run_dir / "metrics.jsonl"
+    ema = WeightAverage(params, cfg.ema) if cfg.ema > 0 else None
 
     if resume:
-        _restore(task, source, opt, gens, st, run_dir)
+        _restore(task, source, opt, gens, st, run_dir, ema)
         _truncate_metrics(metrics_path, st.step)
     elif metrics_path.exists():
         metrics_path.unlink()
@@ -221,9 +228,13 @@ def fit(task, source, cfg: TrainConfig, run_dir, config: dict, resume=False, pro
     saved_step = [st.step if resume else None]
 
     def checkpoint(name):
-        arrays = {}
-        for mname, m in task.modules.items():
-            arrays.update({f"{mname}.{k}": v for k, v in m.state_dict().items()})
+        # The best checkpoint holds the weights that were evaluated: the average, when there is one.
+        with ema.swapped_in() if (ema is not None and name == "best") else contextlib.nullcontext():
+            arrays = {}
+            for mname, m in task.modules.items():
+                arrays.update({f"{mname}.{k}": v.copy() for k, v in m.state_dict().items()})
+        if ema is not None and name == "last":
+            arrays.update({f"ema/{k}": v for k, v in ema.average.items()})
         osd = opt.state_dict()
         arrays.update({f"optim/{k}": v for k, v in osd["arrays"].items()})
         extra_arrays, extra_obj = task.extra_state()
@@ -260,7 +271,8 @@ def fit(task, source, cfg: TrainConfig, run_dir, config: dict, resume=False, pro
         for m in task.modules.values():
             m.eval()
         try:
-            figures = _jsonable(task.evaluate())
+            with ema.swapped_in() if ema is not None else contextlib.nullcontext():
+                figures = _jsonable(task.evaluate())
         finally:
             for n, m in task.modules.items():
                 m.train(modes[n])
@@ -301,6 +313,8 @@ def fit(task, source, cfg: TrainConfig, run_dir, config: dict, resume=False, pro
                                 f"try a lower --lr or a smaller --clip")
             gnorm = clip_grad_norm(params, cfg.clip) if cfg.clip > 0 else None
             opt.step()
+            if ema is not None:
+                ema.update(step)
             st.step = step
             ntok = int(out.get("tokens", 0))
             st.tokens += ntok
@@ -356,8 +370,43 @@ def fit(task, source, cfg: TrainConfig, run_dir, config: dict, resume=False, pro
             "plot": str(plot_path) if plot_path else None}
 
 
-def _restore(task, source, opt, gens, st, run_dir):
-    """Load run_dir/last into the task, source, optimizer, generators and counters."""
+class WeightAverage:
+    """An exponential moving average of the parameters: avg = d avg + (1 - d) w after every update, with
+    d = min(decay, (1 + step) / (10 + step)) so that the first updates are not swamped by the initial
+    weights (the warm-up of TensorFlow's ExponentialMovingAverage)."""
+
+    def __init__(self, params, decay):
+        self.params, self.decay = params, decay
+        self.average = {n: p.copy() for n, p, _ in params}
+
+    def update(self, step):
+        d = min(self.decay, (1 + step) / (10 + step))
+        for n, p, _ in self.params:
+            a = self.average[n]
+            a -= (1 - d) * (a - p)  # = d a + (1 - d) p
+
+    @contextlib.contextmanager
+    def swapped_in(self):
+        """Inside the block the parameters hold the average (in place); the raw weights come back after."""
+        raw = {n: p.copy() for n, p, _ in self.params}
+        for n, p, _ in self.params:
+            p[...] = self.average[n]
+        try:
+            yield
+        finally:
+            for n, p, _ in self.params:
+                p[...] = raw[n]
+
+    def load(self, arrays):
+        missing = sorted(set(self.average) - set(arrays))
+        if missing:
+            raise KeyError(f"no weight average for {missing[0]} (was the run trained without --ema?)")
+        for n in self.average:
+            self.average[n][...] = arrays[n]
+
+
+def _restore(task, source, opt, gens, st, run_dir, ema=None):
+    """Load run_dir/last into the task, source, optimizer, generators, counters and weight average."""
     arrays, meta, _ = load_checkpoint(run_dir, "last", task.task)
     try:
         for mname, m in task.modules.items():
@@ -368,6 +417,8 @@ def _restore(task, source, opt, gens, st, run_dir):
         for k, g in gens.items():
             g.bit_generator.state = meta["rng"][k]
         source.load_state_dict(meta["source"])
+        if ema is not None:
+            ema.load({k[4:]: v for k, v in arrays.items() if k.startswith("ema/")})
         task.load_extra_state({k[6:]: v for k, v in arrays.items() if k.startswith("extra/")},
                               meta.get("extra") or {})
         st.step = int(meta["step"])
