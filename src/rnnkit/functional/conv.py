@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from rnnkit import kernels
 from rnnkit.backend import get_array_module
 from rnnkit.functional._checks import expect_shape
 
@@ -89,7 +90,7 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     F, _, KH, KW = w.shape
     Ho, Wo = _out_size(H, KH, stride, pad, "conv2d"), _out_size(W, KW, stride, pad, "conv2d")
     cols = im2col(x, KH, KW, stride, pad)
-    out = w.reshape(F, -1) @ cols  # (F, N*Ho*Wo): the whole convolution as one product
+    out = kernels.matmul(w.reshape(F, -1), cols)  # (F, N*Ho*Wo): the whole convolution as one product
     if b is not None:
         out += b[:, None]
     out = out.reshape(F, N, Ho, Wo).transpose(1, 0, 2, 3)
@@ -103,8 +104,8 @@ def conv2d_backward(dout, cache: ConvCache):
     F, C, KH, KW = w.shape
     d2 = dout.transpose(1, 0, 2, 3).reshape(F, -1)  # (F, N*Ho*Wo)
     db = d2.sum(axis=1)  # b was added at every output position
-    dw = (d2 @ cols.T).reshape(w.shape)  # out = W cols  =>  dW = dout cols^T
-    dcols = w.reshape(F, -1).T @ d2  # and dcols = W^T dout
+    dw = kernels.matmul(d2, cols.T).reshape(w.shape)  # out = W cols  =>  dW = dout cols^T
+    dcols = kernels.matmul(w.reshape(F, -1).T, d2)  # and dcols = W^T dout
     dx = col2im(dcols, x_shape, KH, KW, stride, pad)
     return dx, dw, db
 
