@@ -18,7 +18,8 @@ started with (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, else the cores) becomes rn
 batch rows on that many workers, and the large products (`matmul`) are cut into row or column blocks
 across them. Two thread pools at once (OpenBLAS's busy-waiting workers and rnnkit's) fought over the
 cores and made two threads slower than one (measured: the LM training step 600 ms at two threads, 530 at
-one). NumPy products outside rnnkit then run on one thread; `set_blas_threads(n)` gives them more.
+one). NumPy products outside rnnkit then run on one thread; `set_blas_threads(n)` gives them more, and
+RNNKIT_NUM_THREADS=0 leaves OpenBLAS's threads alone (rnnkit itself then runs on one).
 """
 
 from __future__ import annotations
@@ -159,10 +160,13 @@ def _load():
             raise RuntimeError(f"{path} is not this version of the kernels")
         _declare(lib)
         _state.update(lib=lib, blas=blas)
-        if _pool["threads"] is None:
-            env = os.environ.get("RNNKIT_NUM_THREADS")
-            _pool["threads"] = max(1, int(env) if env else (blas_threads() or 1))
-        set_blas_threads(1)
+        env = os.environ.get("RNNKIT_NUM_THREADS", "").strip()
+        if env == "0":  # threads left to OpenBLAS as they are; rnnkit's loops and products on one
+            _pool["threads"] = 1
+        else:
+            if _pool["threads"] is None:
+                _pool["threads"] = max(1, int(env) if env.isdigit() else (blas_threads() or 1))
+            set_blas_threads(1)
     except Exception as e:  # noqa: BLE001 - any failure means: use the reference path
         _state["why"] = f"{type(e).__name__}: {e}"
 
