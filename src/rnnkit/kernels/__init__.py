@@ -317,7 +317,8 @@ def matmul(a, b, out=None):
     k = threads()
     M, K = a.shape
     Nc = b.shape[1]
-    if k < 2 or type(a) is not np.ndarray or type(b) is not np.ndarray or M * K * Nc < MATMUL_SPLIT_MIN_MACS:
+    small = M * K * Nc < MATMUL_SPLIT_MIN_MACS
+    if k < 2 or type(a) is not np.ndarray or type(b) is not np.ndarray or small:
         return a @ b if out is None else get_array_module(a).matmul(a, b, out=out)
     if out is None:
         out = np.empty((M, Nc), dtype=np.result_type(a, b))

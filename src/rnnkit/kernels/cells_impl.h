@@ -28,7 +28,8 @@ EXPORT void FN(lstm_fw)(long T, long N, long H, long n0, long n1, R *gates, R *h
         R *a = gates + t * N * G;
         const R *hp = h + t * NH, *cp = c + t * NH;
         R *hn = h + (t + 1) * NH, *cn = c + (t + 1) * NH, *tc = tanh_c + t * NH;
-        GEMM(gemm, ilp64, P, n1 - n0, G, H, hp + n0 * H, H, Wh, G, (R)1, a + n0 * G, G);  /* a += h_{t-1} Wh */
+        /* a += h_{t-1} Wh */
+        GEMM(gemm, ilp64, P, n1 - n0, G, H, hp + n0 * H, H, Wh, G, (R)1, a + n0 * G, G);
         for (long n = n0; n < n1; n++) {
             R *an = a + n * G;
             const R *cpn = cp + n * H, *hpn = hp + n * H;
@@ -49,7 +50,8 @@ EXPORT void FN(lstm_fw)(long T, long N, long H, long n0, long n1, R *gates, R *h
 
 /* LSTM BPTT. dh (T,N,H); dh_next, dc_next (N,H) in: gradient of the final state, out: of the initial;
  * da (T,N,4H) out; WhT (4H,H) contiguous; dht (N,H) scratch; trace_dh, trace_dc (T+1,N,H) or NULL. */
-EXPORT void FN(lstm_bw)(long T, long N, long H, long n0, long n1, const R *dh, const R *gates, const R *c,
+EXPORT void FN(lstm_bw)(long T, long N, long H, long n0, long n1, const R *dh, const R *gates,
+                        const R *c,
                         const R *tanh_c, const R *WhT, const unsigned char *mask, R *dh_next,
                         R *dc_next, R *da, R *dht, R *trace_dh, R *trace_dc, void *gemm, int ilp64) {
     const long G = 4 * H, NH = N * H;
@@ -86,7 +88,8 @@ EXPORT void FN(lstm_bw)(long T, long N, long H, long n0, long n1, const R *dh, c
                 for (long j = 0; j < G; j++) d[j] = 0;
             }
         }
-        GEMM(gemm, ilp64, P, n1 - n0, H, G, dat + n0 * G, G, WhT, H, (R)0, dh_next + n0 * H, H);  /* dh_{t-1} = da Wh^T */
+        /* dh_{t-1} = da Wh^T */
+        GEMM(gemm, ilp64, P, n1 - n0, H, G, dat + n0 * G, G, WhT, H, (R)0, dh_next + n0 * H, H);
         if (mask)
             for (long n = n0; n < n1; n++)
                 if (!mask[t * N + n])
@@ -105,7 +108,8 @@ EXPORT void FN(gru_fw)(long T, long N, long H, long n0, long n1, R *gates, R *h,
         R *a = gates + t * N * G;
         const R *hp = h + t * NH;
         R *hnext = h + (t + 1) * NH, *hnt = hn + t * NH;
-        GEMM(gemm, ilp64, P, n1 - n0, G, H, hp + n0 * H, H, Wh, G, (R)0, hW + n0 * G, G);  /* hW = h_{t-1} Wh */
+        /* hW = h_{t-1} Wh */
+        GEMM(gemm, ilp64, P, n1 - n0, G, H, hp + n0 * H, H, Wh, G, (R)0, hW + n0 * G, G);
         for (long nn = n0; nn < n1; nn++) {
             R *an = a + nn * G, *hw = hW + nn * G, *hnr = hnt + nn * H, *ho = hnext + nn * H;
             const R *hpn = hp + nn * H;
@@ -126,7 +130,8 @@ EXPORT void FN(gru_fw)(long T, long N, long H, long n0, long n1, R *gates, R *h,
 }
 
 /* GRU BPTT. dxa, dha (T,N,3H) out; WhT (3H,H); dh_next (N,H) in/out; dht (N,H) scratch. */
-EXPORT void FN(gru_bw)(long T, long N, long H, long n0, long n1, const R *dh, const R *gates, const R *h, const R *hn,
+EXPORT void FN(gru_bw)(long T, long N, long H, long n0, long n1, const R *dh, const R *gates,
+                       const R *h, const R *hn,
                        const R *WhT, const unsigned char *mask, R *dh_next, R *dxa, R *dha, R *dht,
                        R *trace_dh, void *gemm, int ilp64) {
     const long G = 3 * H, NH = N * H;
