@@ -13,6 +13,7 @@ from rnnkit.functional import (
     lstm_forward,
     rnn_backward,
     rnn_forward,
+    softmax_cross_entropy,
 )
 
 T, N, D, H = 9, 4, 5, 6
@@ -158,3 +159,75 @@ def test_thread_settings_at_load(env, rnnkit_threads, blas_threads):
     out = subprocess.run([sys.executable, "-c", code], env=run_env, capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == [str(rnnkit_threads), str(blas_threads)]
+
+
+def _split_flat(monkeypatch):
+    """Cut every element-wise kernel call into three ranges, as three threads would."""
+    monkeypatch.setattr(kernels, "FLAT_SPLIT_MIN", 1)
+    monkeypatch.setattr(kernels, "threads", lambda: 3)
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-14), (np.float32, 2e-6)])
+@pytest.mark.parametrize("kind,kw", [("adam", {}), ("adam", {"weight_decay": 0.1}),
+                                     ("adamw", {"weight_decay": 0.3})])
+@pytest.mark.parametrize("split", [False, True])
+def test_fused_adam_equals_reference(kind, kw, dtype, tol, split, monkeypatch):
+    """The compiled Adam (one pass per element, ranges across threads) against the NumPy reference
+    update over several steps, with both kinds of weight decay; 1003 elements: not a multiple of 16."""
+    from rnnkit.optim import OPTIMIZERS
+
+    if split:
+        _split_flat(monkeypatch)
+    rng = np.random.default_rng(0)
+    p0 = rng.standard_normal(1003).astype(dtype)
+    runs = []
+    for fast in (True, False):
+        p, g = p0.copy(), np.zeros_like(p0)
+        opt = OPTIMIZERS[kind]([("w", p, g)], lr=1e-2, **kw)
+        grng = np.random.default_rng(1)
+        for _ in range(6):
+            g[...] = np.sin(p) + 0.3 * grng.standard_normal(p.shape)
+            if fast:
+                opt.step()
+            else:
+                with kernels.reference():
+                    opt.step()
+        runs.append((p, opt.state["w"]["m"], opt.state["w"]["v"]))
+    assert not np.array_equal(runs[0][0], p0)  # the weights moved
+    for a, b in zip(*runs):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-14), (np.float32, 1e-6)])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("split", [False, True])
+def test_fused_softmax_cross_entropy_equals_reference(dtype, tol, masked, split, monkeypatch):
+    if split:
+        _split_flat(monkeypatch)
+    rng = np.random.default_rng(2)
+    logits = (4 * rng.standard_normal((7, 5, 301))).astype(dtype)
+    y = rng.integers(0, 301, (7, 5))
+    mask = rng.random((7, 5)) < 0.6 if masked else None
+    loss, dlogits = softmax_cross_entropy(logits, y, mask)
+    with kernels.reference():
+        ref_loss, ref_d = softmax_cross_entropy(logits, y, mask)
+    assert dlogits.shape == logits.shape and dlogits.dtype == logits.dtype
+    assert loss == pytest.approx(ref_loss, rel=tol)
+    np.testing.assert_allclose(dlogits, ref_d, rtol=tol, atol=tol)
+    if masked:  # masked rows get no gradient at all
+        assert not dlogits[~mask].any()
+    zero_loss, zero_d = softmax_cross_entropy(logits, y, np.zeros((7, 5), bool))
+    assert zero_loss == 0.0 and not zero_d.any()
+
+
+def test_flush_subnormals_is_scoped():
+    tiny = np.array([1e-30], np.float32)
+    factor = np.float32(1e-10)  # 1e-40 is subnormal in float32
+    assert (tiny * factor)[0] > 0
+    with kernels.flush_subnormals():
+        if kernels.status()["available"]:
+            assert (tiny * factor)[0] == 0
+            with kernels.flush_subnormals():  # nested: leaving the inner block keeps the outer's
+                pass
+            assert (tiny * factor)[0] == 0
+    assert (tiny * factor)[0] > 0

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
+
 from rnnkit import kernels
 from rnnkit.backend import get_array_module
 from rnnkit.functional._checks import check_mask, expect_shape
@@ -81,6 +83,11 @@ def softmax_cross_entropy(logits, y, mask=None):
         raise ValueError(f"y has labels in [{int(y.min())}, {int(y.max())}], expected [0, {V})")
     flat = logits.reshape(-1, V)
     yf = y.reshape(-1)
+    if mask is not None:
+        expect_shape("mask", mask, y.shape)
+    fast = kernels.flat_kernel("softmax_xent", logits.dtype, flat, yf)
+    if fast is not None and yf.shape[0] and V:
+        return _softmax_cross_entropy_fast(fast, flat, yf, mask, logits.shape)
     shifted = flat - flat.max(axis=1, keepdims=True)  # subtract the max so exp never overflows
     log_z = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
     log_p = shifted - log_z
@@ -89,7 +96,6 @@ def softmax_cross_entropy(logits, y, mask=None):
         w = None
         count = yf.shape[0]
     else:
-        expect_shape("mask", mask, y.shape)
         w = mask.reshape(-1).astype(logits.dtype)
         count = float(w.sum())
     nll = -log_p[rows, yf]
@@ -103,6 +109,22 @@ def softmax_cross_entropy(logits, y, mask=None):
     else:
         dlogits *= (w / count)[:, None]
     return loss, dlogits.reshape(logits.shape)
+
+
+def _softmax_cross_entropy_fast(fast, flat, yf, mask, shape):
+    """`softmax_cross_entropy` in one compiled pass per row (flat_impl.h), rows across threads; the
+    code above is the reference it is tested equal to."""
+    M, V = flat.shape
+    y64 = np.ascontiguousarray(yf, dtype=np.int64)
+    w = None if mask is None else np.ascontiguousarray(mask.reshape(-1), dtype=flat.dtype)
+    count = M if w is None else float(w.sum())
+    if count == 0:
+        return 0.0, np.zeros(shape, dtype=flat.dtype)
+    dlogits = np.empty_like(flat)
+    nll = np.empty(M)
+    fast(M, V, flat, y64, w, 1.0 / count, dlogits, nll, unit=V)
+    loss = float((nll if w is None else nll * w).sum()) / count
+    return loss, dlogits.reshape(shape)
 
 
 # --- inverted dropout ----------------------------------------------------------------------------

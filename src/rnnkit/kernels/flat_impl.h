@@ -1,0 +1,67 @@
+/* Element-wise passes over flat arrays, for one real type R (float or double): the Adam update and the
+ * softmax cross-entropy. Included twice by cells.c with R / SFX / SQRT / EXP / LOG defined.
+ *
+ * Each mirrors a NumPy reference that stays the specification (rnnkit/optim/optimizers.py `Adam`,
+ * rnnkit/functional/layers.py `softmax_cross_entropy`), and tests/test_fast_kernels.py checks the two
+ * agree. Why compiled: the references make eight to ten passes over memory, each a separate ufunc on a
+ * temporary; here each element is read and written once, and a call takes a range [i0, i1) so that
+ * disjoint ranges run on rnnkit's threads.
+ */
+
+/* Adam over elements [i0, i1) of p, g, m, v (torch's arithmetic, as the reference):
+ *     p *= decay                       decoupled weight decay (AdamW): decay = 1 - lr wd, else 1
+ *     g += wd p                        L2 weight decay (Adam): wd, else 0
+ *     m = b1 m + (1 - b1) g
+ *     v = b2 v + (1 - b2) g^2
+ *     p -= step * m / (sqrt(v) / sbc2 + eps)      step = lr / (1 - b1^t), sbc2 = sqrt(1 - b2^t) */
+EXPORT void FN(adam)(long i0, long i1, R *p, const R *g, R *m, R *v, R b1, R b2, R step, R sbc2,
+                     R eps, R wd, R decay) {
+    const R c1 = (R)1 - b1, c2 = (R)1 - b2;
+    if (wd == (R)0 && decay == (R)1) {  /* the common case, with no decay arithmetic at all */
+        VEC for (long i = i0; i < i1; i++) {
+            const R gi = g[i];
+            const R mi = b1 * m[i] + c1 * gi;
+            const R vi = b2 * v[i] + c2 * (gi * gi);
+            m[i] = mi;
+            v[i] = vi;
+            p[i] -= step * (mi / (SQRT(vi) / sbc2 + eps));
+        }
+        return;
+    }
+    VEC for (long i = i0; i < i1; i++) {
+        const R pi = p[i] * decay;
+        const R gi = g[i] + wd * pi;
+        const R mi = b1 * m[i] + c1 * gi;
+        const R vi = b2 * v[i] + c2 * (gi * gi);
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = pi - step * (mi / (SQRT(vi) / sbc2 + eps));
+    }
+}
+
+/* Softmax cross-entropy of rows [r0, r1) of logits (M, V) with labels y (M,) and row weights w (M,)
+ * (NULL: all 1):
+ *     nll[r] = log sum_j exp(x_rj - max_r) - (x_ry - max_r)
+ *     dlogits[r] = (softmax(x_r) - onehot(y_r)) * w[r] * scale          scale = 1 / (valid count)
+ * dlogits may be the logits themselves (the gradient overwrites them). */
+EXPORT void FN(softmax_xent)(long r0, long r1, long V, const R *logits, const int64_t *y, const R *w,
+                             R scale, R *dlogits, double *nll) {
+    for (long r = r0; r < r1; r++) {
+        const R *x = logits + r * V;
+        R *d = dlogits + r * V;
+        R mx = x[0];
+        _Pragma("omp simd reduction(max:mx)") for (long j = 1; j < V; j++) mx = x[j] > mx ? x[j] : mx;
+        const R xy = x[y[r]] - mx;  /* read before d (possibly x itself) is overwritten */
+        R s = 0;
+        _Pragma("omp simd reduction(+:s)") for (long j = 0; j < V; j++) {
+            const R e = EXP(x[j] - mx);
+            d[j] = e;
+            s += e;
+        }
+        nll[r] = (double)LOG(s) - (double)xy;
+        const R wr = (w ? w[r] : (R)1) * scale;
+        const R k = wr / s;
+        VEC for (long j = 0; j < V; j++) d[j] *= k;
+        d[y[r]] -= wr;
+    }
+}
