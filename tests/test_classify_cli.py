@@ -172,3 +172,31 @@ def test_eval_bad_rows(run, tmp_path, capsys):
     rep = json.loads(captured.out)
     assert rep["n"] == 20 and rep["skipped"] == 2
     assert f"{data}: skipped 2 bad rows (first: line 22: no tab" in captured.err
+
+
+def test_pretraining_as_a_language_model(tmp_path, capsys):
+    """--pretrain-epochs trains the embedding and recurrent layer on the training text first (its own
+    run in DIR/pretrain, dev loss falling), then the classifier starts from those weights."""
+    from rnnkit.train.checkpoint import load_checkpoint
+
+    train = make_tsv(tmp_path / "train.tsv", 200, 0)
+    dev = make_tsv(tmp_path / "dev.tsv", 40, 1)
+    base = ["train", "classify", "--train", str(train), "--dev", str(dev), "--bidirectional",
+            "--embed-dim", "8", "--hidden", "8", "--batch-size", "16", "--steps", "1", "--lr", "0.02",
+            "--quiet", "--json"]
+    assert main(base + ["--out", str(tmp_path / "pre"), "--pretrain-epochs", "3"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["pretrain"]["step"] == 3 * 13  # 13 batches of 16 distinct texts an epoch
+    evals = [json.loads(x) for x in (tmp_path / "pre" / "pretrain" / "metrics.jsonl").read_text()
+             .splitlines()]
+    train_losses = [e["loss"] for e in evals if e["kind"] == "train"]
+    assert train_losses[-1] < train_losses[0]
+    assert main(base + ["--out", str(tmp_path / "plain")]) == 0
+    capsys.readouterr()
+    w_pre = load_checkpoint(tmp_path / "pre", "last", "classify")[0]["model.emb.W"]
+    w_plain = load_checkpoint(tmp_path / "plain", "last", "classify")[0]["model.emb.W"]
+    assert not np.allclose(w_pre, w_plain, atol=1e-3)  # same seed: only the pretraining differs
+    assert main(base + ["--out", str(tmp_path / "bad"), "--pretrain-epochs", "-1"]) == 2
+    assert "--pretrain-epochs: expected a number >= 0" in capsys.readouterr().err
+    assert main(base + ["--out", str(tmp_path / "bad"), "--layers", "2", "--pretrain-epochs", "1"]) == 2
+    assert "--pretrain-epochs: language-model pretraining needs one layer" in capsys.readouterr().err

@@ -170,3 +170,60 @@ def test_word_dropout_replaces_words_not_padding(rng):
     assert np.all(out[dropped] == 1) and not dropped[30:].any()
     assert 0.4 < dropped[:30].mean() < 0.6
     assert wd.eval().forward(idx) is idx  # identity at test time
+
+
+# --- language-model pretraining of the encoder ---------------------------------------------------
+
+
+@pytest.mark.parametrize("cell, bi", [("lstm", True), ("gru", False)])
+def test_encoder_lm_gradients(rng, cell, bi):
+    from rnnkit.models.classifier import EncoderLM
+
+    cfg = ClassifierConfig(vocab_size=9, num_classes=2, embed_dim=3, hidden=4, cell=cell,
+                           bidirectional=bi, seed=4)
+    clf = SentenceClassifier(cfg, dtype=np.float64)
+    lm = EncoderLM(clf, dropout=0.0)
+    T = int(LENGTHS.max())
+    idx = rng.integers(1, 9, (T, len(LENGTHS)))
+    mask = lengths_to_mask(LENGTHS, T)
+    lm.zero_grad()
+    loss, count = lm.loss(idx, mask)
+    assert count == (2 if bi else 1) * int((LENGTHS - 1).sum())  # a prediction per valid neighbour
+    names = {n for n, _, _ in lm.named_parameters()}
+    assert "emb.W" in names and ("prev.W" in names) == bi
+    assert lm.emb.params["W"] is clf.emb.params["W"]  # the classifier's own arrays are trained
+
+    def f():
+        return np.array(lm.loss(idx, mask, backward=False)[0])
+
+    for name, p, g in lm.named_parameters():
+        num = numerical_grad(f, p, np.array(1.0))
+        assert rel_error(g, num) < 1e-6, name
+
+
+def test_encoder_lm_predicts_each_word_from_the_other_side(rng):
+    """The loss equals an explicit loop: the forward direction's state after word t scores word t+1,
+    the reverse direction's state after word t+1 (reading right to left) scores word t, each within
+    the sentence only; neither state has read the word it scores (it is a recurrent state of the
+    words on one side)."""
+    from rnnkit.models.classifier import EncoderLM
+
+    cfg = ClassifierConfig(vocab_size=9, num_classes=2, embed_dim=3, hidden=4, bidirectional=True, seed=5)
+    lm = EncoderLM(SentenceClassifier(cfg, dtype=np.float64), dropout=0.0)
+    T, H = int(LENGTHS.max()), cfg.hidden
+    idx = rng.integers(1, 9, (T, len(LENGTHS)))
+    mask = lengths_to_mask(LENGTHS, T)
+    loss, count = lm.loss(idx, mask, backward=False)
+    nll = []
+    for n, L in enumerate(LENGTHS):
+        out, _ = lm.rnn.forward(lm.emb.forward(idx[:L, n:n + 1]))  # the sentence alone, no padding
+        for t in range(L - 1):
+            for head, state, word in ((lm.next, out[t, :, :H], idx[t + 1, n]),
+                                      (lm.prev, out[t + 1, :, H:], idx[t, n])):
+                z = head.forward(state)[0]
+                nll.append(np.log(np.exp(z - z.max()).sum()) + z.max() - z[word])
+    assert count == len(nll)
+    assert loss == pytest.approx(np.mean(nll), rel=1e-12)
+    with pytest.raises(ValueError, match="one layer"):
+        EncoderLM(SentenceClassifier(ClassifierConfig(vocab_size=9, num_classes=2, layers=2,
+                                                      bidirectional=True)))

@@ -145,10 +145,11 @@ def test_matmul_cut_across_threads_equals_numpy(M, K, Nc, transposed, monkeypatc
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("env,rnnkit_threads,blas_threads", [("", 2, 1), ("3", 3, 1), ("0", 1, 2)])
+@pytest.mark.parametrize("env,rnnkit_threads,blas_threads",
+                         [("", 2, 1), ("3", 3, 1), ("0", 1, 2), ("two", 2, 1)])
 def test_thread_settings_at_load(env, rnnkit_threads, blas_threads):
     """rnnkit takes OpenBLAS's thread count and sets OpenBLAS to one; RNNKIT_NUM_THREADS overrides the
-    count, and 0 leaves OpenBLAS alone."""
+    count, 0 leaves OpenBLAS alone, and anything else is said to be ignored."""
     import os
     import subprocess
     import sys
@@ -156,9 +157,10 @@ def test_thread_settings_at_load(env, rnnkit_threads, blas_threads):
     code = ("import numpy as np; from rnnkit import kernels; kernels.kernel('lstm_fw', np.float32); "
             "print(kernels.threads(), kernels.blas_threads())")
     run_env = {**os.environ, "OPENBLAS_NUM_THREADS": "2", "RNNKIT_NUM_THREADS": env}
-    out = subprocess.run([sys.executable, "-c", code], env=run_env, capture_output=True, text=True,
-                         check=True).stdout.split()
-    assert out == [str(rnnkit_threads), str(blas_threads)]
+    r = subprocess.run([sys.executable, "-c", code], env=run_env, capture_output=True, text=True,
+                       check=True)
+    assert r.stdout.split() == [str(rnnkit_threads), str(blas_threads)]
+    assert ("RNNKIT_NUM_THREADS='two' is not a whole number" in r.stderr) == (env == "two")
 
 
 def _split_flat(monkeypatch):

@@ -11,6 +11,7 @@ from rnnkit.functional import (
     dropout_backward,
     dropout_forward,
     embedding_backward,
+    embedding_backward_into,
     embedding_forward,
     gru_backward,
     gru_forward,
@@ -131,6 +132,12 @@ def test_embedding(rng):
     _, cache = embedding_forward(idx, W)
     dW = embedding_backward(dout, cache)
     _check(lambda: embedding_forward(idx, W)[0], dict(W=dW), dict(W=W), dout)
+    # the in-place version adds the same rows into an existing gradient (repeated indices included)
+    assert len(np.unique(idx)) < idx.size
+    g0 = rng.standard_normal((V, D))
+    g = embedding_backward_into(g0.copy(), dout, cache)
+    np.testing.assert_allclose(g, g0 + dW, rtol=1e-13, atol=1e-13)
+    assert embedding_backward_into(g0.copy(), dout[:0], (idx[:0], V)).tolist() == g0.tolist()
 
 
 def test_affine(rng):

@@ -25,7 +25,7 @@ from rnnkit.data.vocab import Vocab
 from rnnkit.data.words import MODES, BucketBatches, Tokenizer, pad_batch
 from rnnkit.errors import UserError
 from rnnkit.functional import softmax_cross_entropy
-from rnnkit.models.classifier import CELLS, POOLINGS, ClassifierConfig, SentenceClassifier
+from rnnkit.models.classifier import CELLS, POOLINGS, ClassifierConfig, EncoderLM, SentenceClassifier
 from rnnkit.report.classification import classification_report, format_report
 from rnnkit.train.checkpoint import load_checkpoint, prepare_run_dir
 
@@ -85,6 +85,11 @@ def register(sub, train_sub):
     t.add_argument("--eval-every", type=int, default=200, help="steps between dev evaluations")
     t.add_argument("--patience", type=int, default=0,
                    help="stop after this many evaluations without a better dev accuracy; 0: off")
+    t.add_argument("--pretrain-epochs", type=float, default=0.0,
+                   help="first train the embedding and recurrent layer as a language model on the "
+                        "training text for this many epochs (Dai and Le 2015); 0: off")
+    t.add_argument("--pretrain-dropout", type=float, default=0.1,
+                   help="dropout on the embeddings and features while pretraining")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--force", action="store_true", help="overwrite the run in --out")
@@ -204,6 +209,60 @@ class ClassifyTask:
         pass
 
 
+class PretrainTask:
+    """What `fit` trains before the labels: `EncoderLM` on the training text, scored on the dev text."""
+
+    task = TASK + "-pretrain"
+
+    def __init__(self, lm: EncoderLM, dev_batches):
+        self.lm = lm
+        self.modules = {"model": lm}
+        self.dev_batches = dev_batches
+
+    def train_step(self, batch):
+        idx, mask = batch
+        loss, count = self.lm.loss(idx, mask)
+        return {"loss": loss, "tokens": count}
+
+    def evaluate(self):
+        total, count = 0.0, 0
+        for idx, mask in self.dev_batches:
+            loss, n = self.lm.loss(idx, mask, backward=False)
+            total, count = total + loss * n, count + n
+        return {"val_loss": total / max(count, 1)}
+
+    def extra_state(self):
+        return {}, {}
+
+    def load_extra_state(self, arrays, obj):
+        pass
+
+
+def pretrain(model, x_tr, x_dev, args, run_dir, cfg_kwargs):
+    """Language-model pretraining of `model`'s embedding and recurrent layer (in place) on the distinct
+    training texts of two or more tokens; the run goes to run_dir. Returns fit's summary."""
+    from rnnkit.train.loop import TrainConfig, fit
+
+    try:
+        lm = EncoderLM(model, dropout=args.pretrain_dropout)
+    except ValueError as e:
+        raise UserError(f"--pretrain-epochs: {e}") from None
+    texts = sorted({tuple(s) for s in x_tr if len(s) >= 2})
+    if not texts:
+        raise UserError("--pretrain-epochs: no training text has two or more tokens to learn from")
+    seqs = [list(t) for t in texts]
+    source = BucketBatches([len(s) for s in seqs], args.batch_size, seed=args.seed + 2,
+                           collate=lambda sel: pad_batch([seqs[i] for i in sel]))
+    steps = max(1, int(round(args.pretrain_epochs * len(source.epoch_batches()))))
+    dev = [pad_batch(x_dev[i:i + 256]) for i in range(0, len(x_dev), 256)]
+    cfg = TrainConfig(steps=steps, eval_every=steps, checkpoint_every=steps, monitor="val_loss",
+                      monitor_mode="min", **cfg_kwargs)
+    summary = fit(PretrainTask(lm, dev), source, cfg, run_dir, {"pretrain_of": TASK},
+                  progress=not args.quiet)
+    summary["texts"] = len(seqs)
+    return summary
+
+
 # --- rnnkit train classify -----------------------------------------------------------------------
 
 
@@ -222,6 +281,10 @@ def train(args):
 
     _check_positive(args, "epochs", "steps", "minutes", "batch_size", "embed_dim", "hidden", "layers",
                     "min_freq", "eval_every", "lr")
+    if not args.pretrain_epochs >= 0:
+        raise UserError(f"--pretrain-epochs: expected a number >= 0 (0: off), got {args.pretrain_epochs}")
+    if not 0 <= args.pretrain_dropout < 1:
+        raise UserError(f"--pretrain-dropout: expected a number in [0, 1), got {args.pretrain_dropout}")
     if args.max_len is not None and args.max_len < 1:
         raise UserError(f"--max-len: expected a positive integer, got {args.max_len}")
     out = Path(args.out)
@@ -285,6 +348,14 @@ def train(args):
               "data": {"train": str(args.train), "dev": str(args.dev), "encoding": args.encoding,
                        "max_len": args.max_len, "batch_size": args.batch_size}}
     task = ClassifyTask(model, fixed_batches(x_dev, y_dev), len(x_dev))
+    pre = None
+    if args.pretrain_epochs > 0 and not args.resume:
+        pre = pretrain(model, x_tr, x_dev, args, out / "pretrain",
+                       dict(optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
+                            clip=args.clip, schedule=args.schedule, warmup=args.warmup, seed=args.seed))
+        if not args.quiet:
+            _note(f"pretrained as a language model on {pre['texts']} texts: {pre['step']} steps, dev "
+                  f"loss {pre['last_eval'].get('val_loss', float('nan')):.3f} nats per word")
     if not args.quiet:
         _note(f"{len(x_tr)} training sentences ({len(tr.skipped)} skipped), {len(x_dev)} dev, "
               f"{len(labels)} classes, vocabulary {len(vocab)} (dev unknown-word rate {dev_unk:.1%}), "
@@ -294,6 +365,8 @@ def train(args):
                     "train_examples": len(x_tr), "train_skipped": len(tr.skipped),
                     "dev_examples": len(x_dev), "dev_skipped": len(dev.skipped), "vocab": len(vocab),
                     "parameters": model.num_parameters()})
+    if pre is not None:
+        summary["pretrain"] = {k: pre[k] for k in ("step", "last_eval", "elapsed", "texts")}
     if args.json:
         print(json.dumps(summary, indent=1))
     else:

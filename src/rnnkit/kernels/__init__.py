@@ -161,6 +161,10 @@ def _load():
         _declare(lib)
         _state.update(lib=lib, blas=blas)
         env = os.environ.get("RNNKIT_NUM_THREADS", "").strip()
+        if env and not env.isdigit():
+            print(f"rnnkit: RNNKIT_NUM_THREADS={env!r} is not a whole number >= 0; ignored",
+                  file=sys.stderr)
+            env = ""
         if env == "0":  # threads left to OpenBLAS as they are; rnnkit's loops and products on one
             _pool["threads"] = 1
         else:
@@ -233,8 +237,8 @@ def kernel(name, dtype, *arrays):
         conv = [a.ctypes.data if isinstance(a, np.ndarray) else a for a in args]
         T, N, H = args[0], args[1], args[2]
         rest = conv[3:]
-        # float32: the kernels' own gemm on Wh packed once per call (flags 2|4); float64: BLAS
-        flags = ilp64 | (6 if gi == 0 and SMALL_GEMM else 0)
+        # float32: the kernels' own gemm on Wh packed once per call (flag 2); float64: BLAS
+        flags = ilp64 | (2 if gi == 0 and SMALL_GEMM else 0)
         parts = row_parts(T, N, H * H * blocks, threads())
         if len(parts) > 1:
             # The rows of a batch never meet inside the time loop: each worker runs its own rows, with

@@ -137,10 +137,8 @@ static void sgemm_small(long M, long Nc, long K, const float *A, long lda, const
 }
 
 /* flags from Python: bit 0 = the BLAS takes 64-bit integers; bit 1 = use the small-batch gemm above
- * (float32, more than one row) for a B up to 256 KB; bits 1 and 2 = at any size. */
-static inline int use_small(int flags, long K, long Nc) {
-    return (flags & 2) && ((flags & 4) || K * Nc <= 65536);
-}
+ * (float32, more than one row). */
+static inline int use_small(int flags) { return (flags & 2) != 0; }
 
 static inline void sgemm(void *fns, int flags, const float *packed, long M, long Nc, long K,
                          const float *A, long lda, const float *B, long ldb, float beta, float *C,
@@ -153,7 +151,7 @@ static inline void sgemm(void *fns, int flags, const float *packed, long M, long
 
 /* The packed B of a time loop's per-step product, or NULL for BLAS (double, one row, or not chosen). */
 static float *spack(int flags, long M, const float *B, long K, long Nc) {
-    return M > 1 && use_small(flags, K, Nc) ? pack_panels(B, K, Nc, Nc) : NULL;
+    return M > 1 && use_small(flags) ? pack_panels(B, K, Nc, Nc) : NULL;
 }
 static double *dpack(int flags, long M, const double *B, long K, long Nc) {
     (void)flags; (void)M; (void)B; (void)K; (void)Nc;

@@ -15,7 +15,7 @@ from rnnkit.functional import (
     affine_forward,
     dropout_backward,
     dropout_forward,
-    embedding_backward,
+    embedding_backward_into,
     embedding_forward,
 )
 from rnnkit.layers.module import Module
@@ -35,7 +35,7 @@ class Embedding(Module):
         return out
 
     def backward(self, dout):
-        self.grads["W"] += embedding_backward(dout, self._cache)
+        embedding_backward_into(self.grads["W"], dout, self._cache)
 
 
 class Linear(Module):

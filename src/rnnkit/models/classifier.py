@@ -222,3 +222,83 @@ def softmax(logits):
     z = logits - logits.max(axis=-1, keepdims=True)
     e = xp.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
+
+
+# --- language-model pretraining of the encoder ---------------------------------------------------
+
+
+class EncoderLM(Module):
+    """Pretrains a classifier's embedding and recurrent layer as a language model on text alone (Dai and
+    Le 2015, "Semi-supervised sequence learning"), before it learns the labels.
+
+        idx (T, N) -> the classifier's Embedding -> Dropout -> its recurrent layer (the same weights)
+        forward direction:  out[t, :, :H] -> Dropout -> Linear -> logits of word t+1
+        reverse direction:  out[t, :, H:] -> Dropout -> Linear -> logits of word t-1
+
+    Each direction has read only the words on its own side of the word it predicts, so nothing leaks.
+    That holds for one bidirectional layer; above it, each direction reads both directions of the layer
+    below, which has seen the answer, so a stacked bidirectional encoder is refused. The output layers
+    run only at the positions that have a word to predict (R of them, a row per position). Parameters:
+    the classifier's `emb.*` and `rnn.*` (shared arrays, updated in place) plus `next.*` (and `prev.*`).
+    """
+
+    def __init__(self, classifier: SentenceClassifier, dropout=0.1):
+        super().__init__()
+        cfg = classifier.cfg
+        if cfg.bidirectional and cfg.layers > 1:
+            raise ValueError("language-model pretraining needs one layer when bidirectional: a second "
+                             "layer's directions would see the words they predict")
+        dtype = classifier.emb.params["W"].dtype
+        self.H, self.K = cfg.hidden, classifier.num_directions
+        self.emb, self.rnn = classifier.emb, classifier.rnn
+        # one rate for the embeddings and the features: a language model needs less than a classifier
+        self.emb_drop = Dropout(dropout, seed=cfg.seed + 11)
+        self.drops = [Dropout(dropout, seed=cfg.seed + 12 + k) for k in range(self.K)]
+        self.next = Linear(cfg.hidden, cfg.vocab_size, dtype=dtype, seed=cfg.seed + 14)
+        if self.K == 2:
+            self.prev = Linear(cfg.hidden, cfg.vocab_size, dtype=dtype, seed=cfg.seed + 15)
+
+    def train(self, mode=True):
+        super().train(mode)
+        for d in self.drops:
+            d.train(mode)
+        return self
+
+    def loss(self, idx, mask=None, backward=True):
+        """Mean cross-entropy over every predicted word (both directions), and with `backward` the
+        gradients added into every parameter. Returns (loss, number of predictions)."""
+        T, N = idx.shape
+        H = self.H
+        if mask is None:
+            mask = np.ones((T, N), dtype=bool)
+        x = self.emb_drop.forward(self.emb.forward(idx))  # (T, N, E)
+        out, _ = self.rnn.forward(x, mask=mask)  # (T, N, K*H)
+        rows = np.flatnonzero(mask[1:].reshape(-1))  # positions t+1 < L: a next (and a previous) word
+        R = rows.size
+        if R == 0:
+            return 0.0, 0
+        # forward direction at t -> word t+1; reverse direction at t+1 -> word t
+        feats = [out[:-1, :, :H].reshape(-1, H)[rows]]
+        targets = [idx[1:].reshape(-1)[rows]]
+        heads = [self.next]
+        if self.K == 2:
+            feats.append(out[1:, :, H:].reshape(-1, H)[rows])
+            targets.append(idx[:-1].reshape(-1)[rows])
+            heads.append(self.prev)
+        logits = np.concatenate([h.forward(d.forward(f)) for h, d, f in zip(heads, self.drops, feats)])
+        loss, dlogits = softmax_cross_entropy(logits, np.concatenate(targets))
+        if not backward:
+            return loss, len(heads) * R
+        # backward: the forward read bottom-up
+        dout = np.zeros(out.shape, dtype=out.dtype)
+        for k in range(len(heads)):
+            dfeat = self.drops[k].backward(heads[k].backward(dlogits[k * R:(k + 1) * R]))
+            full = np.zeros(((T - 1) * N, H), dtype=out.dtype)
+            full[rows] = dfeat
+            if k == 0:
+                dout[:-1, :, :H] += full.reshape(T - 1, N, H)
+            else:
+                dout[1:, :, H:] += full.reshape(T - 1, N, H)
+        dx, _ = self.rnn.backward(dout)
+        self.emb.backward(self.emb_drop.backward(dx))
+        return loss, len(heads) * R
