@@ -7,8 +7,6 @@ Dimensions, declared once for this module:
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 
 from rnnkit import kernels
@@ -21,7 +19,6 @@ from rnnkit.functional._checks import check_mask, expect_shape
 
 def embedding_forward(idx, W):
     """idx: integer array of any shape (e.g. (T, N)) with values in [0, V); W: (V, D) -> out: idx.shape + (D,)."""
-    xp = get_array_module(W)
     expect_shape("W", W, (None, None), ("V", "D"))
     if idx.dtype.kind not in "iu":
         raise ValueError(f"idx has dtype {idx.dtype}, expected an integer dtype")
