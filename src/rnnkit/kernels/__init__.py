@@ -1,5 +1,7 @@
 """The fast path: the recurrent time loops compiled from C (`cells.c`), used by rnnkit.functional when
-available, with the plain NumPy code as the reference it is tested equal to.
+available, with the plain NumPy code as the reference it is tested equal to; likewise two element-wise
+passes (`flat_impl.h`: the Adam update, the softmax cross-entropy) used by rnnkit.optim and
+rnnkit.functional through `flat_kernel`.
 
 How it works: on first use the C source is compiled with the system's C compiler (`cc`/`gcc`) into a
 per-user cache (`$RNNKIT_CACHE`, default `~/.cache/rnnkit`), keyed by a hash of the source, the flags and
