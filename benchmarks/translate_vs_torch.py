@@ -45,8 +45,11 @@ class TorchSeq2Seq(nn.Module):
         self.K = 2 if cfg.bidirectional else 1
         self.src_emb = nn.Embedding(cfg.src_vocab, D)
         self.tgt_emb = nn.Embedding(cfg.tgt_vocab, D)
-        self.encoder = rnn(D, H, num_layers=cfg.layers, bidirectional=cfg.bidirectional)
-        self.decoder = rnn(D, H, num_layers=cfg.layers)
+        between = cfg.dropout if cfg.layers > 1 else 0.0
+        self.encoder = rnn(D, H, num_layers=cfg.layers, bidirectional=cfg.bidirectional, dropout=between)
+        self.decoder = rnn(D, H, num_layers=cfg.layers, dropout=between)
+        # where rnnkit's Seq2Seq drops: both embeddings and the layer before the output
+        self.drop_src, self.drop_tgt, self.drop_out = (nn.Dropout(cfg.dropout) for _ in range(3))
         self.sum_keys = cfg.attention == "dot" and self.K == 2
         self.E = H if self.sum_keys else self.K * H
         E, A = self.E, H
@@ -70,16 +73,16 @@ class TorchSeq2Seq(nn.Module):
     def forward(self, src, src_mask, tgt_in):
         """Time-major (S, N), (S, N) bool, (T, N) -> logits (T, N, V)."""
         lengths = src_mask.sum(0).cpu()
-        x = self.src_emb(src)
+        x = self.drop_src(self.src_emb(src))
         packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
         out, final = self.encoder(packed)
         out, _ = pad_packed_sequence(out, total_length=src.shape[0])  # (S, N, K*H), zeros at padding
         H = self.cfg.hidden
         keys = out[..., :H] + out[..., H:] if self.sum_keys else out
         state = tuple(self._bridge(s) for s in final) if self.cfg.cell == "lstm" else self._bridge(final)
-        dec, _ = self.decoder(self.tgt_emb(tgt_in), state)  # (T, N, H)
+        dec, _ = self.decoder(self.drop_tgt(self.tgt_emb(tgt_in)), state)  # (T, N, H)
         if self.cfg.attention == "none":
-            return self.out(dec)
+            return self.out(self.drop_out(dec))
         q = dec.transpose(0, 1)  # (N, T, H)
         k = keys.transpose(0, 1)  # (N, S, E)
         kind = self.cfg.attention
@@ -94,7 +97,7 @@ class TorchSeq2Seq(nn.Module):
         alpha = torch.softmax(e, dim=-1)
         ctx = (alpha @ k).transpose(0, 1)  # (T, N, E)
         ht = torch.tanh(self.combine(torch.cat([ctx, dec], dim=-1)))
-        return self.out(ht)
+        return self.out(self.drop_out(ht))
 
     # --- weights to and from rnnkit ----------------------------------------------------------------
 
@@ -188,6 +191,7 @@ def main(argv=None):
     ap.add_argument("--emb", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--dropout", type=float, default=0.0, help="as rnnkit's --dropout, same places")
     ap.add_argument("--clip", type=float, default=5.0)
     ap.add_argument("--minutes", type=float, default=30)
     ap.add_argument("--steps", type=int, default=None)
@@ -206,7 +210,7 @@ def main(argv=None):
     train_pairs, dev_pairs, test_groups, _ = load_split(ds)
     src_vocab, tgt_vocab = build_vocabs(train_pairs, args.min_freq)
     cfg = Seq2SeqConfig(len(src_vocab), len(tgt_vocab), emb=args.emb, hidden=args.hidden, cell=args.cell,
-                        attention=args.attention, seed=args.seed)
+                        attention=args.attention, dropout=args.dropout, seed=args.seed)
     ours = Seq2Seq(cfg)  # the same initial weights as `rnnkit train translate --seed`
     model = TorchSeq2Seq(cfg).from_rnnkit(ours)
     items = encode_pairs(train_pairs, src_vocab, tgt_vocab)

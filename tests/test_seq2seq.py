@@ -126,6 +126,23 @@ def test_seq2seq_matches_torch(cell, bi, att, rng):
     np.testing.assert_allclose(twin.forward(src, sm, tin), m.forward(src, sm, tin), atol=1e-5)
 
 
+def test_torch_twin_drops_where_rnnkit_drops(rng):
+    """With --dropout the twin has dropout (its training-mode logits differ from evaluation mode), and
+    in evaluation mode it still computes rnnkit's logits."""
+    torch = pytest.importorskip("torch")
+    tw = _torch_twin()
+    cfg = Seq2SeqConfig(VS, VT, emb=4, hidden=5, attention="general", dropout=0.5)
+    m = Seq2Seq(cfg, dtype=np.float32)
+    tm_ = tw.TorchSeq2Seq(cfg).from_rnnkit(m)
+    src, sm, tin, _, _ = _batch(rng)
+    args = (torch.from_numpy(src), torch.from_numpy(sm), torch.from_numpy(tin))
+    tm_.eval()
+    m.eval()
+    np.testing.assert_allclose(tm_(*args).detach().numpy(), m.forward(src, sm, tin), atol=1e-5)
+    tm_.train()
+    assert not torch.allclose(tm_(*args), tm_.eval()(*args))
+
+
 def _seq_logprob(m, src, sm, hyp):
     """log p(hyp + <eos> | src) by teacher forcing, one sentence."""
     y = hyp + [EOS]
