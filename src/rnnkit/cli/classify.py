@@ -238,10 +238,13 @@ class PretrainTask:
         pass
 
 
-def pretrain(model, x_tr, x_dev, args, run_dir, cfg_kwargs):
+def pretrain(model, x_tr, x_dev, args, run_dir, train_cfg):
     """Language-model pretraining of `model`'s embedding and recurrent layer (in place) on the distinct
-    training texts of two or more tokens; the run goes to run_dir. Returns fit's summary."""
-    from rnnkit.train.loop import TrainConfig, fit
+    training texts of two or more tokens, with the classifier's optimizer settings (`train_cfg`) and a
+    dev-loss evaluation at the end; the run goes to run_dir. Returns fit's summary."""
+    from dataclasses import replace
+
+    from rnnkit.train.loop import fit
 
     try:
         lm = EncoderLM(model, dropout=args.pretrain_dropout)
@@ -255,8 +258,8 @@ def pretrain(model, x_tr, x_dev, args, run_dir, cfg_kwargs):
                            collate=lambda sel: pad_batch([seqs[i] for i in sel]))
     steps = max(1, int(round(args.pretrain_epochs * len(source.epoch_batches()))))
     dev = [pad_batch(x_dev[i:i + 256]) for i in range(0, len(x_dev), 256)]
-    cfg = TrainConfig(steps=steps, eval_every=steps, checkpoint_every=steps, monitor="val_loss",
-                      monitor_mode="min", **cfg_kwargs)
+    cfg = replace(train_cfg, steps=steps, minutes=None, eval_every=steps, checkpoint_every=steps,
+                  monitor="val_loss", monitor_mode="min", patience=0, ema=0.0)
     summary = fit(PretrainTask(lm, dev), source, cfg, run_dir, {"pretrain_of": TASK},
                   progress=not args.quiet)
     summary["texts"] = len(seqs)
@@ -350,9 +353,7 @@ def train(args):
     task = ClassifyTask(model, fixed_batches(x_dev, y_dev), len(x_dev))
     pre = None
     if args.pretrain_epochs > 0 and not args.resume:
-        pre = pretrain(model, x_tr, x_dev, args, out / "pretrain",
-                       dict(optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
-                            clip=args.clip, schedule=args.schedule, warmup=args.warmup, seed=args.seed))
+        pre = pretrain(model, x_tr, x_dev, args, out / "pretrain", cfg)
         if not args.quiet:
             _note(f"pretrained as a language model on {pre['texts']} texts: {pre['step']} steps, dev "
                   f"loss {pre['last_eval'].get('val_loss', float('nan')):.3f} nats per word")

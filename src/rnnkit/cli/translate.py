@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnkit import kernels
 from rnnkit.data.parallel import (
     build_vocabs,
     collate,
@@ -100,9 +99,8 @@ def translate_tokens(model, src_vocab, tgt_vocab, sources, beam=1, max_len=None,
         idx = order[k:k + batch_size]
         src, mask = pad_batch([src_vocab.encode(sources[i]) for i in idx])
         ml = max_len or 2 * src.shape[0] + 10
-        with kernels.flush_subnormals():  # as in training: subnormal attention weights are slow
-            res = model.translate_ids(src, mask, beam=beam, max_len=ml, length_penalty=length_penalty,
-                                      return_attention=return_attention)
+        res = model.translate_ids(src, mask, beam=beam, max_len=ml, length_penalty=length_penalty,
+                                  return_attention=return_attention)
         hyps, at = res if return_attention else (res, None)
         for j, i in enumerate(idx):
             out[i] = tgt_vocab.decode(hyps[j], strip_specials=True)

@@ -17,20 +17,9 @@
 EXPORT void FN(adam)(long i0, long i1, R *p, const R *g, R *m, R *v, R b1, R b2, R step, R sbc2,
                      R eps, R wd, R decay) {
     const R c1 = (R)1 - b1, c2 = (R)1 - b2;
-    if (wd == (R)0 && decay == (R)1) {  /* the common case, with no decay arithmetic at all */
-        VEC for (long i = i0; i < i1; i++) {
-            const R gi = g[i];
-            const R mi = b1 * m[i] + c1 * gi;
-            const R vi = b2 * v[i] + c2 * (gi * gi);
-            m[i] = mi;
-            v[i] = vi;
-            p[i] -= step * (mi / (SQRT(vi) / sbc2 + eps));
-        }
-        return;
-    }
     VEC for (long i = i0; i < i1; i++) {
-        const R pi = p[i] * decay;
-        const R gi = g[i] + wd * pi;
+        const R pi = p[i] * decay;     /* exact when decay = 1 */
+        const R gi = g[i] + wd * pi;   /* exact when wd = 0 */
         const R mi = b1 * m[i] + c1 * gi;
         const R vi = b2 * v[i] + c2 * (gi * gi);
         m[i] = mi;

@@ -253,16 +253,14 @@ class EncoderLM(Module):
         self.emb, self.rnn = classifier.emb, classifier.rnn
         # one rate for the embeddings and the features: a language model needs less than a classifier
         self.emb_drop = Dropout(dropout, seed=cfg.seed + 11)
-        self.drops = [Dropout(dropout, seed=cfg.seed + 12 + k) for k in range(self.K)]
+        self.next_drop = Dropout(dropout, seed=cfg.seed + 12)
         self.next = Linear(cfg.hidden, cfg.vocab_size, dtype=dtype, seed=cfg.seed + 14)
+        # (head, its dropout, the steps and features it reads, the steps its words are at)
+        self._sides = [(self.next, self.next_drop, np.s_[:-1, :, :self.H], np.s_[1:])]
         if self.K == 2:
+            self.prev_drop = Dropout(dropout, seed=cfg.seed + 13)
             self.prev = Linear(cfg.hidden, cfg.vocab_size, dtype=dtype, seed=cfg.seed + 15)
-
-    def train(self, mode=True):
-        super().train(mode)
-        for d in self.drops:
-            d.train(mode)
-        return self
+            self._sides.append((self.prev, self.prev_drop, np.s_[1:, :, self.H:], np.s_[:-1]))
 
     def loss(self, idx, mask=None, backward=True):
         """Mean cross-entropy over every predicted word (both directions), and with `backward` the
@@ -278,27 +276,19 @@ class EncoderLM(Module):
         if R == 0:
             return 0.0, 0
         # forward direction at t -> word t+1; reverse direction at t+1 -> word t
-        feats = [out[:-1, :, :H].reshape(-1, H)[rows]]
-        targets = [idx[1:].reshape(-1)[rows]]
-        heads = [self.next]
-        if self.K == 2:
-            feats.append(out[1:, :, H:].reshape(-1, H)[rows])
-            targets.append(idx[:-1].reshape(-1)[rows])
-            heads.append(self.prev)
-        logits = np.concatenate([h.forward(d.forward(f)) for h, d, f in zip(heads, self.drops, feats)])
-        loss, dlogits = softmax_cross_entropy(logits, np.concatenate(targets))
+        logits = np.concatenate([head.forward(drop.forward(out[feat].reshape(-1, H)[rows]))
+                                 for head, drop, feat, _ in self._sides])
+        targets = np.concatenate([idx[words].reshape(-1)[rows] for _, _, _, words in self._sides])
+        loss, dlogits = softmax_cross_entropy(logits, targets)
+        count = len(self._sides) * R
         if not backward:
-            return loss, len(heads) * R
+            return loss, count
         # backward: the forward read bottom-up
         dout = np.zeros(out.shape, dtype=out.dtype)
-        for k in range(len(heads)):
-            dfeat = self.drops[k].backward(heads[k].backward(dlogits[k * R:(k + 1) * R]))
+        for k, (head, drop, feat, _) in enumerate(self._sides):
             full = np.zeros(((T - 1) * N, H), dtype=out.dtype)
-            full[rows] = dfeat
-            if k == 0:
-                dout[:-1, :, :H] += full.reshape(T - 1, N, H)
-            else:
-                dout[1:, :, H:] += full.reshape(T - 1, N, H)
+            full[rows] = drop.backward(head.backward(dlogits[k * R:(k + 1) * R]))
+            dout[feat] += full.reshape(T - 1, N, H)
         dx, _ = self.rnn.backward(dout)
         self.emb.backward(self.emb_drop.backward(dx))
-        return loss, len(heads) * R
+        return loss, count

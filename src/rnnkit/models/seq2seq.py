@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from rnnkit import kernels
 from rnnkit.backend import DEFAULT_DTYPE
 from rnnkit.functional import softmax_cross_entropy
 from rnnkit.functional.attention import attention_backward, attention_forward, attention_params
@@ -330,6 +331,8 @@ class Seq2Seq(Module):
         return (hyps, atts) if return_attention else hyps
 
     def translate_ids(self, src, src_mask, beam=1, max_len=50, length_penalty=1.0, return_attention=False):
-        if beam <= 1:
-            return self.greedy(src, src_mask, max_len, return_attention)
-        return self.beam_search(src, src_mask, beam, max_len, length_penalty, return_attention)
+        # as in training (`fit`): subnormal attention weights would take the processor's slow path
+        with kernels.flush_subnormals():
+            if beam <= 1:
+                return self.greedy(src, src_mask, max_len, return_attention)
+            return self.beam_search(src, src_mask, beam, max_len, length_penalty, return_attention)
