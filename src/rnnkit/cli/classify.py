@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnkit.data.subwords import SurfaceTable
 from rnnkit.data.tsv import read_labelled_tsv, read_text_lines
 from rnnkit.data.vocab import Vocab
 from rnnkit.data.words import MODES, BucketBatches, Tokenizer, pad_batch
@@ -67,6 +68,12 @@ def register(sub, train_sub):
     m.add_argument("--layer-dropout", type=float, default=0.0, help="between stacked layers")
     m.add_argument("--embed-init-std", type=float, default=0.1,
                    help="initial embeddings N(0, std^2); 0.1 beat PyTorch's 1.0 on SST-2 (docs/RESULTS.md)")
+    m.add_argument("--subwords", type=int, default=0, metavar="BUCKETS",
+                   help="add the mean of each word's character n-gram vectors (fastText-style, hashed "
+                        "into this many buckets) to its embedding, so unseen words keep their pieces; "
+                        "0: off")
+    m.add_argument("--subword-n", default="3-5", metavar="MIN-MAX",
+                   help="n-gram lengths, counting the word markers < and >")
     t = p.add_argument_group("training")
     t.add_argument("--out", default="runs/classify", help="run directory")
     t.add_argument("--batch-size", type=int, default=64)
@@ -147,35 +154,63 @@ def sort_labels(labels):
 # --- data to batches -----------------------------------------------------------------------------
 
 
-def encode_texts(texts, tokenizer: Tokenizer, vocab: Vocab, max_len=None):
-    """Texts -> id arrays (never empty: a text with no tokens becomes one <unk>); count of truncated."""
-    out, truncated = [], 0
-    for text in texts:
-        ids = vocab.encode(tokenizer(text)) or [vocab.unk_id]
-        if max_len and len(ids) > max_len:
-            ids = ids[:max_len]
-            truncated += 1
-        out.append(np.asarray(ids, dtype=np.int64))
-    return out, truncated
+class Encoded:
+    """Texts as word-id arrays (`ids`), and with a `SurfaceTable` also as surface-id arrays (`surf`,
+    each word's own entry, for its n-grams). `batch(sel)` -> (idx, mask, bag or None)."""
+
+    def __init__(self, texts, tokenizer: Tokenizer, vocab: Vocab, max_len=None, table=None):
+        self.ids, self.surf, self.truncated, self.table = [], [] if table else None, 0, table
+        for text in texts:
+            toks = tokenizer(text) or [vocab.itos[vocab.unk_id]]  # a text with no tokens: one <unk>
+            if max_len and len(toks) > max_len:
+                toks = toks[:max_len]
+                self.truncated += 1
+            self.ids.append(np.asarray(vocab.encode(toks), dtype=np.int64))
+            if table is not None:
+                self.surf.append(np.asarray(table.ids(toks), dtype=np.int64))
+
+    def __len__(self):
+        return len(self.ids)
+
+    def batch(self, sel):
+        idx, mask = pad_batch([self.ids[i] for i in sel])
+        if self.table is None:
+            return idx, mask, None
+        return idx, mask, self.table.bag(pad_batch([self.surf[i] for i in sel])[0])
 
 
-def fixed_batches(seqs, y=None, batch_size=256):
-    """Batches for evaluation / prediction, sorted by length: [(order indices, idx, mask, y or None)]."""
-    order = np.argsort([len(s) for s in seqs], kind="stable")
+def fixed_batches(enc: Encoded, y=None, batch_size=256):
+    """Batches for evaluation / prediction, sorted by length: [(order indices, idx, mask, bag, y)]."""
+    order = np.argsort([len(s) for s in enc.ids], kind="stable")
     out = []
     for i in range(0, len(order), batch_size):
         sel = order[i:i + batch_size]
-        idx, mask = pad_batch([seqs[j] for j in sel])
-        out.append((sel, idx, mask, None if y is None else y[sel]))
+        out.append((sel, *enc.batch(sel), None if y is None else y[sel]))
     return out
 
 
 def predict_proba(model, batches, n):
     """(n, C) probabilities in the original order."""
     probs = np.zeros((n, model.cfg.num_classes), dtype=np.float64)
-    for sel, idx, mask, _ in batches:
-        probs[sel] = model.predict_proba(idx, mask)
+    for sel, idx, mask, bag, _ in batches:
+        probs[sel] = model.predict_proba(idx, mask, bag)
     return probs
+
+
+def surface_table(mcfg: ClassifierConfig):
+    """A fresh table of words -> n-gram buckets for a model with subwords, else None."""
+    hasher = mcfg.subwords
+    return SurfaceTable(hasher) if hasher is not None else None
+
+
+def _parse_subword_n(spec):
+    try:
+        lo, hi = (int(v) for v in spec.split("-", 1))
+    except ValueError:
+        raise UserError(f"--subword-n: expected MIN-MAX such as 3-5, got {spec!r}") from None
+    if not 1 <= lo <= hi:
+        raise UserError(f"--subword-n: expected 1 <= MIN <= MAX, got {spec!r}")
+    return lo, hi
 
 
 class ClassifyTask:
@@ -189,14 +224,14 @@ class ClassifyTask:
         self.dev_batches, self.n_dev = dev_batches, n_dev
 
     def train_step(self, batch):
-        idx, mask, y = batch
-        loss, _ = self.model.loss(idx, mask, y)
+        idx, mask, bag, y = batch
+        loss, _ = self.model.loss(idx, mask, y, bag)
         return {"loss": loss, "tokens": int(mask.sum())}
 
     def evaluate(self):
         total_loss, correct = 0.0, 0
-        for _, idx, mask, y in self.dev_batches:
-            logits = self.model.forward(idx, mask)
+        for _, idx, mask, bag, y in self.dev_batches:
+            logits = self.model.forward(idx, mask, bag)
             loss, _ = softmax_cross_entropy(logits, y)
             total_loss += loss * len(y)
             correct += int((logits.argmax(axis=1) == y).sum())
@@ -311,30 +346,35 @@ def train(args):
         raise UserError(f"--resume: {args.train} gives another vocabulary or label set than the run in "
                         f"{out} was trained with")
     label_id = {lab: k for k, lab in enumerate(labels)}
-    x_tr, n_trunc = encode_texts(tr.texts, tokenizer, vocab, args.max_len)
-    if n_trunc:
-        _note(f"{tr.path}: {n_trunc} sentences longer than --max-len {args.max_len} tokens truncated")
-    y_tr = np.array([label_id[lab] for lab in tr.labels], dtype=np.int64)
-    x_dev, _ = encode_texts(dev.texts, tokenizer, vocab)
-    y_dev = np.array([label_id[lab] for lab in dev.labels], dtype=np.int64)
-    dev_unk = vocab.unknown_rate(tokenizer(t) for t in dev.texts)
-
+    subword_n = _parse_subword_n(args.subword_n)
     try:
         mcfg = ClassifierConfig(
             vocab_size=len(vocab), num_classes=len(labels), embed_dim=args.embed_dim, hidden=args.hidden,
             cell=args.cell, layers=args.layers, bidirectional=args.bidirectional, pooling=args.pooling,
             embed_dropout=args.embed_dropout, word_dropout=args.word_dropout, dropout=args.dropout,
-            layer_dropout=args.layer_dropout,
-            embed_init_std=args.embed_init_std, seed=args.seed).validate()
+            layer_dropout=args.layer_dropout, embed_init_std=args.embed_init_std,
+            subword_buckets=args.subwords, subword_min=subword_n[0], subword_max=subword_n[1],
+            seed=args.seed).validate()
     except ValueError as e:
         raise UserError(f"model configuration: {e}") from None
+    if args.subwords and args.pretrain_epochs > 0:
+        raise UserError("--pretrain-epochs does not train --subwords yet; use one or the other")
+    table = surface_table(mcfg)  # one table for both files: it only hashes each word's spelling
+    x_tr = Encoded(tr.texts, tokenizer, vocab, args.max_len, table)
+    if x_tr.truncated:
+        _note(f"{tr.path}: {x_tr.truncated} sentences longer than --max-len {args.max_len} tokens "
+              f"truncated")
+    y_tr = np.array([label_id[lab] for lab in tr.labels], dtype=np.int64)
+    x_dev = Encoded(dev.texts, tokenizer, vocab, table=table)
+    y_dev = np.array([label_id[lab] for lab in dev.labels], dtype=np.int64)
+    dev_unk = vocab.unknown_rate(tokenizer(t) for t in dev.texts)
+
     model = SentenceClassifier(mcfg)
 
     def collate(sel):
-        idx, mask = pad_batch([x_tr[i] for i in sel])
-        return idx, mask, y_tr[sel]
+        return (*x_tr.batch(sel), y_tr[sel])
 
-    source = BucketBatches([len(s) for s in x_tr], args.batch_size, seed=args.seed + 1, collate=collate)
+    source = BucketBatches([len(s) for s in x_tr.ids], args.batch_size, seed=args.seed + 1, collate=collate)
     steps_per_epoch = len(source.epoch_batches())
     steps = args.steps
     if args.epochs is not None:
@@ -353,7 +393,7 @@ def train(args):
     task = ClassifyTask(model, fixed_batches(x_dev, y_dev), len(x_dev))
     pre = None
     if args.pretrain_epochs > 0 and not args.resume:
-        pre = pretrain(model, x_tr, x_dev, args, out / "pretrain", cfg)
+        pre = pretrain(model, x_tr.ids, x_dev.ids, args, out / "pretrain", cfg)
         if not args.quiet:
             _note(f"pretrained as a language model on {pre['texts']} texts: {pre['step']} steps, dev "
                   f"loss {pre['last_eval'].get('val_loss', float('nan')):.3f} nats per word")
@@ -383,7 +423,8 @@ def train(args):
 
 
 def load_run(run_dir, name=None):
-    """(model in eval mode, tokenizer, vocab, labels, display names, config) from a run directory."""
+    """(model in eval mode, tokenizer, vocab, n-gram table or None, labels, display names, config)
+    from a run directory."""
     run_dir = Path(run_dir)
     if name is None:
         name = "best" if (run_dir / "best.json").exists() else "last"
@@ -395,6 +436,7 @@ def load_run(run_dir, name=None):
         tokenizer = Tokenizer.from_dict(cfg["tokenizer"])
         labels = [str(x) for x in cfg["labels"]]
         model = SentenceClassifier(mcfg)
+        table = surface_table(mcfg)
         pre = "model."
         model.load_state_dict({k[len(pre):]: v for k, v in arrays.items() if k.startswith(pre)})
     except (KeyError, TypeError, ValueError) as e:
@@ -404,7 +446,7 @@ def load_run(run_dir, name=None):
         raise UserError(f"{run_dir}/{name}.json: labels or vocabulary do not match the model")
     names = cfg.get("label_names") or {}
     display = [names.get(lab, lab) for lab in labels]
-    return model.eval(), tokenizer, vocab, labels, display, cfg
+    return model.eval(), tokenizer, vocab, table, labels, display, cfg
 
 
 # --- rnnkit predict ------------------------------------------------------------------------------
@@ -413,7 +455,7 @@ def load_run(run_dir, name=None):
 def predict(args):
     if args.batch_size < 1:
         raise UserError(f"--batch-size: expected a positive integer, got {args.batch_size}")
-    model, tokenizer, vocab, labels, display, _ = load_run(args.dir, args.checkpoint)
+    model, tokenizer, vocab, table, labels, display, _ = load_run(args.dir, args.checkpoint)
     rows, notes = read_text_lines(args.file, args.encoding)
     for n in notes:
         _note(n)
@@ -432,8 +474,8 @@ def predict(args):
               f"(first: line {skipped[0]})")
     if not keep:
         raise UserError(f"{name}: no input lines to classify")
-    seqs, _ = encode_texts([t for _, t in keep], tokenizer, vocab)
-    probs = predict_proba(model, fixed_batches(seqs, batch_size=args.batch_size), len(seqs))
+    enc = Encoded([t for _, t in keep], tokenizer, vocab, table=table)
+    probs = predict_proba(model, fixed_batches(enc, batch_size=args.batch_size), len(enc))
     pred = probs.argmax(axis=1)
     out = sys.stdout
     for (line, text), k, p in zip(keep, pred, probs):
@@ -451,7 +493,8 @@ def predict(args):
 
 def evaluate(args):
     """`rnnkit eval DIR [--data TSV] [--json]`: the classification report on a labelled TSV."""
-    model, tokenizer, vocab, labels, display, cfg = load_run(args.dir, getattr(args, "checkpoint", None))
+    model, tokenizer, vocab, table, labels, display, cfg = load_run(args.dir,
+                                                                    getattr(args, "checkpoint", None))
     path = args.data or (cfg.get("data") or {}).get("dev")
     if not path:
         raise UserError("--data: give the labelled TSV to evaluate on")
@@ -462,9 +505,9 @@ def evaluate(args):
     if data.skipped:
         _note(data.skipped_summary())
     label_id = {lab: k for k, lab in enumerate(labels)}
-    seqs, _ = encode_texts(data.texts, tokenizer, vocab)
+    enc = Encoded(data.texts, tokenizer, vocab, table=table)
     y = np.array([label_id[lab] for lab in data.labels], dtype=np.int64)
-    probs = predict_proba(model, fixed_batches(seqs, y), len(seqs))
+    probs = predict_proba(model, fixed_batches(enc, y), len(enc))
     rep = classification_report(y, probs.argmax(axis=1), display)
     rep["loss"] = float(-np.mean(np.log(np.maximum(probs[np.arange(len(y)), y], 1e-300))))
     rep["data"] = data.path

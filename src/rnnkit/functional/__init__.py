@@ -4,6 +4,8 @@ from rnnkit.functional.gru import GRUCache, gru_backward, gru_forward
 from rnnkit.functional.layers import (
     affine_backward,
     affine_forward,
+    bag_mean_backward_into,
+    bag_mean_forward,
     dropout_backward,
     dropout_forward,
     embedding_backward,
@@ -25,7 +27,7 @@ from rnnkit.functional.rnn import (
 
 __all__ = [
     "GRUCache", "LSTMCache", "RNNCache",
-    "affine_backward", "affine_forward",
+    "affine_backward", "affine_forward", "bag_mean_backward_into", "bag_mean_forward",
     "dropout_backward", "dropout_forward",
     "embedding_backward", "embedding_backward_into", "embedding_forward",
     "gru_backward", "gru_forward",

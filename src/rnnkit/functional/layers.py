@@ -55,6 +55,39 @@ def embedding_backward_into(dW, dout, cache):
     return dW
 
 
+def bag_mean_forward(grams, offsets, W):
+    """Mean of rows per bag (fastText's word vector from its character n-grams).
+
+    grams: (G,) integer rows of W, the bags one after another; offsets: (U,) where each of the U bags
+    starts in `grams` (offsets[0] = 0, increasing, every bag non-empty); W: (B, D) -> out (U, D):
+        out_u = (1 / |G_u|) sum_{g in G_u} W[g]
+    """
+    expect_shape("W", W, (None, None), ("B", "D"))
+    xp = get_array_module(W)
+    G, U = grams.shape[0], offsets.shape[0]
+    if U == 0:
+        return xp.zeros((0, W.shape[1]), dtype=W.dtype), (grams, None, None, W.shape[0])
+    if int(offsets[0]) != 0 or (U > 1 and int(xp.diff(offsets).min()) < 1) or int(offsets[-1]) >= G:
+        raise ValueError("offsets must start at 0 and mark non-empty bags inside grams")
+    if int(grams.min()) < 0 or int(grams.max()) >= W.shape[0]:
+        raise ValueError(f"grams has values in [{int(grams.min())}, {int(grams.max())}], "
+                         f"expected [0, {W.shape[0]})")
+    counts = xp.diff(xp.concatenate([offsets, xp.asarray([G])]))  # (U,) |G_u|
+    inv = (1.0 / counts).astype(W.dtype)[:, None]  # (U, 1)
+    out = xp.add.reduceat(W[grams], offsets, axis=0) * inv
+    return out, (grams, counts, inv, W.shape[0])
+
+
+def bag_mean_backward_into(dW, dout, cache):
+    """dout: (U, D) -> adds into dW (B, D): each of bag u's rows gets dout_u / |G_u| (repeated rows add)."""
+    grams, counts, inv, B = cache
+    if counts is None:
+        return dW
+    xp = get_array_module(dout)
+    owner = xp.repeat(xp.arange(counts.shape[0]), counts)  # (G,) the bag each gram belongs to
+    return embedding_backward_into(dW, (dout * inv)[owner], (grams, B))
+
+
 # --- affine at every step ------------------------------------------------------------------------
 
 

@@ -13,6 +13,8 @@ from rnnkit.backend import DEFAULT_DTYPE
 from rnnkit.functional import (
     affine_backward,
     affine_forward,
+    bag_mean_backward_into,
+    bag_mean_forward,
     dropout_backward,
     dropout_forward,
     embedding_backward_into,
@@ -36,6 +38,24 @@ class Embedding(Module):
 
     def backward(self, dout):
         embedding_backward_into(self.grads["W"], dout, self._cache)
+
+
+class BagEmbedding(Module):
+    """Bags of rows -> their means (U, D); W: (B, D) initialised N(0, std^2). For character n-grams
+    (`rnnkit.data.subwords`): a word's vector from the buckets of its pieces."""
+
+    def __init__(self, num_buckets, dim, std=1.0, dtype=DEFAULT_DTYPE, seed=0):
+        super().__init__()
+        rng = np.random.default_rng(seed)
+        self.add_param("W", (std * rng.standard_normal((num_buckets, dim))).astype(dtype))
+        self._cache = None
+
+    def forward(self, grams, offsets):
+        out, self._cache = bag_mean_forward(grams, offsets, self.params["W"])
+        return out
+
+    def backward(self, dout):
+        bag_mean_backward_into(self.grads["W"], dout, self._cache)
 
 
 class Linear(Module):

@@ -1,11 +1,16 @@
 """Many-to-one sentence classifier: read a whole (padded) sentence, give one answer.
 
-    idx (T, N) -> [word dropout] -> Embedding -> Dropout -> (bi)RNN/GRU/LSTM
-               -> pooling over valid steps -> Dropout -> Linear -> logits (N, C)
+    idx (T, N) -> [word dropout] -> Embedding [+ mean of the word's n-gram vectors] -> Dropout
+               -> (bi)RNN/GRU/LSTM -> pooling over valid steps -> Dropout -> Linear -> logits (N, C)
+
+With subwords (`subword_buckets` > 0), each position's input is its word's embedding plus the mean of
+its character n-grams' vectors (`rnnkit.data.subwords`), so a word outside the vocabulary (embedded as
+<unk>) still carries its pieces; word dropout replaces the word id only, as an unknown word would be.
 
 Dimensions, declared once for this module:
     T  time steps    N  batch size    E  embedding size    H  hidden size    K  directions (1 or 2)
     F  pooled features, K*H          C  classes            V  vocabulary size
+    U  distinct words in a batch     B  n-gram buckets
 
 Pooling reads only the valid steps of each sentence (mask (T, N), a prefix of ones per column):
     last   forward direction: its state at the sentence's true last token, out[L_n - 1, n, :H];
@@ -24,8 +29,9 @@ from typing import NamedTuple
 import numpy as np
 
 from rnnkit.backend import DEFAULT_DTYPE, get_array_module
-from rnnkit.functional import softmax_cross_entropy
-from rnnkit.layers import Dropout, Embedding, Linear, Module, make_recurrent
+from rnnkit.data.subwords import SubwordBag, SubwordHasher
+from rnnkit.functional import embedding_backward_into, softmax_cross_entropy
+from rnnkit.layers import BagEmbedding, Dropout, Embedding, Linear, Module, make_recurrent
 
 POOLINGS = ("last", "mean", "max")
 CELLS = ("lstm", "gru", "rnn", "rnn_relu")
@@ -113,7 +119,16 @@ class ClassifierConfig:
     layer_dropout: float = 0.0  # between stacked recurrent layers
     forget_bias: float | None = 1.0  # LSTM forget-gate bias at initialisation
     embed_init_std: float = 1.0  # N(0, std^2) embeddings (1.0 is PyTorch's default)
+    subword_buckets: int = 0  # B: rows of the character n-gram table; 0: no subwords
+    subword_min: int = 3  # shortest n-gram (with the "<" ">" word markers)
+    subword_max: int = 5  # longest n-gram
     seed: int = 0
+
+    @property
+    def subwords(self) -> SubwordHasher | None:
+        if not self.subword_buckets:
+            return None
+        return SubwordHasher(self.subword_buckets, self.subword_min, self.subword_max)
 
     def validate(self):
         if self.vocab_size < 2:
@@ -130,6 +145,10 @@ class ClassifierConfig:
         for name in ("embed_dim", "hidden", "layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.subword_buckets < 0:
+            raise ValueError(f"subword_buckets must be >= 0 (0: off), got {self.subword_buckets}")
+        if self.subword_buckets:
+            self.subwords  # checks the n-gram range
         return self
 
     def to_dict(self):
@@ -160,8 +179,8 @@ class WordDropout(Module):
 
 
 class SentenceClassifier(Module):
-    """Embedding -> dropout -> recurrent -> pooling -> dropout -> linear. Parameters: `emb.W`,
-    `rnn.l{k}[_reverse].*`, `head.W`, `head.b`."""
+    """Embedding [+ n-grams] -> dropout -> recurrent -> pooling -> dropout -> linear. Parameters:
+    `emb.W`, `sub.W` (with subwords), `rnn.l{k}[_reverse].*`, `head.W`, `head.b`."""
 
     def __init__(self, cfg: ClassifierConfig, dtype=DEFAULT_DTYPE):
         super().__init__()
@@ -172,6 +191,10 @@ class SentenceClassifier(Module):
         self.emb = Embedding(cfg.vocab_size, cfg.embed_dim, dtype=dtype, seed=s)
         if cfg.embed_init_std != 1.0:
             self.emb.params["W"] *= cfg.embed_init_std
+        self.sub = None
+        if cfg.subword_buckets:
+            self.sub = BagEmbedding(cfg.subword_buckets, cfg.embed_dim, std=cfg.embed_init_std,
+                                    dtype=dtype, seed=s + 6)
         self.emb_drop = Dropout(cfg.embed_dropout, seed=s + 1)
         self.rnn = make_recurrent(cfg.cell, cfg.embed_dim, cfg.hidden, num_layers=cfg.layers,
                                   bidirectional=cfg.bidirectional, dropout=cfg.layer_dropout,
@@ -180,14 +203,34 @@ class SentenceClassifier(Module):
         K = 2 if cfg.bidirectional else 1
         self.head = Linear(K * cfg.hidden, cfg.num_classes, dtype=dtype, seed=s + 4)
         self._pool_cache = None
+        self._surf = None  # (bag.surf, U) of the last forward with subwords
 
     @property
     def num_directions(self):
         return 2 if self.cfg.bidirectional else 1
 
-    def forward(self, idx, mask=None):
-        """idx: (T, N) word ids; mask: (T, N) bool, a prefix per column (None: all valid) -> (N, C)."""
-        x = self.emb_drop.forward(self.emb.forward(self.word_drop.forward(idx)))  # (T, N, E)
+    def embed(self, idx, bag: SubwordBag | None = None):
+        """idx: (T, N) word ids [, the batch's words as n-gram bags] -> (T, N, E), before dropout."""
+        x = self.emb.forward(self.word_drop.forward(idx))  # (T, N, E)
+        if self.sub is None:
+            return x
+        if bag is None:
+            raise ValueError("this classifier reads character n-grams: pass the batch's SubwordBag")
+        self._surf = (bag.surf, bag.offsets.shape[0])
+        return x + self.sub.forward(bag.grams, bag.offsets)[bag.surf]  # x_tn += mean_g S[g], (U, E)
+
+    def embed_backward(self, dx):
+        """dx: (T, N, E) -> adds into `emb.W` (and `sub.W`)."""
+        self.emb.backward(dx)
+        if self.sub is not None:
+            surf, U = self._surf
+            dword = embedding_backward_into(np.zeros((U, dx.shape[-1]), dtype=dx.dtype), dx, (surf, U))
+            self.sub.backward(dword)  # (U, E): each distinct word's share, then its n-grams'
+
+    def forward(self, idx, mask=None, bag: SubwordBag | None = None):
+        """idx: (T, N) word ids; mask: (T, N) bool, a prefix per column (None: all valid); bag: the
+        batch's words as n-gram bags (needed with subwords) -> logits (N, C)."""
+        x = self.emb_drop.forward(self.embed(idx, bag))  # (T, N, E)
         out, _ = self.rnn.forward(x, mask=mask)  # (T, N, K*H); the state is carried through padding
         feat, self._pool_cache = pool_forward(out, mask, self.cfg.pooling, self.num_directions)
         return self.head.forward(self.drop.forward(feat))  # (N, C)
@@ -197,21 +240,21 @@ class SentenceClassifier(Module):
         dfeat = self.drop.backward(self.head.backward(dlogits))
         dout = pool_backward(dfeat, self._pool_cache)
         dx, _ = self.rnn.backward(dout)
-        self.emb.backward(self.emb_drop.backward(dx))
+        self.embed_backward(self.emb_drop.backward(dx))
 
-    def loss(self, idx, mask, y):
+    def loss(self, idx, mask, y, bag: SubwordBag | None = None):
         """Mean cross-entropy over the batch and its backward, in one call: returns (loss, logits)."""
-        logits = self.forward(idx, mask)
+        logits = self.forward(idx, mask, bag)
         loss, dlogits = softmax_cross_entropy(logits, y)
         self.backward(dlogits)
         return loss, logits
 
-    def predict_proba(self, idx, mask=None):
+    def predict_proba(self, idx, mask=None, bag: SubwordBag | None = None):
         """Class probabilities (N, C) in eval mode (no dropout); the training mode is restored."""
         was = self.training
         self.eval()
         try:
-            logits = self.forward(idx, mask)
+            logits = self.forward(idx, mask, bag)
         finally:
             self.train(was)
         return softmax(logits)
@@ -245,6 +288,9 @@ class EncoderLM(Module):
     def __init__(self, classifier: SentenceClassifier, dropout=0.1):
         super().__init__()
         cfg = classifier.cfg
+        if cfg.subword_buckets:
+            raise ValueError("language-model pretraining does not train character n-grams yet; "
+                             "pretrain without subwords")
         if cfg.bidirectional and cfg.layers > 1:
             raise ValueError("language-model pretraining needs one layer when bidirectional: a second "
                              "layer's directions would see the words they predict")
