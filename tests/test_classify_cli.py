@@ -200,3 +200,35 @@ def test_pretraining_as_a_language_model(tmp_path, capsys):
     assert "--pretrain-epochs: expected a number >= 0" in capsys.readouterr().err
     assert main(base + ["--out", str(tmp_path / "bad"), "--layers", "2", "--pretrain-epochs", "1"]) == 2
     assert "--pretrain-epochs: language-model pretraining needs one layer" in capsys.readouterr().err
+
+
+def test_subwords_train_predict_and_eval(tmp_path, capsys):
+    """--subwords: the n-gram table is trained and saved; predict and eval rebuild the words' n-grams
+    (unseen words included) and give what the training run's evaluation gave."""
+    from rnnkit.train.checkpoint import load_checkpoint
+
+    train = make_tsv(tmp_path / "train.tsv", 300, 0)
+    dev = make_tsv(tmp_path / "dev.tsv", 40, 1)
+    out = tmp_path / "run"
+    assert main(["train", "classify", "--train", str(train), "--dev", str(dev), "--out", str(out),
+                 "--embed-dim", "8", "--hidden", "8", "--batch-size", "16", "--steps", "40",
+                 "--eval-every", "40", "--lr", "0.02", "--subwords", "500", "--subword-n", "2-4",
+                 "--quiet", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    arrays, meta, _ = load_checkpoint(out, "best", "classify")
+    assert arrays["model.sub.W"].shape == (500, 8)
+    assert meta["config"]["model"]["subword_min"] == 2
+    assert main(["eval", str(out), "--data", str(dev), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(summary["best"])
+    text = tmp_path / "in.txt"
+    text.write_text("a goodly film\nthe plot was dullish\n")  # words never seen in training
+    assert main(["predict", str(out), str(text)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(x.split("\t")[0] in ("pos", "neg") for x in lines)
+    base = ["train", "classify", "--train", str(train), "--dev", str(dev), "--steps", "1", "--quiet"]
+    assert main(base + ["--out", str(tmp_path / "b1"), "--subwords", "100", "--subword-n", "4"]) == 2
+    assert "--subword-n: expected MIN-MAX such as 3-5, got '4'" in capsys.readouterr().err
+    assert main(base + ["--out", str(tmp_path / "b2"), "--subwords", "100", "--pretrain-epochs", "1"]) == 2
+    assert "--pretrain-epochs does not train --subwords" in capsys.readouterr().err
+    assert main(base + ["--out", str(tmp_path / "b3"), "--subwords", "-5"]) == 2
+    assert "subword_buckets must be >= 0" in capsys.readouterr().err

@@ -227,3 +227,72 @@ def test_encoder_lm_predicts_each_word_from_the_other_side(rng):
     with pytest.raises(ValueError, match="one layer"):
         EncoderLM(SentenceClassifier(ClassifierConfig(vocab_size=9, num_classes=2, layers=2,
                                                       bidirectional=True)))
+
+
+def test_bag_mean_gradient(rng):
+    """Mean of rows per bag: the backward against central differences (float64, random upstream
+    gradient), with a gram repeated inside a bag and shared between bags."""
+    from rnnkit.functional import bag_mean_backward_into, bag_mean_forward
+
+    W = rng.standard_normal((6, 4))
+    grams = np.array([1, 1, 3, 0, 3, 5, 2, 4, 1])
+    offsets = np.array([0, 3, 4, 8])  # bags of 3, 1, 4 and 1 grams
+    out, cache = bag_mean_forward(grams, offsets, W)
+    np.testing.assert_allclose(out[0], (2 * W[1] + W[3]) / 3)
+    dout = rng.standard_normal(out.shape)
+    dW = np.zeros_like(W)
+    bag_mean_backward_into(dW, dout, cache)
+    num = numerical_grad(lambda: bag_mean_forward(grams, offsets, W)[0], W, dout)
+    assert rel_error(dW, num) < 1e-9
+    with pytest.raises(ValueError, match="non-empty bags"):
+        bag_mean_forward(grams, np.array([0, 3, 3]), W)
+    with pytest.raises(ValueError, match="expected \\[0, 6\\)"):
+        bag_mean_forward(np.array([6]), np.array([0]), W)
+
+
+def _subword_batch(words_per_sentence):
+    """Sentences of words -> (idx, mask, bag) with a vocabulary that knows only 'good' and 'bad'."""
+    from rnnkit.data.subwords import SubwordHasher, SurfaceTable
+    from rnnkit.data.words import pad_batch
+
+    vocab = {"good": 2, "bad": 3}
+    table = SurfaceTable(SubwordHasher(buckets=64, n_min=2, n_max=4))
+    idx, mask = pad_batch([[vocab.get(w, 1) for w in s] for s in words_per_sentence])
+    surf, _ = pad_batch([table.ids(s) for s in words_per_sentence])
+    return idx, mask, table.bag(surf)
+
+
+def test_subword_model_gradients(rng):
+    """With character n-grams every parameter, the n-gram table included, matches central differences."""
+    cfg = ClassifierConfig(vocab_size=5, num_classes=2, embed_dim=3, hidden=4, bidirectional=True,
+                           pooling="max", embed_dropout=0, dropout=0, subword_buckets=64,
+                           subword_min=2, subword_max=4, embed_init_std=0.5, seed=1)
+    m = SentenceClassifier(cfg, dtype=np.float64)
+    idx, mask, bag = _subword_batch([["good", "film", "goodness"], ["bad"], ["films", "bad", "x"]])
+    y = np.array([1, 0, 0])
+    m.zero_grad()
+    m.loss(idx, mask, y, bag)
+
+    def f():
+        return np.array(softmax_cross_entropy(m.forward(idx, mask, bag), y)[0])
+
+    names = [n for n, _, _ in m.named_parameters()]
+    assert "sub.W" in names
+    for name, p, g in m.named_parameters():
+        assert rel_error(g, numerical_grad(f, p, np.array(1.0))) < 1e-6, name
+    with pytest.raises(ValueError, match="SubwordBag"):
+        m.forward(idx, mask)
+
+
+def test_unknown_words_keep_their_pieces():
+    """Two words outside the vocabulary (both <unk> ids) get different inputs from their n-grams, and a
+    word sharing pieces with a known one gets part of its n-gram vector."""
+    cfg = ClassifierConfig(vocab_size=5, num_classes=2, embed_dim=3, hidden=2, subword_buckets=64,
+                           subword_min=2, subword_max=4)
+    m = SentenceClassifier(cfg, dtype=np.float64).eval()
+    idx, mask, bag = _subword_batch([["goodish", "dreadful", "good"]])
+    assert idx[0, 0] == idx[1, 0] == 1  # both unknown
+    x = m.embed(idx, bag)
+    assert not np.allclose(x[0, 0], x[1, 0])
+    ngram_vecs = m.sub.forward(bag.grams, bag.offsets)  # (U, E)
+    np.testing.assert_allclose(x[0, 0], m.emb.params["W"][1] + ngram_vecs[bag.surf[0, 0]], rtol=1e-12)

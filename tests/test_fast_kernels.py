@@ -233,3 +233,31 @@ def test_flush_subnormals_is_scoped():
                 pass
             assert (tiny * factor)[0] == 0
     assert (tiny * factor)[0] > 0
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-14), (np.float32, 1e-6)])
+@pytest.mark.parametrize("split", [False, True])
+def test_bag_mean_equals_reference(dtype, tol, split, monkeypatch):
+    """The compiled mean of rows per bag and its scatter backward (columns across threads) against the
+    NumPy reference, with grams shared between bags and repeated inside one; 37 columns."""
+    from rnnkit.functional import bag_mean_backward_into, bag_mean_forward
+
+    if split:
+        _split_flat(monkeypatch)
+    rng = np.random.default_rng(3)
+    W = rng.standard_normal((50, 37)).astype(dtype)
+    sizes = rng.integers(1, 9, 40)
+    grams = rng.integers(0, 50, int(sizes.sum()))
+    grams[:3] = 7  # bag 0 (and maybe 1): one gram several times
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    dout = rng.standard_normal((40, 37)).astype(dtype)
+    out, cache = bag_mean_forward(grams, offsets, W)
+    dW = np.ones_like(W)  # backward adds into what is there
+    bag_mean_backward_into(dW, dout, cache)
+    with kernels.reference():
+        ref_out, ref_cache = bag_mean_forward(grams, offsets, W)
+        ref_dW = np.ones_like(W)
+        bag_mean_backward_into(ref_dW, dout, ref_cache)
+    np.testing.assert_allclose(out, ref_out, rtol=tol, atol=tol)
+    np.testing.assert_allclose(dW, ref_dW, rtol=tol, atol=tol)
+    np.testing.assert_allclose(out[5], W[grams[offsets[5]:offsets[6]]].mean(axis=0), rtol=tol * 10)

@@ -114,3 +114,4 @@ def test_stdlib_corpus_is_deterministic_python():
     b, _ = stdlib_corpus(max_chars=50_000)
     assert a == b and len(a) == 50_000 and info["files"] > 1
     assert "def " in a and "import " in a
+

@@ -1,7 +1,9 @@
-"""Vocab: reserved ids, min_freq / max_size, deterministic order, JSON round trip, bad files."""
+"""Vocab: reserved ids, min_freq / max_size, deterministic order, JSON round trip, bad files; character
+n-gram buckets of words (subwords)."""
 
 import json
 
+import numpy as np
 import pytest
 
 from rnnkit.data.vocab import Vocab
@@ -69,3 +71,25 @@ def test_bad_vocab_files(tmp_path):
         Vocab.load(p)
     with pytest.raises(UserError, match="no such vocabulary file"):
         Vocab.load(tmp_path / "missing.json")
+
+
+def test_subword_grams_and_batch_bags():
+    """fastText's n-grams of '<word>', hashed into buckets; padding is surface id 0; a batch's bags
+    hold each distinct word once."""
+    from rnnkit.data.subwords import SubwordHasher, SurfaceTable
+
+    h = SubwordHasher(buckets=1000, n_min=3, n_max=4)
+    assert h.grams("cat") == ["<ca", "cat", "at>", "<cat", "cat>"]
+    assert h.grams("") == ["<>"]  # too short for any n-gram: the word is its own
+    assert all(0 <= b < 1000 for b in h.buckets_of("naïve"))
+    assert SubwordHasher.from_dict(h.to_dict()) == h
+    with pytest.raises(ValueError):
+        SubwordHasher(n_min=4, n_max=3)
+    t = SurfaceTable(h)
+    assert t.ids(["cat", "dog", "cat"]) == [1, 2, 1] and len(t) == 3
+    bag = t.bag(np.array([[1, 2], [1, 0]]))
+    assert bag.surf.shape == (2, 2) and bag.surf[0, 0] == bag.surf[1, 0]
+    assert len(bag.offsets) == 3  # padding, cat, dog
+    starts = list(bag.offsets) + [len(bag.grams)]
+    k = bag.surf[0, 0]
+    assert list(bag.grams[starts[k]:starts[k + 1]]) == h.buckets_of("cat")

@@ -64,28 +64,39 @@ def bag_mean_forward(grams, offsets, W):
     """
     expect_shape("W", W, (None, None), ("B", "D"))
     xp = get_array_module(W)
-    G, U = grams.shape[0], offsets.shape[0]
+    (B, D), G, U = W.shape, grams.shape[0], offsets.shape[0]
     if U == 0:
-        return xp.zeros((0, W.shape[1]), dtype=W.dtype), (grams, None, None, W.shape[0])
+        return xp.zeros((0, D), dtype=W.dtype), (grams, None, None, B)
     if int(offsets[0]) != 0 or (U > 1 and int(xp.diff(offsets).min()) < 1) or int(offsets[-1]) >= G:
         raise ValueError("offsets must start at 0 and mark non-empty bags inside grams")
-    if int(grams.min()) < 0 or int(grams.max()) >= W.shape[0]:
-        raise ValueError(f"grams has values in [{int(grams.min())}, {int(grams.max())}], "
-                         f"expected [0, {W.shape[0]})")
-    counts = xp.diff(xp.concatenate([offsets, xp.asarray([G])]))  # (U,) |G_u|
-    inv = (1.0 / counts).astype(W.dtype)[:, None]  # (U, 1)
-    out = xp.add.reduceat(W[grams], offsets, axis=0) * inv
-    return out, (grams, counts, inv, W.shape[0])
+    if int(grams.min()) < 0 or int(grams.max()) >= B:
+        raise ValueError(f"grams has values in [{int(grams.min())}, {int(grams.max())}], expected [0, {B})")
+    ends = xp.concatenate([offsets, xp.asarray([G], dtype=offsets.dtype)]).astype(np.int64)  # (U+1,)
+    inv = (1.0 / xp.diff(ends)).astype(W.dtype)  # (U,) 1 / |G_u|
+    grams = grams.astype(np.int64, copy=False)
+    fast = kernels.flat_kernel("bag_mean", W.dtype, W, grams)
+    if fast is not None:
+        out = np.empty((U, D), dtype=W.dtype)
+        fast(U, D, grams, ends, W, inv, out, unit=D * G // U)
+    else:
+        out = xp.add.reduceat(W[grams], ends[:-1], axis=0) * inv[:, None]
+    return out, (grams, ends, inv, B)
 
 
 def bag_mean_backward_into(dW, dout, cache):
     """dout: (U, D) -> adds into dW (B, D): each of bag u's rows gets dout_u / |G_u| (repeated rows add)."""
-    grams, counts, inv, B = cache
-    if counts is None:
+    grams, ends, inv, B = cache
+    if ends is None:
         return dW
     xp = get_array_module(dout)
-    owner = xp.repeat(xp.arange(counts.shape[0]), counts)  # (G,) the bag each gram belongs to
-    return embedding_backward_into(dW, (dout * inv)[owner], (grams, B))
+    U, D = dout.shape
+    dout = xp.ascontiguousarray(dout)
+    fast = kernels.flat_kernel("bag_scatter", dW.dtype, dW, dout)
+    if fast is not None:
+        fast(D, U, D, grams, ends, dout, inv, dW, unit=grams.shape[0])  # columns across threads
+        return dW
+    owner = xp.repeat(xp.arange(U), xp.diff(ends))  # (G,) the bag each gram belongs to
+    return embedding_backward_into(dW, (dout * inv[:, None])[owner], (grams, B))
 
 
 # --- affine at every step ------------------------------------------------------------------------

@@ -54,3 +54,34 @@ EXPORT void FN(softmax_xent)(long r0, long r1, long V, const R *logits, const in
         d[y[r]] -= wr;
     }
 }
+
+/* Mean of rows per bag (rnnkit/functional/layers.py `bag_mean_forward`), for bags [u0, u1) of D columns:
+ *     out[u] = inv[u] * sum_{j in [ends[u], ends[u+1])} W[grams[j]]                inv[u] = 1 / |bag u| */
+EXPORT void FN(bag_mean)(long u0, long u1, long D, const int64_t *grams, const int64_t *ends,
+                         const R *W, const R *inv, R *out) {
+    for (long u = u0; u < u1; u++) {
+        R *o = out + u * D;
+        VEC for (long c = 0; c < D; c++) o[c] = 0;
+        for (long j = ends[u]; j < ends[u + 1]; j++) {
+            const R *w = W + grams[j] * D;
+            VEC for (long c = 0; c < D; c++) o[c] += w[c];
+        }
+        const R k = inv[u];
+        VEC for (long c = 0; c < D; c++) o[c] *= k;
+    }
+}
+
+/* Its backward (`bag_mean_backward_into`) for columns [c0, c1) of all U bags, so that threads given
+ * disjoint columns never write the same element of dW even where bags share a gram:
+ *     dW[grams[j], c] += dout[u, c] * inv[u]            for every gram j of bag u */
+EXPORT void FN(bag_scatter)(long c0, long c1, long U, long D, const int64_t *grams, const int64_t *ends,
+                            const R *dout, const R *inv, R *dW) {
+    for (long u = 0; u < U; u++) {
+        const R k = inv[u];
+        const R *d = dout + u * D;
+        for (long j = ends[u]; j < ends[u + 1]; j++) {
+            R *g = dW + grams[j] * D;
+            VEC for (long c = c0; c < c1; c++) g[c] += d[c] * k;
+        }
+    }
+}
