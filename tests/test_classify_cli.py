@@ -183,7 +183,7 @@ def test_pretraining_as_a_language_model(tmp_path, capsys):
     dev = make_tsv(tmp_path / "dev.tsv", 40, 1)
     base = ["train", "classify", "--train", str(train), "--dev", str(dev), "--bidirectional",
             "--embed-dim", "8", "--hidden", "8", "--batch-size", "16", "--steps", "1", "--lr", "0.02",
-            "--quiet", "--json"]
+            "--subwords", "0", "--quiet", "--json"]
     assert main(base + ["--out", str(tmp_path / "pre"), "--pretrain-epochs", "3"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["pretrain"]["step"] == 3 * 13  # 13 batches of 16 distinct texts an epoch
@@ -229,6 +229,6 @@ def test_subwords_train_predict_and_eval(tmp_path, capsys):
     assert main(base + ["--out", str(tmp_path / "b1"), "--subwords", "100", "--subword-n", "4"]) == 2
     assert "--subword-n: expected MIN-MAX such as 3-5, got '4'" in capsys.readouterr().err
     assert main(base + ["--out", str(tmp_path / "b2"), "--subwords", "100", "--pretrain-epochs", "1"]) == 2
-    assert "--pretrain-epochs does not train --subwords" in capsys.readouterr().err
+    assert "--pretrain-epochs does not train the character n-grams" in capsys.readouterr().err
     assert main(base + ["--out", str(tmp_path / "b3"), "--subwords", "-5"]) == 2
     assert "subword_buckets must be >= 0" in capsys.readouterr().err

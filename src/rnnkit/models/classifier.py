@@ -63,7 +63,7 @@ def pool_forward(out, mask, mode="last", num_directions=1):
     if mask is None:
         mask = xp.ones((T, N), dtype=bool)
     lengths = mask.sum(axis=0).astype(np.int64)
-    if int(lengths.min(initial=1)) < 1:
+    if N and int(lengths.min()) < 1:
         raise ValueError("every sequence needs at least one valid step")
     weights = argmax = None
     n = xp.arange(N)

@@ -1,0 +1,153 @@
+"""The math runs on CuPy arrays unchanged: each `*_forward` / `*_backward` pair, given CuPy inputs, returns
+CuPy arrays equal to what NumPy gives for the same float64 inputs. Runs only where CuPy and a GPU are
+present (skipped elsewhere, CI included); the device check of docs/DEVELOPING.md runs it on a GPU."""
+
+import numpy as np
+import pytest
+
+from rnnkit.functional import (
+    affine_backward,
+    affine_forward,
+    bag_mean_backward_into,
+    bag_mean_forward,
+    dropout_backward,
+    dropout_forward,
+    embedding_backward,
+    embedding_backward_into,
+    embedding_forward,
+    gru_backward,
+    gru_forward,
+    lstm_backward,
+    lstm_forward,
+    rnn_backward,
+    rnn_forward,
+    softmax_cross_entropy,
+)
+from rnnkit.functional.attention import attention_backward, attention_forward, attention_params
+from rnnkit.functional.conv import conv2d_backward, conv2d_forward, maxpool2d_backward, maxpool2d_forward
+from rnnkit.models.classifier import pool_backward, pool_forward
+
+cp = pytest.importorskip("cupy")
+try:
+    if cp.cuda.runtime.getDeviceCount() < 1:
+        pytest.skip("CuPy finds no GPU", allow_module_level=True)
+except cp.cuda.runtime.CUDARuntimeError:  # no driver
+    pytest.skip("CuPy finds no GPU driver", allow_module_level=True)
+
+T, N, D, H, V = 6, 3, 4, 5, 7
+LENGTHS = np.array([6, 4, 1])
+
+
+def _flat(out):
+    """Every array in a (nested) result, in order."""
+    if isinstance(out, dict):
+        return [a for k in sorted(out) for a in _flat(out[k])]
+    if isinstance(out, (tuple, list)):
+        return [a for x in out for a in _flat(x)]
+    return [out] if hasattr(out, "shape") else []
+
+
+def on_both(run, *arrays):
+    """run(xp, *arrays) with NumPy arrays and with their CuPy copies: every CuPy result is a CuPy array
+    (nothing fell back to the host) and equals the NumPy one."""
+    ref = _flat(run(np, *arrays))
+    got = _flat(run(cp, *[cp.asarray(a) if isinstance(a, np.ndarray) else a for a in arrays]))
+    assert len(got) == len(ref) and ref
+    for r, g in zip(ref, got):
+        assert isinstance(g, cp.ndarray), type(g)
+        np.testing.assert_allclose(cp.asnumpy(g), r, rtol=1e-10, atol=1e-12)
+
+
+def _mask():
+    return np.arange(T)[:, None] < LENGTHS[None, :]
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_recurrent_forward_backward(rng, cell):
+    G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    x, h0, c0 = rng.standard_normal((T, N, D)), rng.standard_normal((N, H)), rng.standard_normal((N, H))
+    Wx, Wh = 0.5 * rng.standard_normal((D, G * H)), 0.5 * rng.standard_normal((H, G * H))
+    b, bhn, dh = rng.standard_normal(G * H), rng.standard_normal(H), rng.standard_normal((T, N, H))
+    mask = _mask()
+
+    def run(xp, x, h0, c0, Wx, Wh, b, bhn, dh, mask):
+        dh = dh * mask[:, :, None]
+        if cell == "rnn":
+            h, cache = rnn_forward(x, h0, Wx, Wh, b, mask)
+            return h, rnn_backward(dh, cache)
+        if cell == "lstm":
+            h, c, cache = lstm_forward(x, h0, c0, Wx, Wh, b, mask)
+            return h, c, lstm_backward(dh, cache)
+        h, cache = gru_forward(x, h0, Wx, Wh, b, bhn, mask)
+        return h, gru_backward(dh, cache)
+
+    on_both(run, x, h0, c0, Wx, Wh, b, bhn, dh, mask)
+
+
+def test_embedding_affine_softmax_dropout(rng):
+    idx = rng.integers(0, V, (T, N))
+    W, A, bias = rng.standard_normal((V, D)), rng.standard_normal((D, V)), rng.standard_normal(V)
+    dout, y, mask = rng.standard_normal((T, N, D)), rng.integers(0, V, (T, N)), _mask()
+
+    def run(xp, idx, W, A, bias, dout, y, mask):
+        e, cache = embedding_forward(idx, W)
+        dW = embedding_backward(dout, cache)
+        dW2 = embedding_backward_into(xp.ones_like(W), dout, cache)
+        logits, acache = affine_forward(e, A, bias)
+        loss, dlogits = softmax_cross_entropy(logits, y, mask)
+        dropped, dcache = dropout_forward(e, 0.3, np.random.default_rng(1))
+        return e, dW, dW2, logits, xp.asarray(loss), dlogits, affine_backward(dlogits, acache), \
+            dropped, dropout_backward(dout, dcache)
+
+    on_both(run, idx, W, A, bias, dout, y, mask)
+
+
+def test_bag_mean(rng):
+    W = rng.standard_normal((20, D))
+    grams, offsets = rng.integers(0, 20, 17), np.array([0, 3, 4, 9, 16])
+    dout = rng.standard_normal((5, D))
+
+    def run(xp, W, grams, offsets, dout):
+        out, cache = bag_mean_forward(grams, offsets, W)
+        return out, bag_mean_backward_into(xp.zeros_like(W), dout, cache)
+
+    on_both(run, W, grams, offsets, dout)
+
+
+@pytest.mark.parametrize("kind", ["dot", "general", "additive"])
+def test_attention(rng, kind):
+    S = 5
+    q, keys = rng.standard_normal((T, N, H)), rng.standard_normal((S, N, H))
+    mask = np.arange(S)[:, None] < np.array([5, 2, 4])[None, :]
+    p = attention_params(kind, H, H, A=4, rng=rng, dtype=np.float64)
+    dctx, dalpha = rng.standard_normal((T, N, H)), rng.standard_normal((T, N, S))
+
+    def run(xp, q, keys, mask, dctx, dalpha, *weights):
+        params = dict(zip(sorted(p), weights))
+        ctx, alpha, cache = attention_forward(q, keys, mask, kind, params)
+        return ctx, alpha, attention_backward(dctx, cache, dalpha)
+
+    on_both(run, q, keys, mask, dctx, dalpha, *[p[k] for k in sorted(p)])
+
+
+@pytest.mark.parametrize("mode", ["last", "mean", "max"])
+def test_pooling(rng, mode):
+    out, dfeat = rng.standard_normal((T, N, 2 * H)), rng.standard_normal((N, 2 * H))
+
+    def run(xp, out, mask, dfeat):
+        feat, cache = pool_forward(out, mask, mode, 2)
+        return feat, pool_backward(dfeat, cache)
+
+    on_both(run, out, _mask(), dfeat)
+
+
+def test_conv_and_pool(rng):
+    x, w, b = rng.standard_normal((2, 3, 8, 8)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    dout = rng.standard_normal((2, 4, 4, 4))
+
+    def run(xp, x, w, b, dout):
+        y, cache = conv2d_forward(x, w, b, stride=1, pad=1)
+        p, pcache = maxpool2d_forward(y, 2)
+        return y, p, conv2d_backward(maxpool2d_backward(dout, pcache), cache)
+
+    on_both(run, x, w, b, dout)
