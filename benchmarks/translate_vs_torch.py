@@ -34,6 +34,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.interop import load_torch_state_dict, to_torch_state_dict
 from rnnkit.models.seq2seq import Seq2Seq
+from rnnkit.optim import Schedule
 
 
 class TorchSeq2Seq(nn.Module):
@@ -159,9 +160,10 @@ class TorchSeq2Seq(nn.Module):
             self.load_state_dict(saved)
 
 
-def loss_fn(logits, tgt_out):
+def loss_fn(logits, tgt_out, smoothing=0.0):
     V = logits.shape[-1]
-    return F.cross_entropy(logits.reshape(-1, V), tgt_out.reshape(-1), ignore_index=0)  # 0 = <pad>
+    return F.cross_entropy(logits.reshape(-1, V), tgt_out.reshape(-1), ignore_index=0,  # 0 = <pad>
+                           label_smoothing=smoothing)
 
 
 def _t(batch):
@@ -193,6 +195,9 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--dropout", type=float, default=0.0, help="as rnnkit's --dropout, same places")
     ap.add_argument("--clip", type=float, default=5.0)
+    ap.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                    help="as rnnkit's: a cosine over --steps, or over the minutes without --steps")
+    ap.add_argument("--label-smoothing", type=float, default=0.0, help="as rnnkit's (training loss only)")
     ap.add_argument("--minutes", type=float, default=30)
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--eval-every", type=int, default=500)
@@ -218,6 +223,7 @@ def main(argv=None):
     source = IndexBatches(len(items), args.batch_size, seed=args.seed,
                           collate=lambda idx: collate([items[i] for i in idx], BOS))
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    sched = Schedule(args.schedule, lr=args.lr, total=args.steps or 10**9)  # rnnkit's arithmetic
     run_dir = Path(args.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     log = open(run_dir / "metrics.jsonl", "w")
@@ -243,8 +249,11 @@ def main(argv=None):
         if time.perf_counter() - t0 >= args.minutes * 60:
             break
         src, sm, tin, tout = _t(source.next_batch())
+        spent = None if args.steps else (time.perf_counter() - t0) / (args.minutes * 60)
+        for group in opt.param_groups:
+            group["lr"] = sched(step + 1, spent)
         opt.zero_grad()
-        loss = loss_fn(model(src, sm, tin), tout)
+        loss = loss_fn(model(src, sm, tin), tout, args.label_smoothing)
         loss.backward()
         if args.clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), args.clip)

@@ -1,5 +1,5 @@
-"""The math runs on CuPy arrays unchanged: each `*_forward` / `*_backward` pair, given CuPy inputs, returns
-CuPy arrays equal to what NumPy gives for the same float64 inputs. Runs only where CuPy and a GPU are
+"""The math runs on CuPy arrays unchanged: each `*_forward` / `*_backward` pair, given CuPy inputs,
+returns CuPy arrays equal to what NumPy gives for the same float64 inputs. Runs only where CuPy and a GPU are
 present (skipped elsewhere, CI included); the device check of docs/DEVELOPING.md runs it on a GPU."""
 
 import numpy as np
@@ -142,7 +142,8 @@ def test_pooling(rng, mode):
 
 
 def test_conv_and_pool(rng):
-    x, w, b = rng.standard_normal((2, 3, 8, 8)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    x, w = rng.standard_normal((2, 3, 8, 8)), rng.standard_normal((4, 3, 3, 3))
+    b = rng.standard_normal(4)
     dout = rng.standard_normal((2, 4, 4, 4))
 
     def run(xp, x, w, b, dout):

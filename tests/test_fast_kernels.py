@@ -203,16 +203,17 @@ def test_fused_adam_equals_reference(kind, kw, dtype, tol, split, monkeypatch):
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-14), (np.float32, 1e-6)])
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("split", [False, True])
-def test_fused_softmax_cross_entropy_equals_reference(dtype, tol, masked, split, monkeypatch):
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_fused_softmax_cross_entropy_equals_reference(dtype, tol, masked, split, smoothing, monkeypatch):
     if split:
         _split_flat(monkeypatch)
     rng = np.random.default_rng(2)
     logits = (4 * rng.standard_normal((7, 5, 301))).astype(dtype)
     y = rng.integers(0, 301, (7, 5))
     mask = rng.random((7, 5)) < 0.6 if masked else None
-    loss, dlogits = softmax_cross_entropy(logits, y, mask)
+    loss, dlogits = softmax_cross_entropy(logits, y, mask, smoothing)
     with kernels.reference():
-        ref_loss, ref_d = softmax_cross_entropy(logits, y, mask)
+        ref_loss, ref_d = softmax_cross_entropy(logits, y, mask, smoothing)
     assert dlogits.shape == logits.shape and dlogits.dtype == logits.dtype
     assert loss == pytest.approx(ref_loss, rel=tol)
     np.testing.assert_allclose(dlogits, ref_d, rtol=tol, atol=tol)

@@ -163,6 +163,26 @@ def test_softmax_cross_entropy(rng, masked):
     assert loss > 0
 
 
+@pytest.mark.parametrize("masked", [False, True])
+def test_label_smoothing_gradient_and_torch(rng, masked):
+    """Label smoothing 0.1: the gradient against central differences, the loss against torch's
+    `cross_entropy(..., label_smoothing=0.1)` over the valid tokens."""
+    torch = pytest.importorskip("torch")
+    V = 6
+    logits = rng.standard_normal((T, N, V))
+    y = rng.integers(0, V, (T, N))
+    mask = _mask() if masked else None
+    loss, dlogits = softmax_cross_entropy(logits, y, mask, smoothing=0.1)
+    f = lambda: np.array(softmax_cross_entropy(logits, y, mask, smoothing=0.1)[0])  # noqa: E731
+    assert rel_error(numerical_grad(f, logits, 1.0), dlogits) < TOL
+    keep = np.ones((T, N), bool) if mask is None else mask
+    ref = torch.nn.functional.cross_entropy(torch.from_numpy(logits[keep]), torch.from_numpy(y[keep]),
+                                            label_smoothing=0.1)
+    assert loss == pytest.approx(float(ref), rel=1e-12)
+    with pytest.raises(ValueError, match="smoothing"):
+        softmax_cross_entropy(logits, y, mask, smoothing=1.0)
+
+
 def test_softmax_cross_entropy_value(rng):
     logits = np.log(np.array([[[0.25, 0.75]]]))
     loss, _ = softmax_cross_entropy(logits, np.array([[1]]))

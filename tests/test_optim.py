@@ -7,6 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from rnnkit.errors import UserError  # noqa: E402
 from rnnkit.optim import SGD, Adagrad, Adam, AdamW, RMSprop, Schedule, clip_grad_norm  # noqa: E402
 
 STEPS = 25
@@ -120,3 +121,18 @@ def test_schedules_match_torch():
     assert Schedule("constant", lr=0.3)(1000) == 0.3
     with pytest.raises(ValueError, match="schedule must be"):
         Schedule("linear")
+
+
+def test_cosine_over_a_time_budget():
+    """With the fraction of a time budget spent, the cosine follows it (after the warmup steps) and
+    ignores the step count; past the budget it stays at the floor."""
+    from rnnkit.train.loop import TrainConfig
+
+    s = Schedule("cosine", lr=0.1, warmup=3, total=10**9, min_ratio=0.1)
+    assert s(2, spent=0.9) == pytest.approx(0.2 / 3)  # warmup first
+    assert s(500, spent=0.0) == pytest.approx(0.1)
+    assert s(7, spent=0.5) == pytest.approx(0.01 + 0.09 * 0.5)
+    assert s(7, spent=1.0) == s(10**6, spent=3.0) == pytest.approx(0.01)
+    TrainConfig(steps=None, minutes=5, schedule="cosine").validate()  # a time budget is enough
+    with pytest.raises(UserError, match="--schedule step: needs --steps"):
+        TrainConfig(steps=None, minutes=5, schedule="step").validate()

@@ -78,16 +78,16 @@ def test_two_layers_gradients(rng):
     _check_grads(m, lambda: m.forward(src, sm, tin), dlog, rng, only=lambda n: "coder." in n)
 
 
-@pytest.mark.parametrize("att", ["general", "none"])
-def test_loss_on_valid_positions_equals_the_full_pass(att, rng):
+@pytest.mark.parametrize("att,smoothing", [("general", 0.0), ("none", 0.0), ("general", 0.1)])
+def test_loss_on_valid_positions_equals_the_full_pass(att, smoothing, rng):
     m = _model("lstm", True, att)
     src, sm, tin, tout, tm = _batch(rng)
     m.zero_grad()
-    full, dlog = softmax_cross_entropy(m.forward(src, sm, tin), tout, tm)
+    full, dlog = softmax_cross_entropy(m.forward(src, sm, tin), tout, tm, smoothing)
     m.backward(dlog)
     ref = {n: g.copy() for n, _, g in m.named_parameters()}
     m.zero_grad()
-    loss, dlog = m.loss(src, sm, tin, tout, tm)
+    loss, dlog = m.loss(src, sm, tin, tout, tm, smoothing)
     assert dlog.shape == (int(tm.sum()), VT)
     m.backward(dlog)
     assert abs(loss - full) < 1e-12
@@ -124,6 +124,21 @@ def test_seq2seq_matches_torch(cell, bi, att, rng):
     # and back: the torch weights copied into a fresh rnnkit model give the same logits
     twin = tm_.to_rnnkit(Seq2Seq(m.cfg))
     np.testing.assert_allclose(twin.forward(src, sm, tin), m.forward(src, sm, tin), atol=1e-5)
+
+
+def test_torch_twin_smooths_labels_as_rnnkit(rng):
+    """--label-smoothing 0.1: the twin's loss (torch's cross_entropy with label_smoothing) equals
+    rnnkit's `Seq2Seq.loss(..., smoothing=0.1)` on identical weights."""
+    torch = pytest.importorskip("torch")
+    tw = _torch_twin()
+    m = _model("lstm", True, "general", dtype=np.float32)
+    tm_ = tw.TorchSeq2Seq(m.cfg).from_rnnkit(m)
+    src, sm, tin, tout, tmask = _batch(rng)
+    ours, _ = m.loss(src, sm, tin, tout, tmask, smoothing=0.1)
+    theirs = tw.loss_fn(tm_(torch.from_numpy(src), torch.from_numpy(sm), torch.from_numpy(tin)),
+                        torch.from_numpy(tout), 0.1)
+    assert abs(ours - theirs.item()) < 1e-5
+    assert abs(ours - m.loss(src, sm, tin, tout, tmask)[0]) > 1e-3  # the smoothing did something
 
 
 def test_torch_twin_drops_where_rnnkit_drops(rng):

@@ -162,6 +162,23 @@ def test_time_budget_stops(tmp_path):
     assert s["stopped"] == "minutes" and s["step"] == 0
 
 
+def test_cosine_follows_the_clock_without_steps(tmp_path, monkeypatch):
+    """--minutes alone with a cosine: the learning rate falls with the time spent (a fake clock that
+    moves 1 s a call), from lr to its floor at the end of the budget."""
+    from rnnkit.train import loop
+
+    clock = iter(range(10**6))
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: float(next(clock)))
+    cfg = TrainConfig(steps=None, minutes=1.0, schedule="cosine", lr=0.1, log_every=1, eval_every=10**6,
+                      checkpoint_every=10**6)
+    s = fit(ToyStreamTask(), _source(), cfg, tmp_path, {}, progress=False)
+    assert s["stopped"] == "minutes"
+    lrs = [json.loads(x)["lr"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()
+           if json.loads(x)["kind"] == "train"]
+    assert len(lrs) > 5 and lrs[0] > 0.09 and lrs[-1] < 0.02
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
 def test_diverging_loss_is_a_user_error(tmp_path):
     class Nan(ToyStreamTask):
         def train_step(self, batch):

@@ -48,6 +48,7 @@ class TranslateTask:
         self.tgt_vocab = tgt_vocab
         self.src_vocab = None
         self.ratio = teacher_forcing
+        self.smoothing = 0.0  # label smoothing of the training loss (the dev loss stays plain)
         self.rng = np.random.default_rng(seed + 17)
         self.batch_size = batch_size
         self.tokenizer = tokenizer
@@ -58,7 +59,8 @@ class TranslateTask:
         if self.ratio < 1.0:
             tgt_in = m.scheduled_inputs(batch["src"], batch["src_mask"], tgt_in, self.ratio, self.rng)
         # logits only at the valid target positions (the output layer is the costly part)
-        loss, dlogits = m.loss(batch["src"], batch["src_mask"], tgt_in, batch["tgt_out"], batch["tgt_mask"])
+        loss, dlogits = m.loss(batch["src"], batch["src_mask"], tgt_in, batch["tgt_out"], batch["tgt_mask"],
+                               smoothing=self.smoothing)
         m.backward(dlogits)
         return {"loss": loss, "tokens": int(batch["tgt_mask"].sum())}
 
@@ -201,6 +203,13 @@ def register(sub, train_sub):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--clip", type=float, default=5.0)
+    p.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                   help="learning rate: constant, or cosine decay to a tenth over --steps (over the "
+                        "minutes of this run when only --minutes is given)")
+    p.add_argument("--warmup", type=int, default=0, help="steps of linear warmup (cosine)")
+    p.add_argument("--label-smoothing", type=float, default=0.0,
+                   help="training targets put this much mass evenly on all words (0.1 is usual); the "
+                        "dev loss stays plain cross-entropy")
     p.add_argument("--steps", type=int, default=None,
                    help="updates (default: 400 for the date task, else 10000 unless --minutes)")
     p.add_argument("--minutes", type=float, default=None)
@@ -240,6 +249,8 @@ def _check_args(args):
         bad("teacher-forcing", "a ratio in [0, 1]", args.teacher_forcing)
     if not 0 <= args.dropout < 1:
         bad("dropout", "a number in [0, 1)", args.dropout)
+    if not 0 <= args.label_smoothing < 1:
+        bad("label-smoothing", "a number in [0, 1)", args.label_smoothing)
     if args.beam < 1:
         bad("beam", "a positive integer", args.beam)
     for flag in ("layers", "batch_size", "n_train", "n_test"):
@@ -277,7 +288,8 @@ def train(args):
                              layers=args.layers, bidirectional=not args.unidirectional,
                              attention=args.attention, dropout=args.dropout, seed=args.seed)
         config = {"model": asdict(mcfg), "src_vocab": src_vocab.to_dict(), "tgt_vocab": tgt_vocab.to_dict(),
-                  "data": ds, "teacher_forcing": args.teacher_forcing, "batch_size": args.batch_size}
+                  "data": ds, "teacher_forcing": args.teacher_forcing, "batch_size": args.batch_size,
+                  "label_smoothing": args.label_smoothing}
     model = Seq2Seq(mcfg)
     items = encode_pairs(train_pairs, src_vocab, tgt_vocab)
     # Dev: the loss on up to 2000 pairs; greedy exact match on 500 sources only for the date task (on
@@ -286,6 +298,7 @@ def train(args):
                          tgt_vocab, config.get("teacher_forcing", 1.0), args.seed,
                          max_dev_decode=500 if dates else 0, tokenizer=ds["tokenizer"])
     task.src_vocab = src_vocab
+    task.smoothing = config.get("label_smoothing", 0.0)
     source = IndexBatches(len(items), config.get("batch_size", args.batch_size), seed=args.seed,
                           collate=lambda idx: collate([items[i] for i in idx], BOS))
     steps = args.steps if args.steps is not None else (400 if dates and args.minutes is None else None)
@@ -293,7 +306,8 @@ def train(args):
         steps = 10000
     every = args.eval_every or (100 if dates else 500)
     cfg = TrainConfig(steps=steps, minutes=args.minutes, lr=args.lr, clip=args.clip, seed=args.seed,
-                      eval_every=every, checkpoint_every=every, monitor="val_loss")
+                      schedule=args.schedule, warmup=args.warmup, eval_every=every,
+                      checkpoint_every=every, monitor="val_loss")
     print(f"rnnkit: {len(train_pairs)} training pairs, {len(dev_pairs)} dev, {len(test_groups)} test "
           f"sources; vocab {len(src_vocab)} -> {len(tgt_vocab)}; {model.num_parameters()} parameters "
           f"(data ready in {time.perf_counter() - t0:.1f}s)", file=sys.stderr)

@@ -2,9 +2,9 @@
 
 A word is wrapped as "<word>" and cut into its character n-grams for n in [n_min, n_max] ("where", n 3:
 "<wh", "whe", "her", "ere", "re>"); each n-gram is hashed (CRC-32 of its UTF-8 bytes) into one of B
-buckets. A model adds the mean of the buckets' vectors to the word's own embedding, so a word never seen
-in training ("warmly", "uncomplicated") still gets a vector from the pieces it shares with words that were
-("warm", "-ly", "un-", "complicated"). A word too short to have an n-gram ("" for padding) is its own
+buckets. A model adds the mean of the buckets' vectors to the word's own embedding, so a word never
+seen in training ("warmly", "uncomplicated") still gets a vector from the pieces it shares with words
+that were ("warm", "-ly", "un-", "complicated"). A word too short to have an n-gram ("" for padding) is its own
 single gram "<>".
 
 `SurfaceTable` numbers the distinct words of some texts (surface ids, 0 for padding) and keeps each one's

@@ -70,7 +70,8 @@ def bag_mean_forward(grams, offsets, W):
     if int(offsets[0]) != 0 or (U > 1 and int(xp.diff(offsets).min()) < 1) or int(offsets[-1]) >= G:
         raise ValueError("offsets must start at 0 and mark non-empty bags inside grams")
     if int(grams.min()) < 0 or int(grams.max()) >= B:
-        raise ValueError(f"grams has values in [{int(grams.min())}, {int(grams.max())}], expected [0, {B})")
+        raise ValueError(f"grams has values in [{int(grams.min())}, {int(grams.max())}], "
+                         f"expected [0, {B})")
     ends = xp.concatenate([offsets, xp.asarray([G], dtype=offsets.dtype)]).astype(np.int64)  # (U+1,)
     inv = (1.0 / xp.diff(ends)).astype(W.dtype)  # (U,) 1 / |G_u|
     grams = grams.astype(np.int64, copy=False)
@@ -84,7 +85,7 @@ def bag_mean_forward(grams, offsets, W):
 
 
 def bag_mean_backward_into(dW, dout, cache):
-    """dout: (U, D) -> adds into dW (B, D): each of bag u's rows gets dout_u / |G_u| (repeated rows add)."""
+    """dout: (U, D) -> adds into dW (B, D): each row of bag u gets dout_u / |G_u| (repeats add up)."""
     grams, ends, inv, B = cache
     if ends is None:
         return dW
@@ -126,10 +127,14 @@ def affine_backward(dout, cache):
 # --- softmax cross-entropy over time -------------------------------------------------------------
 
 
-def softmax_cross_entropy(logits, y, mask=None):
+def softmax_cross_entropy(logits, y, mask=None, smoothing=0.0):
     """Mean cross-entropy over valid tokens, and its gradient.
 
     logits: (..., V); y: integer labels of shape logits.shape[:-1]; mask: same shape as y, or None.
+    smoothing (label smoothing, Szegedy et al. 2016): the target puts 1 - eps on y and eps / V on every
+    class, so per token, with log p = log softmax(x):
+        loss = -(1 - eps) log p_y - (eps / V) sum_j log p_j
+        dloss / dx_j = p_j - (1 - eps) [j = y] - eps / V
     Returns loss (a float, nats per valid token) and dlogits (same shape as logits).
     """
     xp = get_array_module(logits)
@@ -139,13 +144,15 @@ def softmax_cross_entropy(logits, y, mask=None):
         raise ValueError(f"y has dtype {y.dtype}, expected an integer dtype")
     if y.size and (int(y.min()) < 0 or int(y.max()) >= V):
         raise ValueError(f"y has labels in [{int(y.min())}, {int(y.max())}], expected [0, {V})")
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
     flat = logits.reshape(-1, V)
     yf = y.reshape(-1)
     if mask is not None:
         expect_shape("mask", mask, y.shape)
     fast = kernels.flat_kernel("softmax_xent", logits.dtype, flat, yf)
     if fast is not None and yf.shape[0] and V:
-        return _softmax_cross_entropy_fast(fast, flat, yf, mask, logits.shape)
+        return _softmax_cross_entropy_fast(fast, flat, yf, mask, logits.shape, smoothing)
     shifted = flat - flat.max(axis=1, keepdims=True)  # subtract the max so exp never overflows
     log_z = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
     log_p = shifted - log_z
@@ -157,11 +164,15 @@ def softmax_cross_entropy(logits, y, mask=None):
         w = mask.reshape(-1).astype(logits.dtype)
         count = float(w.sum())
     nll = -log_p[rows, yf]
+    if smoothing:
+        nll = (1 - smoothing) * nll - smoothing * log_p.mean(axis=1)
     if count == 0:
         return 0.0, xp.zeros_like(logits)
     loss = float((nll if w is None else nll * w).sum()) / count
     dlogits = xp.exp(log_p)  # softmax
-    dlogits[rows, yf] -= 1
+    dlogits[rows, yf] -= 1 - smoothing
+    if smoothing:
+        dlogits -= smoothing / V
     if w is None:
         dlogits /= count
     else:
@@ -169,7 +180,7 @@ def softmax_cross_entropy(logits, y, mask=None):
     return loss, dlogits.reshape(logits.shape)
 
 
-def _softmax_cross_entropy_fast(fast, flat, yf, mask, shape):
+def _softmax_cross_entropy_fast(fast, flat, yf, mask, shape, smoothing=0.0):
     """`softmax_cross_entropy` in one compiled pass per row (flat_impl.h), rows across threads; the
     code above is the reference it is tested equal to."""
     M, V = flat.shape
@@ -180,7 +191,7 @@ def _softmax_cross_entropy_fast(fast, flat, yf, mask, shape):
         return 0.0, np.zeros(shape, dtype=flat.dtype)
     dlogits = np.empty_like(flat)
     nll = np.empty(M)
-    fast(M, V, flat, y64, w, 1.0 / count, dlogits, nll, unit=V)
+    fast(M, V, flat, y64, w, 1.0 / count, smoothing, dlogits, nll, unit=V)
     loss = float((nll if w is None else nll * w).sum()) / count
     return loss, dlogits.reshape(shape)
 

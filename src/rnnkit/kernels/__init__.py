@@ -158,7 +158,7 @@ def _load():
         if not path.exists():
             _compile(path)
         lib = ctypes.CDLL(str(path))
-        if lib.rnnkit_kernels_version() != 9:
+        if lib.rnnkit_kernels_version() != 10:
             raise RuntimeError(f"{path} is not this version of the kernels")
         _declare(lib)
         _state.update(lib=lib, blas=blas)
@@ -190,7 +190,7 @@ _SIGNATURES = {
 # element-wise passes over a range [i0, i1); the real-valued scalars are declared per dtype
 _FLAT_SIGNATURES = {
     "adam": ([_L, _L] + [_P] * 4, 7),  # i0, i1, p, g, m, v; b1, b2, step, sbc2, eps, wd, decay
-    "softmax_xent": ([_L, _L, _L] + [_P] * 3, 1, [_P, _P]),  # r0, r1, V, logits, y, w; scale; d, nll
+    "softmax_xent": ([_L, _L, _L] + [_P] * 3, 2, [_P, _P]),  # r0, r1, V, logits, y, w; scale, eps; d, nll
     "bag_mean": ([_L, _L, _L] + [_P] * 5, 0),  # u0, u1, D, grams, ends, W, inv, out
     "bag_scatter": ([_L, _L, _L, _L] + [_P] * 5, 0),  # c0, c1, U, D, grams, ends, dout, inv, dW
 }

@@ -28,35 +28,39 @@ EXPORT void FN(adam)(long i0, long i1, R *p, const R *g, R *m, R *v, R b1, R b2,
     }
 }
 
-/* Softmax cross-entropy of rows [r0, r1) of logits (M, V) with labels y (M,) and row weights w (M,)
- * (NULL: all 1):
- *     nll[r] = log sum_j exp(x_rj - max_r) - (x_ry - max_r)
- *     dlogits[r] = (softmax(x_r) - onehot(y_r)) * w[r] * scale          scale = 1 / (valid count)
- * dlogits may be the logits themselves (the gradient overwrites them). */
+/* Softmax cross-entropy of rows [r0, r1) of logits (M, V) with labels y (M,), row weights w (M,) (NULL:
+ * all 1) and label smoothing eps (the target is 1 - eps on y plus eps / V everywhere):
+ *     nll[r] = log sum_j exp(x_rj - max_r) - (1 - eps) (x_ry - max_r) - eps mean_j (x_rj - max_r)
+ *     dlogits[r] = (softmax(x_r) - (1 - eps) onehot(y_r) - eps / V) * w[r] * scale    scale = 1 / count
+ * dlogits may be the logits themselves (the gradient overwrites them). With eps = 0 this is plain
+ * cross-entropy to the last bit. */
 EXPORT void FN(softmax_xent)(long r0, long r1, long V, const R *logits, const int64_t *y, const R *w,
-                             R scale, R *dlogits, double *nll) {
+                             R scale, R eps, R *dlogits, double *nll) {
     for (long r = r0; r < r1; r++) {
         const R *x = logits + r * V;
         R *d = dlogits + r * V;
         R mx = x[0];
         _Pragma("omp simd reduction(max:mx)") for (long j = 1; j < V; j++) mx = x[j] > mx ? x[j] : mx;
         const R xy = x[y[r]] - mx;  /* read before d (possibly x itself) is overwritten */
-        R s = 0;
-        _Pragma("omp simd reduction(+:s)") for (long j = 0; j < V; j++) {
+        R s = 0, sx = 0;
+        _Pragma("omp simd reduction(+:s, sx)") for (long j = 0; j < V; j++) {
             const R e = EXP(x[j] - mx);
+            sx += x[j] - mx;
             d[j] = e;
             s += e;
         }
         nll[r] = (double)LOG(s) - (double)xy;
+        if (eps != 0)  /* not 0 * sx: logits of -inf make sx -inf */
+            nll[r] += (double)eps * ((double)xy - (double)sx / (double)V);
         const R wr = (w ? w[r] : (R)1) * scale;
-        const R k = wr / s;
-        VEC for (long j = 0; j < V; j++) d[j] *= k;
-        d[y[r]] -= wr;
+        const R k = wr / s, off = wr * eps / (R)V;
+        VEC for (long j = 0; j < V; j++) d[j] = d[j] * k - off;
+        d[y[r]] -= wr * ((R)1 - eps);
     }
 }
 
 /* Mean of rows per bag (rnnkit/functional/layers.py `bag_mean_forward`), for bags [u0, u1) of D columns:
- *     out[u] = inv[u] * sum_{j in [ends[u], ends[u+1])} W[grams[j]]                inv[u] = 1 / |bag u| */
+ *     out[u] = inv[u] * sum_{j in [ends[u], ends[u+1])} W[grams[j]]          inv[u] = 1 / |bag u| */
 EXPORT void FN(bag_mean)(long u0, long u1, long D, const int64_t *grams, const int64_t *ends,
                          const R *W, const R *inv, R *out) {
     for (long u = u0; u < u1; u++) {

@@ -169,13 +169,14 @@ class Seq2Seq(Module):
         self._cache = (keys.shape, dec.shape, rows)
         return logits
 
-    def loss(self, src, src_mask, tgt_in, tgt_out, tgt_mask):
-        """Mean cross-entropy over the valid target tokens, computing logits only there; then call
-        `backward(dlogits)` with the returned gradient. Same value and gradients as forward over every
-        position + `softmax_cross_entropy(logits, tgt_out, tgt_mask)` (tested), less work."""
+    def loss(self, src, src_mask, tgt_in, tgt_out, tgt_mask, smoothing=0.0):
+        """Mean cross-entropy over the valid target tokens (label-smoothed by `smoothing`), computing
+        logits only there; then call `backward(dlogits)` with the returned gradient. Same value and
+        gradients as forward over every position + `softmax_cross_entropy(logits, tgt_out, tgt_mask)`
+        (tested), less work."""
         rows = np.flatnonzero(tgt_mask.reshape(-1))
         logits = self.forward(src, src_mask, tgt_in, rows)
-        return softmax_cross_entropy(logits, tgt_out.reshape(-1)[rows])
+        return softmax_cross_entropy(logits, tgt_out.reshape(-1)[rows], smoothing=smoothing)
 
     def backward(self, dlogits):
         """Adds every parameter's gradient; the model's forward read bottom-up."""

@@ -44,7 +44,7 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 0.0
     clip: float = 5.0  # global gradient-norm clip; 0 turns it off
-    schedule: str = "constant"  # constant | cosine | step
+    schedule: str = "constant"  # constant | cosine (over steps, or over minutes without steps) | step
     warmup: int = 0  # steps of linear warmup (cosine)
     eval_every: int = 200  # steps between validation passes (also at the end)
     checkpoint_every: int = 200
@@ -79,9 +79,8 @@ class TrainConfig:
             bad("clip", "a number >= 0 (0 turns clipping off)", self.clip)
         if self.schedule not in ("constant", "cosine", "step"):
             bad("schedule", "constant, cosine or step", self.schedule)
-        if self.schedule != "constant" and self.steps is None:
-            raise UserError(f"--schedule {self.schedule}: needs --steps (the schedule is laid out over "
-                            f"the steps)")
+        if self.schedule == "step" and self.steps is None:
+            raise UserError("--schedule step: needs --steps (the decay is laid out over the steps)")
         if self.warmup < 0:
             bad("warmup", "an integer >= 0", self.warmup)
         for name in ("eval_every", "checkpoint_every", "log_every"):
@@ -311,7 +310,10 @@ def _fit(task, source, cfg, run_dir, config, resume, progress):
                 stopped = "minutes"
                 break
             step = st.step + 1
-            opt.lr = sched(step)
+            # with only a time budget, a cosine follows the clock: the fraction of this run's minutes spent
+            spent = (None if cfg.steps is not None or cfg.minutes is None
+                     else (time.perf_counter() - t_start) / (cfg.minutes * 60))
+            opt.lr = sched(step, spent)
             batch = source.next_batch()
             opt.zero_grad()
             out = task.train_step(batch)
