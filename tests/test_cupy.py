@@ -95,9 +95,10 @@ def test_embedding_affine_softmax_dropout(rng):
         dW2 = embedding_backward_into(xp.ones_like(W), dout, cache)
         logits, acache = affine_forward(e, A, bias)
         loss, dlogits = softmax_cross_entropy(logits, y, mask)
+        smoothed, dsmoothed = softmax_cross_entropy(logits, y, mask, smoothing=0.1)
         dropped, dcache = dropout_forward(e, 0.3, np.random.default_rng(1))
-        return e, dW, dW2, logits, xp.asarray(loss), dlogits, affine_backward(dlogits, acache), \
-            dropped, dropout_backward(dout, dcache)
+        return e, dW, dW2, logits, xp.asarray(loss), dlogits, xp.asarray(smoothed), dsmoothed, \
+            affine_backward(dlogits, acache), dropped, dropout_backward(dout, dcache)
 
     on_both(run, idx, W, A, bias, dout, y, mask)
 
