@@ -161,6 +161,12 @@ def test_pad_batch():
     np.testing.assert_array_equal(mask, [[1, 1], [1, 0], [1, 0]])
 
 
+def test_eval_refuses_translation_only_flags(run, capsys):
+    _, out = run
+    assert main(["eval", str(out), "--split", "dev"]) == 2
+    assert "--split / --length-penalty: only for translation runs" in capsys.readouterr().err
+
+
 def test_eval_bad_rows(run, tmp_path, capsys):
     d, out = run
     data = make_tsv(tmp_path / "bad.tsv", 20, 5)

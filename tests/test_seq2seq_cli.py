@@ -51,6 +51,13 @@ def test_eval_json(date_run, capsys):
     assert main(["eval", str(date_run), "--beam", "1", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["sentences"] == 20 and res["beam"] == 1 and "bleu" in res and "chrf" in res
+    # the dev split (20 pairs for this date task: min(500, --n-test)) and a length penalty, to tune on
+    assert main(["eval", str(date_run), "--beam", "2", "--split", "dev", "--length-penalty", "0.5",
+                 "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["data"].startswith("dev split") and res["length_penalty"] == 0.5 and res["sentences"] == 20
+    assert main(["eval", str(date_run), "--split", "dev", "--data", str(date_run / "x.tsv")]) == 2
+    assert "--split: only without --data" in capsys.readouterr().err
 
 
 def test_label_smoothing_and_a_cosine_over_the_minutes(tmp_path, capsys):

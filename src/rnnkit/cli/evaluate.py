@@ -25,6 +25,10 @@ def register(sub, train_sub):
     p.add_argument("dir", help="run directory written by `rnnkit train`")
     p.add_argument("--data", help="data file to evaluate on (the task's format); default: the run's own")
     p.add_argument("--beam", type=int, default=None, help="beam width, for tasks that decode")
+    p.add_argument("--length-penalty", type=float, default=None,
+                   help="translation: beam scores are divided by length**this (default 1)")
+    p.add_argument("--split", choices=("test", "dev"), default="test",
+                   help="translation: which split of the run's own data (without --data)")
     p.add_argument("--encoding", default="utf-8", help="text encoding of --data")
     p.add_argument("--skip-bad-rows", action="store_true",
                    help="skip (and count) malformed rows of --data instead of stopping at the first")
@@ -48,5 +52,8 @@ def run_task(run_dir) -> str:
 
 def run(args):
     task = run_task(args.dir)
+    if task != "translate" and (args.split != "test" or args.length_penalty is not None):
+        raise UserError(f"--split / --length-penalty: only for translation runs ({args.dir} is a {task} "
+                        f"run)")
     module = importlib.import_module(TASK_MODULES[task])
     return module.evaluate(args)

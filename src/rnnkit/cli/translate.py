@@ -401,9 +401,10 @@ def plot_attention(alpha, src_tokens, tgt_tokens, path):
 
 
 def evaluate(args):
-    """`rnnkit eval DIR [--data TSV] [--beam K] [--json]`: BLEU, chrF and exact match.
+    """`rnnkit eval DIR [--data TSV] [--beam K] [--length-penalty A] [--split dev] [--json]`: BLEU, chrF
+    and exact match.
 
-    Without --data, the run's own test split. With --data naming the run's training file, that file's
+    Without --data, the run's own test split (or dev split, to choose the beam and length penalty). With --data naming the run's training file, that file's
     test split (the split is deterministic); with any other TSV, every pair of it, the translations of
     one source grouped as its references."""
     model, src_vocab, tgt_vocab, config = load_run(args.dir)
@@ -411,6 +412,10 @@ def evaluate(args):
     beam = args.beam or 5
     if beam < 1:
         raise UserError(f"--beam: expected a positive integer, got {beam}")
+    alpha = 1.0 if getattr(args, "length_penalty", None) is None else args.length_penalty
+    split = getattr(args, "split", "test")
+    if split != "test" and args.data:
+        raise UserError("--split: only without --data (the run's own data has the splits)")
     if args.data and not (ds["kind"] == "tsv" and Path(args.data).resolve() == Path(ds["path"])):
         pairs, rep = read_parallel(args.data, ds.get("reverse", False), ds.get("max_words"),
                                    ds["tokenizer"], args.encoding)
@@ -422,16 +427,21 @@ def evaluate(args):
         test = [(list(k), v) for k, v in groups.items()]
         what = str(args.data)
     else:
-        _, _, test, _ = load_split(ds, quiet=True)
-        what = "test split of " + (ds.get("path") or "the date task")
+        _, _, test, dev = load_split(ds, quiet=True)
+        if split == "dev":
+            test = dev
+        what = f"{split} split of " + (ds.get("path") or "the date task")
     t0 = time.perf_counter()
-    hyps = translate_tokens(model, src_vocab, tgt_vocab, [s for s, _ in test], beam=beam)
+    hyps = translate_tokens(model, src_vocab, tgt_vocab, [s for s, _ in test], beam=beam,
+                            length_penalty=alpha)
     res = score(hyps, [r for _, r in test], ds["tokenizer"])
-    res.update({"beam": beam, "data": what, "seconds": round(time.perf_counter() - t0, 1),
+    res.update({"beam": beam, "length_penalty": alpha, "data": what,
+                "seconds": round(time.perf_counter() - t0, 1),
                 "unk_rate": src_vocab.unknown_rate(s for s, _ in test)})
     if args.json:
         print(json.dumps(res))
     else:
         print(f"{what}: BLEU {res['bleu']:.2f}  chrF {res['chrf']:.2f}  exact {res['exact']:.2f}%  "
-              f"(beam {beam}, {res['sentences']} sentences, {res['references']} references)")
+              f"(beam {beam}, length penalty {alpha:g}, {res['sentences']} sentences, "
+              f"{res['references']} references)")
     return 0
