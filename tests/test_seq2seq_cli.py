@@ -26,6 +26,8 @@ def date_run(tmp_path_factory):
 def test_train_dates_writes_a_run(date_run, capsys):
     res = json.loads((date_run / "test.json").read_text())
     assert set(res) == {"train", "test_beam1", "test_beam2"}
+    cfg = json.loads((date_run / "last.json").read_text())["meta"]["config"]
+    assert cfg["label_smoothing"] == 0.0 and cfg["model"]["dropout"] == 0.0  # the date task's recipe
     assert res["train"]["step"] == 12
     for k in ("test_beam1", "test_beam2"):
         assert res[k]["sentences"] == 20 and 0 <= res[k]["exact"] <= 100
@@ -97,6 +99,8 @@ def test_train_tsv_and_eval_other_file(tmp_path, capsys):
                  "--cell", "gru", "--teacher-forcing", "0.5"] + SMALL) == 0
     err = capsys.readouterr().err
     assert "missing side 1" in err and "too long 1" in err
+    cfg = json.loads((out / "last.json").read_text())["meta"]["config"]
+    assert cfg["label_smoothing"] == 0.1 and cfg["model"]["dropout"] == 0.1  # real text's defaults
     other = tmp_path / "other.tsv"
     other.write_text("the zebra is cat.\tle zèbre est chat.\n", encoding="utf-8")
     assert main(["eval", str(out), "--data", str(other), "--json", "--beam", "2"]) == 0
