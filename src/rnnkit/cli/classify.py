@@ -159,7 +159,8 @@ class Encoded:
     each word's own entry, for its n-grams). `batch(sel)` -> (idx, mask, bag or None)."""
 
     def __init__(self, texts, tokenizer: Tokenizer, vocab: Vocab, max_len=None, table=None):
-        self.ids, self.surf, self.truncated, self.table = [], [] if table else None, 0, table
+        self.ids, self.truncated, self.table = [], 0, table
+        self.surf = None if table is None else []
         for text in texts:
             toks = tokenizer(text) or [vocab.itos[vocab.unk_id]]  # a text with no tokens: one <unk>
             if max_len and len(toks) > max_len:
@@ -375,7 +376,8 @@ def train(args):
     def collate(sel):
         return (*x_tr.batch(sel), y_tr[sel])
 
-    source = BucketBatches([len(s) for s in x_tr.ids], args.batch_size, seed=args.seed + 1, collate=collate)
+    source = BucketBatches([len(s) for s in x_tr.ids], args.batch_size, seed=args.seed + 1,
+                           collate=collate)
     steps_per_epoch = len(source.epoch_batches())
     steps = args.steps
     if args.epochs is not None:

@@ -199,7 +199,8 @@ def register(sub, train_sub):
     p.add_argument("--emb", type=int, default=None, help="embedding size (256; date task 32)")
     p.add_argument("--hidden", type=int, default=None, help="hidden size (256; date task 64)")
     p.add_argument("--dropout", type=float, default=None,
-                   help="on the embeddings, between layers and before the output layer (0.1; date task 0)")
+                   help="on the embeddings, between layers and before the output layer (0.1; date "
+                        "task 0)")
     p.add_argument("--teacher-forcing", type=float, default=1.0, help="ratio of gold decoder inputs")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -411,7 +412,8 @@ def evaluate(args):
     """`rnnkit eval DIR [--data TSV] [--beam K] [--length-penalty A] [--split dev] [--json]`: BLEU, chrF
     and exact match.
 
-    Without --data, the run's own test split (or dev split, to choose the beam and length penalty). With --data naming the run's training file, that file's
+    Without --data, the run's own test split (or dev split, to choose the beam and length penalty).
+    With --data naming the run's training file, that file's
     test split (the split is deterministic); with any other TSV, every pair of it, the translations of
     one source grouped as its references."""
     model, src_vocab, tgt_vocab, config = load_run(args.dir)

@@ -4,11 +4,11 @@ A word is wrapped as "<word>" and cut into its character n-grams for n in [n_min
 "<wh", "whe", "her", "ere", "re>"); each n-gram is hashed (CRC-32 of its UTF-8 bytes) into one of B
 buckets. A model adds the mean of the buckets' vectors to the word's own embedding, so a word never
 seen in training ("warmly", "uncomplicated") still gets a vector from the pieces it shares with words
-that were ("warm", "-ly", "un-", "complicated"). A word too short to have an n-gram ("" for padding) is its own
-single gram "<>".
+that were ("warm", "-ly", "un-", "complicated"). A word too short to have an n-gram ("" for padding)
+is its own single gram "<>".
 
-`SurfaceTable` numbers the distinct words of some texts (surface ids, 0 for padding) and keeps each one's
-bucket list, computed once; `SurfaceTable.bag` turns a padded (T, N) batch of surface ids into the
+`SurfaceTable` numbers the distinct words of some texts (surface ids, 0 for padding) and keeps each
+one's bucket list, computed once; `SurfaceTable.bag` turns a padded (T, N) batch of surface ids into the
 distinct words of that batch as bags of buckets (`SubwordBag`), which `bag_mean_forward` reads.
 
 Dimensions: T time steps, N batch size, U distinct words in a batch, G their n-grams in all.
