@@ -235,6 +235,7 @@ def test_subwords_train_predict_and_eval(tmp_path, capsys):
     assert main(base + ["--out", str(tmp_path / "b1"), "--subwords", "100", "--subword-n", "4"]) == 2
     assert "--subword-n: expected MIN-MAX such as 3-5, got '4'" in capsys.readouterr().err
     assert main(base + ["--out", str(tmp_path / "b2"), "--subwords", "100", "--pretrain-epochs", "1"]) == 2
-    assert "--pretrain-epochs does not train the character n-grams" in capsys.readouterr().err
+    assert "--pretrain-epochs: language-model pretraining does not train the character n-grams" in \
+        capsys.readouterr().err
     assert main(base + ["--out", str(tmp_path / "b3"), "--subwords", "-5"]) == 2
     assert "subword_buckets must be >= 0" in capsys.readouterr().err

@@ -63,18 +63,14 @@ def test_eval_json(date_run, capsys):
 
 
 def test_label_smoothing_and_a_cosine_over_the_minutes(tmp_path, capsys):
-    """--label-smoothing trains on the smoothed loss (kept in the run's config) while the dev loss stays
-    plain cross-entropy; --schedule cosine with --minutes alone decays the rate over the clock."""
+    """--label-smoothing is kept in the run's config (resume reads it from there); --schedule cosine with
+    --minutes alone decays the rate over the clock; a smoothing of 1 is refused."""
     out = tmp_path / "ls"
     args = ["train", "translate", "--n-train", "200", "--n-test", "10", "--emb", "8", "--hidden", "12",
             "--batch-size", "16", "--no-progress", "--beam", "1", "--eval-every", "5"]
     assert main(args + ["--out", str(out), "--steps", "10", "--label-smoothing", "0.1"]) == 0
     cfg = json.loads((out / "last.json").read_text())["meta"]["config"]
     assert cfg["label_smoothing"] == 0.1
-    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    train = [r["loss"] for r in rows if r["kind"] == "train"]
-    dev = [r["val_loss"] for r in rows if r["kind"] == "eval"]
-    assert train and dev
     out2 = tmp_path / "cos"
     assert main(args + ["--out", str(out2), "--minutes", "0.05", "--schedule", "cosine"]) == 0
     lrs = [json.loads(x)["lr"] for x in (out2 / "metrics.jsonl").read_text().splitlines()

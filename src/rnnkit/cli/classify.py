@@ -358,9 +358,6 @@ def train(args):
             seed=args.seed).validate()
     except ValueError as e:
         raise UserError(f"model configuration: {e}") from None
-    if args.subwords and args.pretrain_epochs > 0:
-        raise UserError("--pretrain-epochs does not train the character n-grams (--subwords) yet; "
-                        "add --subwords 0 to pretrain")
     table = surface_table(mcfg)  # one table for both files: it only hashes each word's spelling
     x_tr = Encoded(tr.texts, tokenizer, vocab, args.max_len, table)
     if x_tr.truncated:

@@ -17,7 +17,7 @@ Dimensions: T time steps, N batch size, U distinct words in a batch, G their n-g
 from __future__ import annotations
 
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -42,13 +42,6 @@ class SubwordHasher:
 
     def buckets_of(self, word: str) -> list[int]:
         return [zlib.crc32(g.encode("utf-8")) % self.buckets for g in self.grams(word)]
-
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        return cls(**{k: int(d[k]) for k in ("buckets", "n_min", "n_max")})
 
 
 class SubwordBag(NamedTuple):

@@ -42,10 +42,13 @@ EXPORT void FN(softmax_xent)(long r0, long r1, long V, const R *logits, const in
         R mx = x[0];
         _Pragma("omp simd reduction(max:mx)") for (long j = 1; j < V; j++) mx = x[j] > mx ? x[j] : mx;
         const R xy = x[y[r]] - mx;  /* read before d (possibly x itself) is overwritten */
-        R s = 0, sx = 0;
-        _Pragma("omp simd reduction(+:s, sx)") for (long j = 0; j < V; j++) {
+        R sx = 0;  /* sum_j (x_rj - max_r), smoothing only: its own pass keeps the plain loop as fast */
+        if (eps != 0) {
+            _Pragma("omp simd reduction(+:sx)") for (long j = 0; j < V; j++) sx += x[j] - mx;
+        }
+        R s = 0;
+        _Pragma("omp simd reduction(+:s)") for (long j = 0; j < V; j++) {
             const R e = EXP(x[j] - mx);
-            sx += x[j] - mx;
             d[j] = e;
             s += e;
         }

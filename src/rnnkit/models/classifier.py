@@ -126,6 +126,7 @@ class ClassifierConfig:
 
     @property
     def subwords(self) -> SubwordHasher | None:
+        """The n-gram hasher of this configuration, or None without subwords."""
         if not self.subword_buckets:
             return None
         return SubwordHasher(self.subword_buckets, self.subword_min, self.subword_max)
@@ -148,7 +149,7 @@ class ClassifierConfig:
         if self.subword_buckets < 0:
             raise ValueError(f"subword_buckets must be >= 0 (0: off), got {self.subword_buckets}")
         if self.subword_buckets:
-            self.subwords  # checks the n-gram range
+            SubwordHasher(self.subword_buckets, self.subword_min, self.subword_max)  # checks the n range
         return self
 
     def to_dict(self):
@@ -224,7 +225,8 @@ class SentenceClassifier(Module):
         self.emb.backward(dx)
         if self.sub is not None:
             surf, U = self._surf
-            dword = embedding_backward_into(np.zeros((U, dx.shape[-1]), dtype=dx.dtype), dx, (surf, U))
+            xp = get_array_module(dx)
+            dword = embedding_backward_into(xp.zeros((U, dx.shape[-1]), dtype=dx.dtype), dx, (surf, U))
             self.sub.backward(dword)  # (U, E): each distinct word's share, then its n-grams'
 
     def forward(self, idx, mask=None, bag: SubwordBag | None = None):
@@ -289,8 +291,8 @@ class EncoderLM(Module):
         super().__init__()
         cfg = classifier.cfg
         if cfg.subword_buckets:
-            raise ValueError("language-model pretraining does not train character n-grams yet; "
-                             "pretrain without subwords")
+            raise ValueError("language-model pretraining does not train the character n-grams yet; "
+                             "pretrain without them (--subwords 0)")
         if cfg.bidirectional and cfg.layers > 1:
             raise ValueError("language-model pretraining needs one layer when bidirectional: a second "
                              "layer's directions would see the words they predict")
