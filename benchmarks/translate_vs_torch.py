@@ -172,10 +172,9 @@ def _t(batch):
 
 
 def main(argv=None):
-    from rnnkit.cli.translate import load_split, score, translate_tokens
+    from rnnkit.cli.translate import load_split, make_batches, score, translate_tokens
     from rnnkit.data.parallel import build_vocabs, collate, encode_pairs
     from rnnkit.models.seq2seq import BOS, Seq2SeqConfig
-    from rnnkit.train.batches import IndexBatches
     from rnnkit.train.checkpoint import save_checkpoint, write_json_atomic
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -192,6 +191,7 @@ def main(argv=None):
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--emb", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batching", choices=("random", "length"), default="random", help="as rnnkit's")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--dropout", type=float, default=0.0, help="as rnnkit's --dropout, same places")
     ap.add_argument("--clip", type=float, default=5.0)
@@ -220,8 +220,7 @@ def main(argv=None):
     model = TorchSeq2Seq(cfg).from_rnnkit(ours)
     items = encode_pairs(train_pairs, src_vocab, tgt_vocab)
     dev = encode_pairs(dev_pairs[:2000], src_vocab, tgt_vocab)
-    source = IndexBatches(len(items), args.batch_size, seed=args.seed,
-                          collate=lambda idx: collate([items[i] for i in idx], BOS))
+    source = make_batches(items, args.batch_size, args.seed, args.batching)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     sched = Schedule(args.schedule, lr=args.lr, total=args.steps or 10**9)  # rnnkit's arithmetic
     run_dir = Path(args.out)

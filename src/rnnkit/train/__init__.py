@@ -1,6 +1,6 @@
 """Training system: checkpoints, run directories, batch sources and the training loop."""
 
-from rnnkit.train.batches import IndexBatches, StreamBatch, StreamBatches
+from rnnkit.train.batches import IndexBatches, LengthBatches, StreamBatch, StreamBatches
 from rnnkit.train.checkpoint import (
     has_checkpoint,
     load_checkpoint,
@@ -11,6 +11,6 @@ from rnnkit.train.checkpoint import (
 )
 from rnnkit.train.loop import BatchSource, TrainConfig, TrainTask, fit, plot_metrics
 
-__all__ = ["BatchSource", "IndexBatches", "StreamBatch", "StreamBatches", "TrainConfig", "TrainTask",
-           "fit", "has_checkpoint", "load_checkpoint", "plot_metrics", "prepare_run_dir", "read_json",
+__all__ = ["BatchSource", "IndexBatches", "LengthBatches", "StreamBatch", "StreamBatches", "TrainConfig",
+           "TrainTask", "fit", "has_checkpoint", "load_checkpoint", "plot_metrics", "prepare_run_dir", "read_json",
            "save_checkpoint", "write_json_atomic"]

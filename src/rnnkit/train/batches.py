@@ -137,3 +137,42 @@ class IndexBatches(EpochBatches):
         order = rng.permutation(self.n) if rng is not None else np.arange(self.n)
         stop = self.n - self.n % self.batch_size if self.drop_last else self.n
         return [order[i:i + self.batch_size] for i in range(0, stop, self.batch_size)]
+
+
+class LengthBatches(EpochBatches):
+    """Endless mini-batches of items of similar length, so that little of a padded batch is padding.
+
+    Each epoch: the items are shuffled, cut into pools of `pool` batches, each pool is sorted by length
+    (stably, so ties keep their shuffled order) and cut into batches, and the epoch's batches are
+    shuffled. Within a pool the order is by length; across the epoch, which items meet in a batch and the
+    batch order stay random (the "bucketing" of torchtext's BucketIterator and fairseq).
+
+    lengths: (n,) or (n, k): with k columns items are ordered by the first, ties by the next (for a
+    translation pair, source length then target length).
+    """
+
+    def __init__(self, lengths, batch_size: int, seed: int = 0, collate=None, shuffle: bool = True,
+                 pool: int = 100):
+        lengths = np.asarray(lengths)
+        if lengths.ndim == 1:
+            lengths = lengths[:, None]
+        if lengths.ndim != 2 or len(lengths) < 1 or batch_size < 1 or pool < 1:
+            raise ValueError("need at least one item's lengths ((n,) or (n, k)), a positive batch size "
+                             "and a positive pool")
+        super().__init__(seed, collate, shuffle)
+        self.lengths, self.batch_size, self.pool = lengths, batch_size, pool
+        self.n = len(lengths)
+
+    def epoch_batches(self, rng=None):
+        order = rng.permutation(self.n) if rng is not None else np.arange(self.n)
+        B, P = self.batch_size, self.pool * self.batch_size
+        batches = []
+        for p in range(0, self.n, P):
+            chunk = order[p:p + P]
+            keys = self.lengths[chunk]
+            # lexsort sorts by its last key first, and is stable: ties keep the shuffled order
+            chunk = chunk[np.lexsort(keys.T[::-1])]
+            batches += [chunk[i:i + B] for i in range(0, len(chunk), B)]
+        if rng is not None:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
