@@ -6,8 +6,8 @@ attention (dot / general / additive; Luong's combine layer tanh([ctx; h] Wc + bc
 `from_rnnkit` copies an rnnkit model's weights into it and `to_rnnkit` copies them back, so the tests
 compare losses and every gradient on identical weights (tests/test_seq2seq_torch.py).
 
-As a script it trains the baseline for a wall-clock budget on the same split, the same batches (the same
-`IndexBatches` seed and collate), the same initial weights, Adam with the same learning rate and
+As a script it trains the baseline for a wall-clock budget on the same split, the same batches (rnnkit's
+`make_batches` with the same seed and `--batching`), the same initial weights, Adam with the same learning rate and
 clipping, keeping the weights of the best dev loss (evaluated every --eval-every steps, evaluation time
 counted in the budget, as in `rnnkit.train.loop.fit`). The result is written as an rnnkit run directory
 (the weights copied into an rnnkit Seq2Seq), so decoding and scoring are exactly rnnkit's:

@@ -70,7 +70,7 @@ def test_label_smoothing_and_a_cosine_over_the_minutes(tmp_path, capsys):
             "--batch-size", "16", "--no-progress", "--beam", "1", "--eval-every", "5"]
     assert main(args + ["--out", str(out), "--steps", "10", "--label-smoothing", "0.1"]) == 0
     cfg = json.loads((out / "last.json").read_text())["meta"]["config"]
-    assert cfg["label_smoothing"] == 0.1
+    assert cfg["label_smoothing"] == 0.1 and cfg["batching"] == "random"  # the date task's default
     out2 = tmp_path / "cos"
     assert main(args + ["--out", str(out2), "--minutes", "0.05", "--schedule", "cosine"]) == 0
     lrs = [json.loads(x)["lr"] for x in (out2 / "metrics.jsonl").read_text().splitlines()
@@ -97,6 +97,7 @@ def test_train_tsv_and_eval_other_file(tmp_path, capsys):
     assert "missing side 1" in err and "too long 1" in err
     cfg = json.loads((out / "last.json").read_text())["meta"]["config"]
     assert cfg["label_smoothing"] == 0.1 and cfg["model"]["dropout"] == 0.1  # real text's defaults
+    assert cfg["batching"] == "length"
     other = tmp_path / "other.tsv"
     other.write_text("the zebra is cat.\tle zèbre est chat.\n", encoding="utf-8")
     assert main(["eval", str(out), "--data", str(other), "--json", "--beam", "2"]) == 0

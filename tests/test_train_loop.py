@@ -8,7 +8,7 @@ import pytest
 from rnnkit.errors import UserError
 from rnnkit.functional import softmax_cross_entropy
 from rnnkit.layers import LSTM, Dropout, Embedding, Linear
-from rnnkit.train import IndexBatches, StreamBatches, TrainConfig, fit, load_checkpoint
+from rnnkit.train import IndexBatches, LengthBatches, StreamBatches, TrainConfig, fit, load_checkpoint
 
 
 class ToyStreamTask:
@@ -270,6 +270,36 @@ def test_index_batches_reshuffle_and_resume():
     other.load_state_dict(state)
     for u, v in zip(nxt, [other.next_batch() for _ in range(5)]):
         np.testing.assert_array_equal(u, v)
+
+
+def test_length_batches_cover_each_item_with_little_padding_and_resume():
+    """Every item once per epoch; batches hold items of similar length (ordered by the first column,
+    ties by the second), so the padded length falls well below random batches'; the epoch's batch
+    order is random; the state round-trips through JSON."""
+    rng = np.random.default_rng(0)
+    lengths = np.stack([rng.integers(1, 12, 2000), rng.integers(1, 14, 2000)], axis=1)
+    src = LengthBatches(lengths, 32, seed=4, pool=10)
+    epoch = [src.next_batch() for _ in range(63)]  # ceil(2000 / 32)
+    assert sorted(np.concatenate(epoch).tolist()) == list(range(2000))
+    padded = np.mean([lengths[b, 0].max() for b in epoch])
+    rand = np.mean([lengths[b, 0].max() for b in IndexBatches(2000, 32, seed=4).epoch_batches(rng)])
+    assert padded < 0.7 * rand
+    spread = [lengths[b, 0].max() - lengths[b, 0].min() for b in epoch]
+    assert np.median(spread) <= 1
+    firsts = [lengths[b, 0].min() for b in epoch]
+    assert firsts != sorted(firsts)  # batches shuffled, not a length ramp
+    within = lengths[epoch[0]]
+    keys = within[:, 0] * 100 + within[:, 1]
+    assert np.all(np.diff(keys) >= 0)  # source length, then target length
+    src.next_batch()
+    state = json.loads(json.dumps(src.state_dict()))
+    nxt = [src.next_batch() for _ in range(70)]
+    other = LengthBatches(lengths, 32, seed=99, pool=10)
+    other.load_state_dict(state)
+    for u, v in zip(nxt, [other.next_batch() for _ in range(70)]):
+        np.testing.assert_array_equal(u, v)
+    with pytest.raises(ValueError, match="positive"):
+        LengthBatches(lengths, 0)
 
 
 def test_interrupt_keeps_the_last_checkpoint(tmp_path, capsys):

@@ -26,7 +26,7 @@ def register(sub, train_sub):
     p.add_argument("--data", help="data file to evaluate on (the task's format); default: the run's own")
     p.add_argument("--beam", type=int, default=None, help="beam width, for tasks that decode")
     p.add_argument("--length-penalty", type=float, default=None,
-                   help="translation: beam scores are divided by length**this (default 1)")
+                   help="translation: beam scores are divided by length**this (default 0.6)")
     p.add_argument("--split", choices=("test", "dev"), default="test",
                    help="translation: which split of the run's own data (without --data)")
     p.add_argument("--encoding", default="utf-8", help="text encoding of --data")
