@@ -191,7 +191,8 @@ def main(argv=None):
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--emb", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--batching", choices=("random", "length"), default="random", help="as rnnkit's")
+    ap.add_argument("--batching", choices=("random", "length", "tokens"), default="random",
+                    help="as rnnkit's")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--dropout", type=float, default=0.0, help="as rnnkit's --dropout, same places")
     ap.add_argument("--clip", type=float, default=5.0)
