@@ -97,7 +97,7 @@ def test_train_tsv_and_eval_other_file(tmp_path, capsys):
     assert "missing side 1" in err and "too long 1" in err
     cfg = json.loads((out / "last.json").read_text())["meta"]["config"]
     assert cfg["label_smoothing"] == 0.1 and cfg["model"]["dropout"] == 0.1  # real text's defaults
-    assert cfg["batching"] == "tokens"
+    assert cfg["batching"] == "length"
     other = tmp_path / "other.tsv"
     other.write_text("the zebra is cat.\tle zèbre est chat.\n", encoding="utf-8")
     assert main(["eval", str(out), "--data", str(other), "--json", "--beam", "2"]) == 0
