@@ -280,7 +280,8 @@ def _check_args(args):
         bad("test-frac", "fractions with dev + test < 1", (args.dev_frac, args.test_frac))
     if not 0 <= args.teacher_forcing <= 1:
         bad("teacher-forcing", "a ratio in [0, 1]", args.teacher_forcing)
-    # real text: the recipe of docs/RESULTS.md (run 7); the date task keeps the one it was measured with
+    # real text: the recipe of docs/RESULTS.md (runs 7, 10, 11); the date task keeps the one it was
+    # measured with
     for flag, text, dates in (("dropout", 0.1, 0.0), ("label_smoothing", 0.1, 0.0),
                               ("schedule", "cosine", "constant"), ("batching", "length", "random")):
         if getattr(args, flag) is None:

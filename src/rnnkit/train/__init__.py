@@ -12,5 +12,5 @@ from rnnkit.train.checkpoint import (
 from rnnkit.train.loop import BatchSource, TrainConfig, TrainTask, fit, plot_metrics
 
 __all__ = ["BatchSource", "IndexBatches", "LengthBatches", "StreamBatch", "StreamBatches", "TrainConfig",
-           "TrainTask", "fit", "has_checkpoint", "load_checkpoint", "plot_metrics", "prepare_run_dir", "read_json",
-           "save_checkpoint", "write_json_atomic"]
+           "TrainTask", "fit", "has_checkpoint", "load_checkpoint", "plot_metrics", "prepare_run_dir",
+           "read_json", "save_checkpoint", "write_json_atomic"]
