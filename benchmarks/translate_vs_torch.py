@@ -6,11 +6,12 @@ attention (dot / general / additive; Luong's combine layer tanh([ctx; h] Wc + bc
 `from_rnnkit` copies an rnnkit model's weights into it and `to_rnnkit` copies them back, so the tests
 compare losses and every gradient on identical weights (tests/test_seq2seq_torch.py).
 
-As a script it trains the baseline for a wall-clock budget on the same split, the same batches (rnnkit's
-`make_batches` with the same seed and `--batching`), the same initial weights, Adam with the same learning rate and
-clipping, keeping the weights of the best dev loss (evaluated every --eval-every steps, evaluation time
-counted in the budget, as in `rnnkit.train.loop.fit`). The result is written as an rnnkit run directory
-(the weights copied into an rnnkit Seq2Seq), so decoding and scoring are exactly rnnkit's:
+As a script it trains the baseline for a wall-clock budget on the same split, the same batches
+(rnnkit's `make_batches` with the same seed and `--batching`), the same initial weights, Adam with the
+same learning rate and clipping, keeping the weights of the best dev loss (evaluated every
+--eval-every steps, evaluation time counted in the budget, as in `rnnkit.train.loop.fit`). The result
+is written as an rnnkit run directory (the weights copied into an rnnkit Seq2Seq), so decoding and
+scoring are exactly rnnkit's:
 
     OMP_NUM_THREADS=1 python benchmarks/translate_vs_torch.py --data ../shared/data/eng-fra/fra.txt \
         --reverse --minutes 30 --out runs/torch_fra
@@ -172,7 +173,7 @@ def _t(batch):
 
 
 def main(argv=None):
-    from rnnkit.cli.translate import load_split, make_batches, score, translate_tokens
+    from rnnkit.cli.translate import BATCHINGS, load_split, make_batches, score, translate_tokens
     from rnnkit.data.parallel import build_vocabs, collate, encode_pairs
     from rnnkit.models.seq2seq import BOS, Seq2SeqConfig
     from rnnkit.train.checkpoint import save_checkpoint, write_json_atomic
@@ -191,8 +192,7 @@ def main(argv=None):
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--emb", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--batching", choices=("random", "length", "tokens"), default="random",
-                    help="as rnnkit's")
+    ap.add_argument("--batching", choices=BATCHINGS, default="random", help="as rnnkit's")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--dropout", type=float, default=0.0, help="as rnnkit's --dropout, same places")
     ap.add_argument("--clip", type=float, default=5.0)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from rnnkit.cli import main
-from rnnkit.data.words import BucketBatches, pad_batch
+from rnnkit.data.words import pad_batch
+from rnnkit.train import LengthBatches
 
 FILLER = "the a film movie plot actors was is it this and story".split()
 
@@ -137,9 +138,9 @@ def test_argument_and_run_dir_errors(tmp_path, capsys):
     assert "no such run directory" in capsys.readouterr().err
 
 
-def test_bucket_batches_group_lengths_and_resume():
+def test_length_batches_of_one_column_group_lengths_and_resume():
     lengths = np.random.default_rng(0).integers(1, 40, 500)
-    src = BucketBatches(lengths, 20, seed=3, pool=5)
+    src = LengthBatches(lengths, 20, seed=3, pool=5)
     epoch = src.epoch_batches(np.random.default_rng(0))
     assert sorted(np.concatenate(epoch).tolist()) == list(range(500))  # each item once per epoch
     # within a pool the batches are sorted, so a batch spans few lengths
@@ -149,7 +150,7 @@ def test_bucket_batches_group_lengths_and_resume():
         src.next_batch()
     state = json.loads(json.dumps(src.state_dict()))
     want = [src.next_batch() for _ in range(5)]
-    other = BucketBatches(lengths, 20, seed=99, pool=5)
+    other = LengthBatches(lengths, 20, seed=99, pool=5)
     other.load_state_dict(state)
     got = [other.next_batch() for _ in range(5)]
     assert all(np.array_equal(a, b) for a, b in zip(want, got))

@@ -302,24 +302,6 @@ def test_length_batches_cover_each_item_with_little_padding_and_resume():
         LengthBatches(lengths, 0)
 
 
-def test_length_batches_of_about_equal_size():
-    """With max_size, each batch's count x longest item stays within it (one over-long item alone), so
-    short items come many to a batch and long ones few; every item still once per epoch."""
-    rng = np.random.default_rng(1)
-    src_len = rng.integers(1, 12, 3000)
-    lengths = np.stack([src_len, src_len + rng.integers(0, 3, 3000)], axis=1)  # as a translation's
-    lengths[7] = (40, 3)  # longer than the budget allows with company
-    src = LengthBatches(lengths, 32, seed=2, pool=10, max_size=300)
-    epoch = src.epoch_batches(np.random.default_rng(3))
-    assert sorted(np.concatenate(epoch).tolist()) == list(range(3000))
-    sizes = [len(b) * lengths[b].max() for b in epoch]
-    assert all(s <= 300 for s, b in zip(sizes, epoch) if len(b) > 1)
-    assert any(len(b) == 1 and b[0] == 7 for b in epoch)
-    short = np.mean([len(b) for b in epoch if lengths[b].max() <= 5])
-    long = np.mean([len(b) for b in epoch if lengths[b].max() >= 12 and len(b) > 1])
-    assert short > 3 * long
-
-
 def test_interrupt_keeps_the_last_checkpoint(tmp_path, capsys):
     class Stops(ToyStreamTask):
         def train_step(self, batch):

@@ -23,11 +23,12 @@ import numpy as np
 from rnnkit.data.subwords import SurfaceTable
 from rnnkit.data.tsv import read_labelled_tsv, read_text_lines
 from rnnkit.data.vocab import Vocab
-from rnnkit.data.words import MODES, BucketBatches, Tokenizer, pad_batch
+from rnnkit.data.words import MODES, Tokenizer, pad_batch
 from rnnkit.errors import UserError
 from rnnkit.functional import softmax_cross_entropy
 from rnnkit.models.classifier import CELLS, POOLINGS, ClassifierConfig, EncoderLM, SentenceClassifier
 from rnnkit.report.classification import classification_report, format_report
+from rnnkit.train.batches import LengthBatches
 from rnnkit.train.checkpoint import load_checkpoint, prepare_run_dir
 
 TASK = "classify"
@@ -290,8 +291,8 @@ def pretrain(model, x_tr, x_dev, args, run_dir, train_cfg):
     if not texts:
         raise UserError("--pretrain-epochs: no training text has two or more tokens to learn from")
     seqs = [list(t) for t in texts]
-    source = BucketBatches([len(s) for s in seqs], args.batch_size, seed=args.seed + 2,
-                           collate=lambda sel: pad_batch([seqs[i] for i in sel]))
+    source = LengthBatches([len(s) for s in seqs], args.batch_size, seed=args.seed + 2,
+                           collate=lambda sel: pad_batch([seqs[i] for i in sel]), pool=50)
     steps = max(1, int(round(args.pretrain_epochs * len(source.epoch_batches()))))
     dev = [pad_batch(x_dev[i:i + 256]) for i in range(0, len(x_dev), 256)]
     cfg = replace(train_cfg, steps=steps, minutes=None, eval_every=steps, checkpoint_every=steps,
@@ -373,8 +374,8 @@ def train(args):
     def collate(sel):
         return (*x_tr.batch(sel), y_tr[sel])
 
-    source = BucketBatches([len(s) for s in x_tr.ids], args.batch_size, seed=args.seed + 1,
-                           collate=collate)
+    source = LengthBatches([len(s) for s in x_tr.ids], args.batch_size, seed=args.seed + 1,
+                           collate=collate, pool=50)
     steps_per_epoch = len(source.epoch_batches())
     steps = args.steps
     if args.epochs is not None:

@@ -33,7 +33,7 @@ TASK = "translate"
 # of docs/RESULTS.md's run 10 (dev BLEU with beam 5: 0 -> 50.56, 0.3 -> 50.89, 0.6 -> 51.12,
 # 1.0 -> 50.47, 1.4 -> 49.40); `rnnkit eval DIR --split dev --length-penalty A` repeats the choice.
 LENGTH_PENALTY = 0.6
-BATCHINGS = ("random", "length", "tokens")
+BATCHINGS = ("random", "length")
 
 
 # --- the training task -----------------------------------------------------------------------------
@@ -148,22 +148,17 @@ def _data_settings(args) -> dict:
 
 
 def make_batches(items, batch_size, seed, batching="length"):
-    """The training batches of encoded pairs: `random`; `length`, pairs of similar source (then target)
-    length batched together, so that the recurrent loops run over little padding; or `tokens`, the same
-    with batches of about equal padded size instead of equal count (`batch_size` pairs on average: more
-    of the short pairs, fewer of the long), so that every update sees about as many tokens."""
+    """The training batches of encoded pairs: `random`, or `length` (pairs of similar source, then
+    target, length batched together, so that the recurrent loops run over little padding)."""
     from rnnkit.train.batches import IndexBatches, LengthBatches
 
     def col(idx):
         return collate([items[i] for i in idx], BOS)
 
-    if batching == "random":
-        return IndexBatches(len(items), batch_size, seed=seed, collate=col)
-    lengths = np.array([(len(s), len(t)) for s, t in items])
-    max_size = None
-    if batching == "tokens":
-        max_size = int(round(batch_size * lengths.max(axis=1).mean()))
-    return LengthBatches(lengths, batch_size, seed=seed, collate=col, max_size=max_size)
+    if batching == "length":
+        lengths = np.array([(len(s), len(t)) for s, t in items])
+        return LengthBatches(lengths, batch_size, seed=seed, collate=col)
+    return IndexBatches(len(items), batch_size, seed=seed, collate=col)
 
 
 def load_split(ds: dict, quiet=False):
@@ -228,10 +223,8 @@ def register(sub, train_sub):
     p.add_argument("--teacher-forcing", type=float, default=1.0, help="ratio of gold decoder inputs")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--batching", choices=BATCHINGS, default=None,
-                   help="random batches; `length`: pairs of similar length (little padding, ~1.2x the "
-                        "updates a minute); `tokens`: the same with about equal tokens per batch "
-                        "(--batch-size pairs on average; learned less per minute in RESULTS' run 12); "
-                        "default length, date task random")
+                   help="random batches, or `length`: pairs of similar length (little padding, ~1.2x "
+                        "the updates a minute); default length, date task random")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--clip", type=float, default=5.0)
     p.add_argument("--schedule", choices=("constant", "cosine"), default=None,

@@ -11,8 +11,8 @@ Rules, in order (English-leaning, no external dependency):
 
 The `whitespace` mode only splits on whitespace, for text that is tokenized already.
 
-Also here: `pad_batch` (id lists -> padded (T, N) array and mask) and `BucketBatches`, a resumable batch
-source that groups sentences of similar length. Dimensions: T time steps, N batch size.
+Also here: `pad_batch` (id lists -> padded (T, N) array and mask); sentences of similar length are
+batched by `rnnkit.train.LengthBatches`. Dimensions: T time steps, N batch size.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rnnkit.train.batches import EpochBatches
 
 # A clitic at the end of a word: n't, 's, 're, 've, 'll, 'd, 'm (straight or curly apostrophe).
 _CLITIC = re.compile(r"(?i)(\w)(n['\u2019]t|['\u2019](?:s|re|ve|ll|d|m))\b")
@@ -93,35 +92,3 @@ def pad_batch(seqs, pad_id: int = 0, dtype=np.int64):
         idx[: len(s), n] = s
     mask = np.arange(T)[:, None] < lengths[None, :]
     return idx, mask
-
-
-class BucketBatches(EpochBatches):
-    """Endless mini-batches of item indices, grouped by length so little of each batch is padding.
-
-    Each epoch: shuffle the items, cut them into pools of `pool` batches, sort each pool by length, cut
-    it into batches and shuffle the order of all the epoch's batches. `collate(indices)` turns a batch
-    of indices into arrays. Resumable (`EpochBatches`): the state is the epoch,
-    the position and the RNG state from before the epoch was drawn (JSON).
-    """
-
-    def __init__(self, lengths, batch_size: int, seed: int = 0, collate=None, pool: int = 50,
-                 shuffle: bool = True):
-        self.lengths = np.asarray(lengths, dtype=np.int64)
-        if self.lengths.ndim != 1 or len(self.lengths) < 1 or batch_size < 1 or pool < 1:
-            raise ValueError("need at least one item, a positive batch size and a positive pool")
-        super().__init__(seed, collate, shuffle)
-        self.batch_size, self.pool = batch_size, pool
-
-    def epoch_batches(self, rng=None):
-        """The list of index arrays for one epoch (sorted by length and unshuffled without `rng`)."""
-        n, B = len(self.lengths), self.batch_size
-        order = rng.permutation(n) if rng is not None else np.arange(n)
-        out = []
-        span = B * self.pool
-        for start in range(0, n, span):
-            chunk = order[start:start + span]
-            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
-            out.extend(chunk[i:i + B] for i in range(0, len(chunk), B))
-        if rng is not None:
-            out = [out[i] for i in rng.permutation(len(out))]
-        return out

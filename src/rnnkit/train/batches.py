@@ -145,55 +145,33 @@ class LengthBatches(EpochBatches):
     Each epoch: the items are shuffled, cut into pools of `pool` batches, each pool is sorted by length
     (stably, so ties keep their shuffled order) and cut into batches, and the epoch's batches are
     shuffled. Within a pool the order is by length; across the epoch, which items meet in a batch and the
-    batch order stay random (the "bucketing" of torchtext's BucketIterator and fairseq).
+    batch order stay random (the "bucketing" of torchtext's BucketIterator and fairseq). Without
+    shuffling (`epoch_batches()`), the items in length order.
 
     lengths: (n,) or (n, k): with k columns items are ordered by the first, ties by the next (for a
     translation pair, source length then target length).
-    max_size: None for `batch_size` items a batch; else batches of as many items as keep
-    count x (the batch's longest item, over the columns) <= max_size, i.e. about the same padded size
-    each (fairseq's --max-tokens): a batch of short items holds more of them, so that every update sees
-    about as many tokens (`batch_size` is then ignored).
     """
 
     def __init__(self, lengths, batch_size: int, seed: int = 0, collate=None, shuffle: bool = True,
-                 pool: int = 100, max_size: int | None = None):
+                 pool: int = 100):
         lengths = np.asarray(lengths)
         if lengths.ndim == 1:
             lengths = lengths[:, None]
-        if lengths.ndim != 2 or len(lengths) < 1 or batch_size < 1 or pool < 1 or \
-                (max_size is not None and max_size < 1):
+        if lengths.ndim != 2 or len(lengths) < 1 or batch_size < 1 or pool < 1:
             raise ValueError("need at least one item's lengths ((n,) or (n, k)), a positive batch size "
-                             "and a positive pool (and max_size)")
+                             "and a positive pool")
         super().__init__(seed, collate, shuffle)
-        self.lengths, self.batch_size, self.pool, self.max_size = lengths, batch_size, pool, max_size
-        self.n = len(lengths)
+        self.lengths, self.batch_size, self.pool = lengths, batch_size, pool
 
     def epoch_batches(self, rng=None):
-        order = rng.permutation(self.n) if rng is not None else np.arange(self.n)
-        B = self.batch_size
-        P = self.pool * B
+        n, B = len(self.lengths), self.batch_size
+        order = rng.permutation(n) if rng is not None else np.arange(n)
         batches = []
-        for p in range(0, self.n, P):
-            chunk = order[p:p + P]
-            keys = self.lengths[chunk]
+        for p in range(0, n, B * self.pool):
+            chunk = order[p:p + B * self.pool]
             # lexsort sorts by its last key first, and is stable: ties keep the shuffled order
-            chunk = chunk[np.lexsort(keys.T[::-1])]
-            if self.max_size is None:
-                batches += [chunk[i:i + B] for i in range(0, len(chunk), B)]
-            else:
-                batches += self._cut_by_size(chunk)
+            chunk = chunk[np.lexsort(self.lengths[chunk].T[::-1])]
+            batches += [chunk[i:i + B] for i in range(0, len(chunk), B)]
         if rng is not None:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         return batches
-
-    def _cut_by_size(self, chunk):
-        size = self.lengths[chunk].max(axis=1)
-        out, start, longest = [], 0, 0
-        for i, s in enumerate(size.tolist()):
-            longest2 = max(longest, max(s, 1))
-            if i > start and (i - start + 1) * longest2 > self.max_size:
-                out.append(chunk[start:i])
-                start, longest2 = i, max(s, 1)
-            longest = longest2
-        out.append(chunk[start:])
-        return out
