@@ -182,7 +182,9 @@ def main(argv=None):
     ap.add_argument("--data", required=True)
     ap.add_argument("--reverse", action="store_true")
     ap.add_argument("--max-words", type=int, default=10)
-    ap.add_argument("--min-freq", type=int, default=2)
+    ap.add_argument("--min-freq", type=int, default=None, help="as rnnkit's (source 2, target 3)")
+    ap.add_argument("--src-min-freq", type=int, default=None)
+    ap.add_argument("--tgt-min-freq", type=int, default=None)
     ap.add_argument("--dev-frac", type=float, default=0.02)
     ap.add_argument("--test-frac", type=float, default=0.05)
     ap.add_argument("--max-test", type=int, default=None)
@@ -214,13 +216,15 @@ def main(argv=None):
           "max_words": args.max_words, "dev_frac": args.dev_frac, "test_frac": args.test_frac,
           "max_test": args.max_test, "seed": args.split_seed, "tokenizer": "word", "encoding": "utf-8"}
     train_pairs, dev_pairs, test_groups, _ = load_split(ds)
-    src_vocab, tgt_vocab = build_vocabs(train_pairs, args.min_freq)
+    src_vocab, tgt_vocab = build_vocabs(train_pairs, args.src_min_freq or args.min_freq or 2,
+                                        tgt_min_freq=args.tgt_min_freq or args.min_freq or 3)
     cfg = Seq2SeqConfig(len(src_vocab), len(tgt_vocab), emb=args.emb, hidden=args.hidden, cell=args.cell,
                         attention=args.attention, dropout=args.dropout, seed=args.seed)
     ours = Seq2Seq(cfg)  # the same initial weights as `rnnkit train translate --seed`
     model = TorchSeq2Seq(cfg).from_rnnkit(ours)
     items = encode_pairs(train_pairs, src_vocab, tgt_vocab)
     dev = encode_pairs(dev_pairs[:2000], src_vocab, tgt_vocab)
+    dev.sort(key=lambda it: (len(it[0]), len(it[1])))  # as rnnkit's: little padding
     source = make_batches(items, args.batch_size, args.seed, args.batching)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     sched = Schedule(args.schedule, lr=args.lr, total=args.steps or 10**9)  # rnnkit's arithmetic

@@ -106,6 +106,14 @@ def test_vocab_and_collate():
     assert b["tgt_mask"][:, 0].tolist() == [True, True, False, False]
 
 
+def test_vocab_thresholds_per_side():
+    pairs = [(["a", "b"], ["x", "y"]), (["a"], ["x"]), (["c"], ["x"])]
+    sv, tv = build_vocabs(pairs, min_freq=1, tgt_min_freq=2)
+    assert {"a", "b", "c"} <= set(sv.itos) and "y" not in tv.stoi and "x" in tv.stoi
+    sv, tv = build_vocabs(pairs, min_freq=2)  # one threshold for both sides
+    assert "b" not in sv.stoi and "a" in sv.stoi and "y" not in tv.stoi
+
+
 def test_real_data_reads(data_dir, tmp_path):
     path = data_dir / "eng-fra" / "fra.txt"
     if not path.exists():

@@ -3,6 +3,7 @@ and the one-line errors for bad input."""
 
 import json
 
+import numpy as np
 import pytest
 
 from rnnkit.cli import main
@@ -113,6 +114,7 @@ def test_train_tsv_and_eval_other_file(tmp_path, capsys):
     (["train", "translate", "--data", "/nonexistent/x.tsv"], "no such file"),
     (["train", "translate", "--teacher-forcing", "1.5"], "--teacher-forcing"),
     (["train", "translate", "--beam", "0"], "--beam"),
+    (["train", "translate", "--tgt-min-freq", "0"], "--tgt-min-freq"),
     (["translate", "/nonexistent/run"], "no such run directory"),
 ])
 def test_bad_input_is_one_line(argv, msg, tmp_path, capsys):
@@ -139,3 +141,32 @@ def test_resume_continues_the_run(tmp_path, capsys):
     assert main(base + ["--steps", "6", "--resume", "--json"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["train"]["step"] == 6
+
+
+def test_resume_keeps_the_runs_training_settings(tmp_path):
+    out = tmp_path / "run"
+    base = ["train", "translate", "--n-train", "100", "--n-test", "10", "--out", str(out), "--emb", "8",
+            "--hidden", "8", "--batch-size", "8", "--no-progress", "--beam", "1"]
+    assert main(base + ["--steps", "4", "--lr", "1e-3", "--schedule", "cosine", "--eval-every", "2"]) == 0
+    assert main(base + ["--steps", "6", "--resume"]) == 0  # flags not given: the run's own
+    train = json.loads((out / "last.json").read_text())["meta"]["train"]
+    assert (train["lr"], train["schedule"], train["eval_every"]) == (1e-3, "cosine", 2)
+    assert main(base + ["--steps", "8", "--resume", "--lr", "5e-4"]) == 0  # a flag given wins
+    assert json.loads((out / "last.json").read_text())["meta"]["train"]["lr"] == 5e-4
+
+
+def test_dev_loss_in_length_sorted_batches_equals_one_batch_in_file_order():
+    from rnnkit.cli.translate import TranslateTask
+    from rnnkit.data.parallel import collate
+    from rnnkit.models.seq2seq import BOS, EOS, Seq2Seq, Seq2SeqConfig
+
+    rng = np.random.default_rng(0)
+    items = [([int(w) for w in rng.integers(4, 20, rng.integers(1, 9))],
+              [int(w) for w in rng.integers(4, 15, rng.integers(1, 9))] + [EOS]) for _ in range(600)]
+    m = Seq2Seq(Seq2SeqConfig(20, 15, emb=8, hidden=12))
+    task = TranslateTask(m, items, [], tgt_vocab=None)
+    got = task.evaluate()["val_loss"]
+    assert len(task._dev_batches()) == 3  # batches of 256
+    b = collate(items, BOS)  # the plain reference: every pair at once, as read
+    want, _ = m.loss(b["src"], b["src_mask"], b["tgt_in"], b["tgt_out"], b["tgt_mask"])
+    assert got == pytest.approx(want, rel=1e-5)

@@ -49,6 +49,7 @@ class TranslateTask:
         self.model = model
         self.modules = {"model": model}
         self.dev_items = dev_items  # encoded (src ids, tgt ids) pairs
+        self._dev = None  # their batches, made on first use
         self.dev_groups = dev_groups[:max_dev_decode]  # (src tokens, refs) for exact match / BLEU
         self.tgt_vocab = tgt_vocab
         self.src_vocab = None
@@ -69,10 +70,16 @@ class TranslateTask:
         m.backward(dlogits)
         return {"loss": loss, "tokens": int(batch["tgt_mask"].sum())}
 
+    def _dev_batches(self):
+        # Built once, sorted by length so that the forward passes run over little padding.
+        if self._dev is None:
+            items = sorted(self.dev_items, key=lambda it: (len(it[0]), len(it[1])))
+            self._dev = [collate(items[i:i + 256], BOS) for i in range(0, len(items), 256)]
+        return self._dev
+
     def evaluate(self):
         tot, count = 0.0, 0
-        for i in range(0, len(self.dev_items), 256):
-            b = collate(self.dev_items[i:i + 256], BOS)
+        for b in self._dev_batches():
             n = int(b["tgt_mask"].sum())
             loss, _ = self.model.loss(b["src"], b["src_mask"], b["tgt_in"], b["tgt_out"], b["tgt_mask"])
             tot += loss * n
@@ -204,7 +211,11 @@ def register(sub, train_sub):
     p.add_argument("--reverse", action="store_true", help="swap the columns (target<TAB>source)")
     p.add_argument("--encoding", default="utf-8")
     p.add_argument("--max-words", type=int, default=10, help="skip pairs with a longer side")
-    p.add_argument("--min-freq", type=int, default=2, help="vocabulary: keep words seen this often")
+    p.add_argument("--min-freq", type=int, default=None,
+                   help="vocabularies: keep the words seen at least this often in training (source 2, "
+                        "target 3: a smaller output layer; the date task keeps every character)")
+    p.add_argument("--src-min-freq", type=int, default=None, help="the same, source side only")
+    p.add_argument("--tgt-min-freq", type=int, default=None, help="the same, target side only")
     p.add_argument("--dev-frac", type=float, default=0.02)
     p.add_argument("--test-frac", type=float, default=0.05)
     p.add_argument("--max-test", type=int, default=None, help="cap on test sources")
@@ -225,7 +236,7 @@ def register(sub, train_sub):
     p.add_argument("--batching", choices=BATCHINGS, default=None,
                    help="random batches, or `length`: pairs of similar length (little padding, ~1.2x "
                         "the updates a minute); default length, date task random")
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (3e-3; date task 2e-3)")
     p.add_argument("--clip", type=float, default=5.0)
     p.add_argument("--schedule", choices=("constant", "cosine"), default=None,
                    help="learning rate: constant, or cosine decay to a tenth over --steps (over the "
@@ -239,7 +250,7 @@ def register(sub, train_sub):
                    help="updates (default: 400 for the date task, else 10000 unless --minutes)")
     p.add_argument("--minutes", type=float, default=None)
     p.add_argument("--eval-every", type=int, default=None,
-                   help="steps between dev evaluations (500; date task 100)")
+                   help="steps between dev evaluations and checkpoints (1000; date task 100)")
     p.add_argument("--beam", type=int, default=5, help="beam width for the final test evaluation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/translate")
@@ -261,28 +272,41 @@ def register(sub, train_sub):
     q.set_defaults(func=translate_cmd)
 
 
+# Defaults of the flags left unset. Real text: the recipe of docs/RESULTS.md (runs 7, 10, 11, 14); the
+# date task keeps the one it was measured with. A resumed run keeps its own (`_fill_defaults`).
+TEXT_DEFAULTS = {"dropout": 0.1, "label_smoothing": 0.1, "schedule": "cosine", "batching": "length",
+                 "lr": 3e-3, "eval_every": 1000}
+DATE_DEFAULTS = {"dropout": 0.0, "label_smoothing": 0.0, "schedule": "constant", "batching": "random",
+                 "lr": 2e-3, "eval_every": 100}
+
+
+def _fill_defaults(args, dates: bool, saved_train: dict):
+    """Unset flags take the resumed run's training settings, else the task's defaults."""
+    for flag, value in (DATE_DEFAULTS if dates else TEXT_DEFAULTS).items():
+        if getattr(args, flag) is None:
+            setattr(args, flag, saved_train.get(flag, value))
+
+
 def _check_args(args):
     def bad(flag, what, v):
         raise UserError(f"--{flag}: expected {what}, got {v!r}")
 
     if args.max_words is not None and args.max_words < 1:
         bad("max-words", "a positive integer", args.max_words)
-    if args.min_freq < 1:
-        bad("min-freq", "a positive integer", args.min_freq)
+    for flag in ("min_freq", "src_min_freq", "tgt_min_freq"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            bad(flag.replace("_", "-"), "a positive integer", value)
     if not 0 <= args.dev_frac < 1 or not 0 < args.test_frac < 1 or args.dev_frac + args.test_frac >= 1:
         bad("test-frac", "fractions with dev + test < 1", (args.dev_frac, args.test_frac))
     if not 0 <= args.teacher_forcing <= 1:
         bad("teacher-forcing", "a ratio in [0, 1]", args.teacher_forcing)
-    # real text: the recipe of docs/RESULTS.md (runs 7, 10, 11); the date task keeps the one it was
-    # measured with
-    for flag, text, dates in (("dropout", 0.1, 0.0), ("label_smoothing", 0.1, 0.0),
-                              ("schedule", "cosine", "constant"), ("batching", "length", "random")):
-        if getattr(args, flag) is None:
-            setattr(args, flag, text if args.data else dates)
-    if not 0 <= args.dropout < 1:
+    if args.dropout is not None and not 0 <= args.dropout < 1:
         bad("dropout", "a number in [0, 1)", args.dropout)
-    if not 0 <= args.label_smoothing < 1:
+    if args.label_smoothing is not None and not 0 <= args.label_smoothing < 1:
         bad("label-smoothing", "a number in [0, 1)", args.label_smoothing)
+    if args.lr is not None and not args.lr > 0:
+        bad("lr", "a positive number", args.lr)
     if args.beam < 1:
         bad("beam", "a positive integer", args.beam)
     for flag in ("layers", "batch_size", "n_train", "n_test"):
@@ -300,12 +324,15 @@ def train(args):
 
     _check_args(args)
     run_dir = prepare_run_dir(args.out, args.resume, args.force)
-    dates = not args.data
+    saved_train = {}
     if args.resume:
-        config = read_json(run_dir / "last.json", "checkpoint index")["meta"]["config"]
+        meta = read_json(run_dir / "last.json", "checkpoint index")["meta"]
+        config, saved_train = meta["config"], meta.get("train", {})
         ds = config["data"]
     else:
         ds = _data_settings(args)
+    dates = ds["kind"] == "dates"
+    _fill_defaults(args, dates, saved_train)
     t0 = time.perf_counter()
     train_pairs, dev_pairs, test_groups, dev_groups = load_split(ds)
     if args.resume:
@@ -313,7 +340,9 @@ def train(args):
         tgt_vocab = Vocab.from_dict(config["tgt_vocab"])
         mcfg = Seq2SeqConfig(**config["model"])
     else:
-        src_vocab, tgt_vocab = build_vocabs(train_pairs, 1 if dates else args.min_freq)
+        src_freq, tgt_freq = (1, 1) if dates else (args.src_min_freq or args.min_freq or 2,
+                                                   args.tgt_min_freq or args.min_freq or 3)
+        src_vocab, tgt_vocab = build_vocabs(train_pairs, src_freq, tgt_min_freq=tgt_freq)
         mcfg = Seq2SeqConfig(len(src_vocab), len(tgt_vocab), emb=args.emb or (32 if dates else 256),
                              hidden=args.hidden or (64 if dates else 256), cell=args.cell,
                              layers=args.layers, bidirectional=not args.unidirectional,
@@ -335,7 +364,7 @@ def train(args):
     steps = args.steps if args.steps is not None else (400 if dates and args.minutes is None else None)
     if steps is None and args.minutes is None:
         steps = 10000
-    every = args.eval_every or (100 if dates else 500)
+    every = args.eval_every
     cfg = TrainConfig(steps=steps, minutes=args.minutes, lr=args.lr, clip=args.clip, seed=args.seed,
                       schedule=args.schedule, warmup=args.warmup, eval_every=every,
                       checkpoint_every=every, monitor="val_loss")

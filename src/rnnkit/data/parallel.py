@@ -175,9 +175,13 @@ def split_by_source(pairs, dev_frac=0.05, test_frac=0.05, seed=0, max_test=None,
     return Split(train, dev, [(list(k), groups[k]) for k in test_k], [(list(k), groups[k]) for k in dev_k])
 
 
-def build_vocabs(train_pairs, min_freq=1, max_size=None):
+def build_vocabs(train_pairs, min_freq=1, max_size=None, tgt_min_freq=None):
+    """(source, target) vocabularies of the words seen at least `min_freq` times in training
+    (`tgt_min_freq` for the target side when given)."""
+    tgt_min_freq = min_freq if tgt_min_freq is None else tgt_min_freq
     src = Vocab.build((s for s, _ in train_pairs), min_freq=min_freq, max_size=max_size, bos_eos=True)
-    tgt = Vocab.build((t for _, t in train_pairs), min_freq=min_freq, max_size=max_size, bos_eos=True)
+    tgt = Vocab.build((t for _, t in train_pairs), min_freq=tgt_min_freq, max_size=max_size,
+                      bos_eos=True)
     return src, tgt
 
 
