@@ -236,7 +236,7 @@ def register(sub, train_sub):
     p.add_argument("--batching", choices=BATCHINGS, default=None,
                    help="random batches, or `length`: pairs of similar length (little padding, ~1.2x "
                         "the updates a minute); default length, date task random")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (3e-3; date task 2e-3)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (2e-3)")
     p.add_argument("--clip", type=float, default=5.0)
     p.add_argument("--schedule", choices=("constant", "cosine"), default=None,
                    help="learning rate: constant, or cosine decay to a tenth over --steps (over the "
@@ -275,7 +275,7 @@ def register(sub, train_sub):
 # Defaults of the flags left unset. Real text: the recipe of docs/RESULTS.md (runs 7, 10, 11, 14); the
 # date task keeps the one it was measured with. A resumed run keeps its own (`_fill_defaults`).
 TEXT_DEFAULTS = {"dropout": 0.1, "label_smoothing": 0.1, "schedule": "cosine", "batching": "length",
-                 "lr": 3e-3, "eval_every": 1000}
+                 "lr": 2e-3, "eval_every": 1000}
 DATE_DEFAULTS = {"dropout": 0.0, "label_smoothing": 0.0, "schedule": "constant", "batching": "random",
                  "lr": 2e-3, "eval_every": 100}
 
