@@ -173,7 +173,8 @@ def _t(batch):
 
 
 def main(argv=None):
-    from rnnkit.cli.translate import BATCHINGS, load_split, make_batches, score, translate_tokens
+    from rnnkit.cli.translate import (BATCHINGS, SRC_MIN_FREQ, TGT_MIN_FREQ, load_split, make_batches,
+                                      score, translate_tokens)
     from rnnkit.data.parallel import build_vocabs, collate, encode_pairs
     from rnnkit.models.seq2seq import BOS, Seq2SeqConfig
     from rnnkit.train.checkpoint import save_checkpoint, write_json_atomic
@@ -216,8 +217,8 @@ def main(argv=None):
           "max_words": args.max_words, "dev_frac": args.dev_frac, "test_frac": args.test_frac,
           "max_test": args.max_test, "seed": args.split_seed, "tokenizer": "word", "encoding": "utf-8"}
     train_pairs, dev_pairs, test_groups, _ = load_split(ds)
-    src_vocab, tgt_vocab = build_vocabs(train_pairs, args.src_min_freq or args.min_freq or 2,
-                                        tgt_min_freq=args.tgt_min_freq or args.min_freq or 3)
+    src_vocab, tgt_vocab = build_vocabs(train_pairs, args.src_min_freq or args.min_freq or SRC_MIN_FREQ,
+                                        tgt_min_freq=args.tgt_min_freq or args.min_freq or TGT_MIN_FREQ)
     cfg = Seq2SeqConfig(len(src_vocab), len(tgt_vocab), emb=args.emb, hidden=args.hidden, cell=args.cell,
                         attention=args.attention, dropout=args.dropout, seed=args.seed)
     ours = Seq2Seq(cfg)  # the same initial weights as `rnnkit train translate --seed`

@@ -34,6 +34,11 @@ TASK = "translate"
 # 1.0 -> 50.47, 1.4 -> 49.40); `rnnkit eval DIR --split dev --length-penalty A` repeats the choice.
 LENGTH_PENALTY = 0.6
 BATCHINGS = ("random", "length")
+# Vocabularies on real text: the words seen at least this often in training. The target side is the
+# output layer, the costliest part of an update: 3 keeps 6,439 of fra.txt's English words (8,187 at 2),
+# 1.08x the updates a minute (docs/BENCHMARKS.md); a source word seen once would keep a nearly random
+# embedding after the few updates it gets.
+SRC_MIN_FREQ, TGT_MIN_FREQ = 2, 3
 
 
 # --- the training task -----------------------------------------------------------------------------
@@ -340,8 +345,8 @@ def train(args):
         tgt_vocab = Vocab.from_dict(config["tgt_vocab"])
         mcfg = Seq2SeqConfig(**config["model"])
     else:
-        src_freq, tgt_freq = (1, 1) if dates else (args.src_min_freq or args.min_freq or 2,
-                                                   args.tgt_min_freq or args.min_freq or 3)
+        src_freq, tgt_freq = (1, 1) if dates else (args.src_min_freq or args.min_freq or SRC_MIN_FREQ,
+                                                   args.tgt_min_freq or args.min_freq or TGT_MIN_FREQ)
         src_vocab, tgt_vocab = build_vocabs(train_pairs, src_freq, tgt_min_freq=tgt_freq)
         mcfg = Seq2SeqConfig(len(src_vocab), len(tgt_vocab), emb=args.emb or (32 if dates else 256),
                              hidden=args.hidden or (64 if dates else 256), cell=args.cell,
