@@ -147,10 +147,12 @@ def test_resume_keeps_the_runs_training_settings(tmp_path):
     out = tmp_path / "run"
     base = ["train", "translate", "--n-train", "100", "--n-test", "10", "--out", str(out), "--emb", "8",
             "--hidden", "8", "--batch-size", "8", "--no-progress", "--beam", "1"]
-    assert main(base + ["--steps", "4", "--lr", "1e-3", "--schedule", "cosine", "--eval-every", "2"]) == 0
+    assert main(base + ["--steps", "4", "--lr", "1e-3", "--schedule", "cosine", "--eval-every", "2",
+                        "--clip", "1", "--warmup", "2"]) == 0
     assert main(base + ["--steps", "6", "--resume"]) == 0  # flags not given: the run's own
     train = json.loads((out / "last.json").read_text())["meta"]["train"]
     assert (train["lr"], train["schedule"], train["eval_every"]) == (1e-3, "cosine", 2)
+    assert (train["clip"], train["warmup"]) == (1.0, 2)
     assert main(base + ["--steps", "8", "--resume", "--lr", "5e-4"]) == 0  # a flag given wins
     assert json.loads((out / "last.json").read_text())["meta"]["train"]["lr"] == 5e-4
 

@@ -242,12 +242,12 @@ def register(sub, train_sub):
                    help="random batches, or `length`: pairs of similar length (little padding, ~1.2x "
                         "the updates a minute); default length, date task random")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (2e-3)")
-    p.add_argument("--clip", type=float, default=5.0)
+    p.add_argument("--clip", type=float, default=None, help="global gradient-norm clip (5; 0: none)")
     p.add_argument("--schedule", choices=("constant", "cosine"), default=None,
                    help="learning rate: constant, or cosine decay to a tenth over --steps (over the "
                         "minutes of this run when only --minutes is given); default cosine, date task "
                         "constant")
-    p.add_argument("--warmup", type=int, default=0, help="steps of linear warmup (cosine)")
+    p.add_argument("--warmup", type=int, default=None, help="steps of linear warmup (cosine; 0)")
     p.add_argument("--label-smoothing", type=float, default=None,
                    help="training targets put this much mass evenly on all words (0.1; date task 0); "
                         "the dev loss stays plain cross-entropy")
@@ -280,9 +280,9 @@ def register(sub, train_sub):
 # Defaults of the flags left unset. Real text: the recipe of docs/RESULTS.md (runs 7, 10, 11, 14); the
 # date task keeps the one it was measured with. A resumed run keeps its own (`_fill_defaults`).
 TEXT_DEFAULTS = {"dropout": 0.1, "label_smoothing": 0.1, "schedule": "cosine", "batching": "length",
-                 "lr": 2e-3, "eval_every": 1000}
+                 "lr": 2e-3, "clip": 5.0, "warmup": 0, "eval_every": 1000}
 DATE_DEFAULTS = {"dropout": 0.0, "label_smoothing": 0.0, "schedule": "constant", "batching": "random",
-                 "lr": 2e-3, "eval_every": 100}
+                 "lr": 2e-3, "clip": 5.0, "warmup": 0, "eval_every": 100}
 
 
 def _fill_defaults(args, dates: bool, saved_train: dict):
@@ -369,10 +369,9 @@ def train(args):
     steps = args.steps if args.steps is not None else (400 if dates and args.minutes is None else None)
     if steps is None and args.minutes is None:
         steps = 10000
-    every = args.eval_every
     cfg = TrainConfig(steps=steps, minutes=args.minutes, lr=args.lr, clip=args.clip, seed=args.seed,
-                      schedule=args.schedule, warmup=args.warmup, eval_every=every,
-                      checkpoint_every=every, monitor="val_loss")
+                      schedule=args.schedule, warmup=args.warmup, eval_every=args.eval_every,
+                      checkpoint_every=args.eval_every, monitor="val_loss")
     print(f"rnnkit: {len(train_pairs)} training pairs, {len(dev_pairs)} dev, {len(test_groups)} test "
           f"sources; vocab {len(src_vocab)} -> {len(tgt_vocab)}; {model.num_parameters()} parameters "
           f"(data ready in {time.perf_counter() - t0:.1f}s)", file=sys.stderr)
