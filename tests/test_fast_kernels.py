@@ -145,6 +145,44 @@ def test_matmul_cut_across_threads_equals_numpy(M, K, Nc, transposed, monkeypatc
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-13), (np.float32, 2e-6)])
+def test_matmul_accumulate_adds_into_out(split, dtype, tol, monkeypatch):
+    """matmul(accumulate=True) is out += a @ b, through the BLAS's beta = 1, for every layout a layer
+    passes (contiguous, or a transposed view), cut across threads or not, and on the reference path."""
+    if split:
+        monkeypatch.setattr(kernels, "MATMUL_SPLIT_MIN_MACS", 0)
+        monkeypatch.setattr(kernels, "threads", lambda: 3)
+    rng = np.random.default_rng(7)
+    r = lambda *s: rng.standard_normal(s).astype(dtype)  # noqa: E731
+    for M, K, Nc in [(40, 24, 70), (90, 33, 20)]:
+        for a in (r(M, K), r(K, M).T):
+            for b in (r(K, Nc), r(Nc, K).T):
+                out0 = r(M, Nc)
+                want = out0.astype(np.float64) + a.astype(np.float64) @ b.astype(np.float64)
+                out = out0.copy()
+                assert kernels.matmul(a, b, out=out, accumulate=True) is out
+                assert rel_error(out, want) < tol
+                with kernels.reference():
+                    out = out0.copy()
+                    kernels.matmul(a, b, out=out, accumulate=True)
+                assert rel_error(out, want) < tol
+    with pytest.raises(ValueError, match="needs out"):
+        kernels.matmul(r(3, 4), r(4, 5), accumulate=True)
+
+
+def test_split_rows_runs_each_part_on_one_thread():
+    """split_rows: results in order, and inside a part rnnkit's own work stays on that part's thread."""
+    old = kernels.threads()
+    kernels.set_threads(2)
+    try:
+        seen = kernels.split_rows(lambda i, n0, n1: (i, n0, n1, kernels.threads()), [(0, 3), (3, 8)])
+        assert kernels.threads() == 2
+    finally:
+        kernels.set_threads(old)
+    assert seen == [(0, 0, 3, 1), (1, 3, 8, 1)]
+
+
 @pytest.mark.parametrize("env,rnnkit_threads,blas_threads",
                          [("", 2, 1), ("3", 3, 1), ("0", 1, 2), ("two", 2, 1)])
 def test_thread_settings_at_load(env, rnnkit_threads, blas_threads):

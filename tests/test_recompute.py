@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from gradcheck import rel_error
-from rnnkit import GRU, LSTM, RNN
+from rnnkit import GRU, LSTM, RNN, kernels
+from rnnkit.functional import gru_forward, gru_recompute, lstm_forward, lstm_recompute
 
 T, N, D, H = 13, 3, 4, 5
 
@@ -115,3 +116,59 @@ def test_step_from_precomputed_input_gates(cls):
         h1, s1 = layer.step(E[tok:tok + 1], s1)
         h2, s2 = layer.step(None, s2, x_gates=table[tok:tok + 1])
         assert rel_error(h1, h2) < 1e-13
+
+
+@pytest.mark.parametrize("cls", [LSTM, GRU, RNN])
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_recompute_rows_split_across_threads_equal_plain_bptt(cls, dtype, tol, monkeypatch):
+    """With several threads, recompute runs each part of the batch rows through all its segments on
+    one thread (kernels.split_rows): here three uneven parts of 19 rows, whatever this machine has."""
+    monkeypatch.setattr(kernels, "SPLIT_MIN_MACS", 0)
+    monkeypatch.setattr(kernels, "SPLIT_MIN_ROWS", 1)
+    old = kernels.threads()
+    kernels.set_threads(3)
+    parts, split_rows = [], kernels.split_rows
+    monkeypatch.setattr(kernels, "split_rows", lambda fn, p: (parts.append(len(p)), split_rows(fn, p))[1])
+    try:
+        rng = np.random.default_rng(5)
+        T, N = 11, 19
+        x = rng.standard_normal((T, N, D)).astype(dtype)
+        mask = np.arange(T)[:, None] < (np.arange(N) * 7 % (T + 1))[None, :]
+        dout = (rng.standard_normal((T, N, 2 * H)) * mask[:, :, None]).astype(dtype)
+        plain = cls(D, H, num_layers=2, bidirectional=True, dtype=dtype, seed=3)
+        ckpt = cls(D, H, num_layers=2, bidirectional=True, dtype=dtype, seed=3, recompute=4)
+        a = _flat(*_train_step(plain, x, dout, mask))
+        b = _flat(*_train_step(ckpt, x, dout, mask))
+    finally:
+        kernels.set_threads(old)
+    assert parts == [3] * 8  # 2 layers x 2 directions, forward and backward: each as three row parts
+    for i, (u, v) in enumerate(zip(a, b)):
+        assert rel_error(u, v) < tol, i
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-13), (np.float32, 2e-6)])
+def test_lstm_and_gru_recompute_equal_the_forward_cache(fast, masked, dtype, tol):
+    """The cache rebuilt from the hidden states (products over all steps at once, then the cells) is
+    the one the forward built step by step; on the compiled path and on the NumPy reference."""
+    rng = np.random.default_rng(6)
+    T, N, D, H = 7, 11, 5, 36
+    r = lambda *s: rng.standard_normal(s).astype(dtype)  # noqa: E731
+    x, h0, c0 = r(T, N, D), r(N, H), r(N, H)
+    mask = (np.arange(T)[:, None] < (np.arange(N) % (T + 1))[None, :]) if masked else None
+    kernels.set_enabled(fast)
+    try:
+        Wx, Wh, b = r(D, 4 * H), r(H, 4 * H) * 0.3, r(4 * H)
+        h, c, cache = lstm_forward(x, h0, c0, Wx, Wh, b, mask)
+        re = lstm_recompute(x, h, c0, Wx, Wh, b, mask)
+        pairs = [(cache.gates, re.gates), (c, re.c), (cache.tanh_c, re.tanh_c)]
+        Wx, Wh, b, bhn = r(D, 3 * H), r(H, 3 * H) * 0.3, r(3 * H), r(H)
+        h, cache = gru_forward(x, h0, Wx, Wh, b, bhn, mask)
+        re = gru_recompute(x, h, Wx, Wh, b, bhn, mask)
+        pairs += [(cache.gates, re.gates), (cache.hn, re.hn)]
+    finally:
+        kernels.set_enabled(True)
+    assert re.h is h
+    for i, (u, v) in enumerate(pairs):
+        assert u.shape == v.shape and rel_error(u, v) < tol, (i, rel_error(u, v))

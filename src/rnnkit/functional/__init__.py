@@ -1,6 +1,6 @@
 """Stateless math: every `*_forward` returns (out, cache) and its `*_backward` consumes that cache."""
 
-from rnnkit.functional.gru import GRUCache, gru_backward, gru_forward
+from rnnkit.functional.gru import GRUCache, gru_backward, gru_forward, gru_recompute
 from rnnkit.functional.layers import (
     affine_backward,
     affine_forward,
@@ -16,11 +16,12 @@ from rnnkit.functional.layers import (
     reverse_padded,
     softmax_cross_entropy,
 )
-from rnnkit.functional.lstm import LSTMCache, lstm_backward, lstm_forward
+from rnnkit.functional.lstm import LSTMCache, lstm_backward, lstm_forward, lstm_recompute
 from rnnkit.functional.rnn import (
     RNNCache,
     rnn_backward,
     rnn_forward,
+    rnn_recompute,
     rnn_step_backward,
     rnn_step_forward,
 )
@@ -30,9 +31,9 @@ __all__ = [
     "affine_backward", "affine_forward", "bag_mean_backward_into", "bag_mean_forward",
     "dropout_backward", "dropout_forward",
     "embedding_backward", "embedding_backward_into", "embedding_forward",
-    "gru_backward", "gru_forward",
+    "gru_backward", "gru_forward", "gru_recompute",
     "lengths_to_mask", "mask_to_lengths", "reverse_padded",
-    "lstm_backward", "lstm_forward",
-    "rnn_backward", "rnn_forward", "rnn_step_backward", "rnn_step_forward",
+    "lstm_backward", "lstm_forward", "lstm_recompute",
+    "rnn_backward", "rnn_forward", "rnn_recompute", "rnn_step_backward", "rnn_step_forward",
     "softmax_cross_entropy",
 ]

@@ -23,7 +23,7 @@ from typing import NamedTuple
 from rnnkit import kernels
 from rnnkit.backend import get_array_module
 from rnnkit.functional._checks import check_recurrent_args, expect_float, expect_shape
-from rnnkit.functional.lstm import _bytes, _step_gates, sigmoid_
+from rnnkit.functional.lstm import _bytes, _rows, _step_gates, sigmoid_
 from rnnkit.kernels.workspace import empty
 
 
@@ -37,11 +37,13 @@ class GRUCache(NamedTuple):
     mask: object  # (T, N) bool or None
 
 
-def gru_forward(x, h0, Wx, Wh, b, bhn, mask=None, *, workspace=None):
+def gru_forward(x, h0, Wx, Wh, b, bhn, mask=None, *, workspace=None, scan_weights=True):
     """Run a GRU over x.
 
     x: (T, N, D); h0: (N, H); Wx: (D, 3H); Wh: (H, 3H); b: (3H,); bhn: (H,); mask: (T, N) or None.
     Returns h: (T+1, N, H) and the cache. workspace: where gates and hn come from (see lstm_forward).
+       scan_weights: False skips the weights' NaN/inf scan: a layer's later segments of one forward
+    (recompute), whose weights the first segment scanned.
     """
     expect_shape("Wh", Wh, (None, None), ("H", "3H"))
     H = Wh.shape[0]
@@ -51,6 +53,7 @@ def gru_forward(x, h0, Wx, Wh, b, bhn, mask=None, *, workspace=None):
         {"Wx": (Wx, (x.shape[-1], 3 * H), ("D", "3H")), "Wh": (Wh, (H, 3 * H), ("H", "3H")),
          "b": (b, (3 * H,), ("3H",)), "bhn": (bhn, (H,), ("H",))},
         mask,
+        scan_weights,
     )
     xp = get_array_module(x)
     h = xp.empty((T + 1, N, H), dtype=x.dtype)
@@ -89,12 +92,44 @@ def _gru_forward_loop(gates, h, hn, hW, Wh, bhn, mask, xp):
             xp.copyto(h[t + 1], h[t], where=~mask[t][:, None])
 
 
-def gru_backward(dh, cache, dhT=None, trace=None, *, workspace=None):
+def gru_recompute(x, h, Wx, Wh, b, bhn, mask=None, *, workspace=None):
+    """The cache of `gru_forward` rebuilt from the hidden states that forward produced (exact BPTT in
+    bounded memory; see `lstm_recompute`). With every h_{t-1} known, no step depends on another: two
+    products over all steps, x Wx + b and h_{t-1} Wh, then the gates element-wise. Equal to the forward's
+    cache to rounding. x: (T, N, D); h: (T+1, N, H) the forward's hidden states; mask is only kept in
+    the cache (a padded step's gates are computed as the forward computed them, and never read).
+    """
+    T, N, D = x.shape
+    H = Wh.shape[0]
+    xp = get_array_module(x)
+    gates = empty(workspace, (T, N, 3 * H), x.dtype, xp)
+    kernels.matmul(x.reshape(T * N, D), Wx, out=gates.reshape(T * N, 3 * H))
+    gates += b
+    hW = empty(workspace, (T, N, 3 * H), x.dtype, xp)
+    kernels.matmul(h[:-1].reshape(T * N, H), Wh, out=hW.reshape(T * N, 3 * H))  # h_{t-1} Wh, all t
+    hn = empty(workspace, (T, N, H), x.dtype, xp)
+    fast = kernels.kernel("gru_cells", x.dtype, x, gates, bhn)
+    if fast is not None:  # the element-wise step of gru_fw compiled, tested equal to the one below
+        fast(T, N, H, gates, hW, hn, xp.ascontiguousarray(bhn))
+    else:
+        gates[..., : 2 * H] += hW[..., : 2 * H]
+        sigmoid_(gates[..., : 2 * H], xp)  # r, z
+        xp.add(hW[..., 2 * H :], bhn, out=hn)
+        n = gates[..., 2 * H :]
+        n += gates[..., :H] * hn
+        xp.tanh(n, out=n)  # n = tanh(x W_xn + b_in + r * (h W_hn + b_hn))
+    if workspace is not None:
+        workspace.give(hW)
+    return GRUCache(x, h, gates, hn, Wx, Wh, mask)
+
+
+def gru_backward(dh, cache, dhT=None, trace=None, *, workspace=None, into=None):
     """BPTT for `gru_forward`.
 
     dh: (T, N, H) gradient of h[1:]; dhT: (N, H) gradient of the final state or None.
     trace: a dict to receive trace["dh"][t] = dL/dh_t, (T+1, N, H), for diagnostics; None to skip.
     Returns dx (T, N, D), dh0 (N, H), dWx (D, 3H), dWh (H, 3H), db (3H,), dbhn (H,).
+    into: (dx, acc) to write dx and sum the weight gradients across calls, as in `lstm_backward`.
     """
     x, h, gates, hn, Wx, Wh, mask = cache
     T, N, D = x.shape
@@ -123,11 +158,23 @@ def gru_backward(dh, cache, dhT=None, trace=None, *, workspace=None):
         trace_dh[0] = dh_next
     dxa2 = dxa.reshape(T * N, 3 * H)
     dha2 = dha.reshape(T * N, 3 * H)
-    dx = kernels.matmul(dxa2, Wx.T).reshape(T, N, D)
-    dWx = kernels.matmul(x.reshape(T * N, D).T, dxa2)
-    dWh = kernels.matmul(h[:-1].reshape(T * N, H).T, dha2)
-    db = dxa2.sum(axis=0)
-    dbhn = dha2[:, 2 * H :].sum(axis=0)
+    dx, acc = into if into is not None else (None, None)
+    if dx is None:
+        dx = kernels.matmul(dxa2, Wx.T).reshape(T, N, D)
+    else:
+        kernels.matmul(dxa2, Wx.T, out=_rows(dx, "into dx"))
+    xs, hs = x.reshape(T * N, D).T, h[:-1].reshape(T * N, H).T
+    if acc is None or "dWx" not in acc:
+        dWx, dWh = kernels.matmul(xs, dxa2), kernels.matmul(hs, dha2)
+        db, dbhn = dxa2.sum(axis=0), dha2[:, 2 * H :].sum(axis=0)
+        if acc is not None:
+            acc.update(dWx=dWx, dWh=dWh, db=db, dbhn=dbhn)
+    else:
+        dWx, dWh, db, dbhn = acc["dWx"], acc["dWh"], acc["db"], acc["dbhn"]
+        kernels.matmul(xs, dxa2, out=dWx, accumulate=True)
+        kernels.matmul(hs, dha2, out=dWh, accumulate=True)
+        db += dxa2.sum(axis=0)
+        dbhn += dha2[:, 2 * H :].sum(axis=0)
     if workspace is not None:
         workspace.give(dxa, dha)
     return dx, dh_next, dWx, dWh, db, dbhn

@@ -44,7 +44,7 @@ def sigmoid_(a, xp):
     return a
 
 
-def lstm_forward(x, h0, c0, Wx, Wh, b, mask=None, *, workspace=None):
+def lstm_forward(x, h0, c0, Wx, Wh, b, mask=None, *, workspace=None, scan_weights=True):
     """Run an LSTM over x.
 
     x: (T, N, D); h0, c0: (N, H); Wx: (D, 4H); Wh: (H, 4H); b: (4H,); mask: (T, N) of valid steps or None.
@@ -52,6 +52,8 @@ def lstm_forward(x, h0, c0, Wx, Wh, b, mask=None, *, workspace=None):
     Returns h: (T+1, N, H), c: (T+1, N, H), cache.
     workspace: a `rnnkit.kernels.workspace.Workspace` to take c, tanh_c and gates from (a layer's own),
     or None for fresh arrays.
+       scan_weights: False skips the weights' NaN/inf scan: a layer's later segments of one forward
+    (recompute), whose weights the first segment scanned.
     """
     expect_shape("Wh", Wh, (None, None), ("H", "4H"))
     H = Wh.shape[0]
@@ -62,6 +64,7 @@ def lstm_forward(x, h0, c0, Wx, Wh, b, mask=None, *, workspace=None):
         {"Wx": (Wx, (x.shape[-1], 4 * H), ("D", "4H")), "Wh": (Wh, (H, 4 * H), ("H", "4H")),
          "b": (b, (4 * H,), ("4H",))},
         mask,
+        scan_weights,
     )
     xp = get_array_module(x)
     h = xp.empty((T + 1, N, H), dtype=x.dtype)
@@ -104,6 +107,55 @@ def _lstm_forward_loop(gates, h, c, tanh_c, Wh, mask, xp):
             xp.copyto(c[t + 1], c[t], where=keep)
 
 
+def lstm_recompute(x, h, c0, Wx, Wh, b, mask=None, *, workspace=None):
+    """The cache of `lstm_forward` rebuilt from the hidden states that forward produced: exact BPTT in
+    bounded memory (`recompute=k` on a layer) keeps h (the layer's output) and c every k steps, and
+    rebuilds each segment's gates and cell states here just before back-propagating through it.
+
+    With every h_{t-1} known, no step waits for the one before: the pre-activations of all T steps are
+    two products, x Wx and h_{t-1} Wh over all T*N rows (the second added into the first by the BLAS),
+    where the forward ran T small ones in turn; only the cell state is a scan, element-wise,
+    c_t = f_t c_{t-1} + i_t g_t. The result equals the forward's cache to rounding (the products sum in
+    another order).
+    x: (T, N, D); h: (T+1, N, H) the forward's hidden states (h[0] the segment's initial state); c0: (N, H)
+    the cell state at the start; the rest as lstm_forward. Returns an LSTMCache whose h is `h` itself.
+    """
+    T, N, D = x.shape
+    H = Wh.shape[0]
+    xp = get_array_module(x)
+    gates = empty(workspace, (T, N, 4 * H), x.dtype, xp)
+    a = gates.reshape(T * N, 4 * H)
+    kernels.matmul(x.reshape(T * N, D), Wx, out=a)
+    kernels.matmul(h[:-1].reshape(T * N, H), Wh, out=a, accumulate=True)
+    gates += b  # a = x_t Wx + h_{t-1} Wh + b
+    c = empty(workspace, (T + 1, N, H), x.dtype, xp)
+    c[0] = c0
+    tanh_c = empty(workspace, (T, N, H), x.dtype, xp)
+    fast = kernels.kernel("lstm_cells", x.dtype, x, gates)
+    if fast is not None:  # the element-wise loop of lstm_fw compiled, tested equal to the one below
+        fast(T, N, H, gates, c, tanh_c, _bytes(mask))
+    else:
+        _lstm_cells(gates, c, tanh_c, mask, xp)
+    return LSTMCache(x, h, c, gates, tanh_c, Wx, Wh, mask)
+
+
+def _lstm_cells(gates, c, tanh_c, mask, xp):
+    """The reference of `lstm_recompute`'s element-wise part: activations of all steps at once, then the
+    cell-state scan (the same operations as `_lstm_forward_loop` after its product)."""
+    T, N, H = tanh_c.shape
+    sigmoid_(gates[..., : 3 * H], xp)  # i, f, o = sigmoid(.)
+    xp.tanh(gates[..., 3 * H :], out=gates[..., 3 * H :])  # g = tanh(.)
+    i, f, g = gates[..., :H], gates[..., H : 2 * H], gates[..., 3 * H :]
+    ig = xp.empty((N, H), dtype=c.dtype)
+    for t in range(T):
+        xp.multiply(f[t], c[t], out=c[t + 1])
+        xp.multiply(i[t], g[t], out=ig)
+        c[t + 1] += ig  # c_t = f * c_{t-1} + i * g
+        xp.tanh(c[t + 1], out=tanh_c[t])
+        if mask is not None:
+            xp.copyto(c[t + 1], c[t], where=~mask[t][:, None])
+
+
 def _bytes(mask):
     """A boolean mask as contiguous bytes for the kernels, or None."""
     import numpy as np
@@ -111,29 +163,52 @@ def _bytes(mask):
     return None if mask is None else np.ascontiguousarray(mask).view(np.uint8)
 
 
-def input_and_weight_grads(x, h, da, Wx, workspace, xp):
+def input_and_weight_grads(x, h, da, Wx, workspace, xp, into=None):
     """After the backward loop, for every step at once: dx = da Wx^T, db = sum da and
     [dWx; dWh] = [x, h_{t-1}]^T da as one product with D + H rows (a taller product runs faster than two
-    of D and H rows). da: (T, N, G*H) pre-activation gradients; gives `da` back to the workspace."""
+    of D and H rows). da: (T, N, G*H) pre-activation gradients; gives `da` back to the workspace.
+    into: see `lstm_backward`."""
     T, N, D = x.shape
     H = h.shape[-1]
     da2 = da.reshape(T * N, da.shape[-1])
-    dx = kernels.matmul(da2, Wx.T).reshape(T, N, D)
+    dx, acc = into if into is not None else (None, None)
+    if dx is None:
+        dx = kernels.matmul(da2, Wx.T).reshape(T, N, D)
+    else:
+        kernels.matmul(da2, Wx.T, out=_rows(dx, "into dx"))
     xh = empty(workspace, (T * N, D + H), x.dtype, xp)
     xh[:, :D] = x.reshape(T * N, D)
     xh[:, D:] = h[:-1].reshape(T * N, H)
-    dW = kernels.matmul(xh.T, da2)
+    if acc is None or "dW" not in acc:
+        dW, db = kernels.matmul(xh.T, da2), da2.sum(axis=0)
+        if acc is not None:
+            acc["dW"], acc["db"] = dW, db
+    else:
+        dW, db = acc["dW"], acc["db"]
+        kernels.matmul(xh.T, da2, out=dW, accumulate=True)
+        db += da2.sum(axis=0)
     if workspace is not None:
         workspace.give(da, xh)
-    return dx, dW[:D], dW[D:], da2.sum(axis=0)
+    return dx, dW[:D], dW[D:], db
 
 
-def lstm_backward(dh, cache, dhT=None, dcT=None, trace=None, *, workspace=None):
+def _rows(a, name):
+    """A C-contiguous (T, N, D) array as its (T*N, D) view, to be written through."""
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    return a.reshape(-1, a.shape[-1])
+
+
+def lstm_backward(dh, cache, dhT=None, dcT=None, trace=None, *, workspace=None, into=None):
     """Backpropagation through time for `lstm_forward`.
 
     dh: (T, N, H) gradient of the outputs h[1:]; dhT, dcT: (N, H) gradients of the final state (from a later
     chunk or a decoder), or None. Gradients at padded steps are ignored.
     Returns dx (T, N, D), dh0 (N, H), dc0 (N, H), dWx (D, 4H), dWh (H, 4H), db (4H,).
+    into: None for fresh results, or (dx, acc) for the segments of one sequence back-propagated in turn
+    (exact BPTT in bounded memory): dx written into the given C-contiguous (T, N, D) array, and the weight
+    gradients summed in the dict `acc` carried from call to call (the first call stores them, later calls
+    add into them as the BLAS goes); the returned weight gradients are then views of acc's arrays.
     """
     x, h, c, gates, tanh_c, Wx, Wh, mask = cache
     T, N, D = x.shape
@@ -166,7 +241,7 @@ def lstm_backward(dh, cache, dhT=None, dcT=None, trace=None, *, workspace=None):
                             xp)
     if trace is not None:
         trace_dh[0], trace_dc[0] = dh_next, dc_next
-    dx, dWx, dWh, db = input_and_weight_grads(x, h, da, Wx, workspace, xp)
+    dx, dWx, dWh, db = input_and_weight_grads(x, h, da, Wx, workspace, xp, into)
     return dx, dh_next, dc_next, dWx, dWh, db
 
 

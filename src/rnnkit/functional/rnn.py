@@ -47,8 +47,9 @@ def rnn_step_backward(dh, cache):
     return da @ Wx.T, da @ Wh.T, x.T @ da, h_prev.T @ da, da.sum(axis=0)
 
 
-def rnn_forward(x, h0, Wx, Wh, b, mask=None, nonlinearity="tanh"):
-    """Run the RNN over x (T, N, D) from h0 (N, H). Returns h: (T+1, N, H) and the cache."""
+def rnn_forward(x, h0, Wx, Wh, b, mask=None, nonlinearity="tanh", *, scan_weights=True):
+    """Run the RNN over x (T, N, D) from h0 (N, H). Returns h: (T+1, N, H) and the cache.
+    scan_weights: False skips the weights' NaN/inf scan (see lstm_forward)."""
     if nonlinearity not in NONLINEARITIES:
         raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
     expect_shape("Wh", Wh, (None, None), ("H", "H"))
@@ -59,6 +60,7 @@ def rnn_forward(x, h0, Wx, Wh, b, mask=None, nonlinearity="tanh"):
         {"Wx": (Wx, (x.shape[-1], H), ("D", "H")), "Wh": (Wh, (H, H), ("H", "H")),
          "b": (b, (H,), ("H",))},
         mask,
+        scan_weights,
     )
     xp = get_array_module(x)
     h = xp.empty((T + 1, N, H), dtype=x.dtype)
@@ -71,6 +73,12 @@ def rnn_forward(x, h0, Wx, Wh, b, mask=None, nonlinearity="tanh"):
     else:
         _rnn_forward_loop(h, Wh, mask, nonlinearity, xp)
     return h, RNNCache(x, h, Wx, Wh, mask, nonlinearity)
+
+
+def rnn_recompute(x, h, Wx, Wh, mask=None, nonlinearity="tanh"):
+    """The cache of `rnn_forward` rebuilt from the hidden states that forward produced: it is those
+    states and the input, so nothing is computed (the RNN's BPTT needs nothing beyond its output)."""
+    return RNNCache(x, h, Wx, Wh, mask, nonlinearity)
 
 
 def _rnn_forward_loop(h, Wh, mask, nonlinearity, xp):
@@ -88,9 +96,10 @@ def _rnn_forward_loop(h, Wh, mask, nonlinearity, xp):
             xp.copyto(h[t + 1], h[t], where=~mask[t][:, None])
 
 
-def rnn_backward(dh, cache, dhT=None, trace=None, *, workspace=None):
+def rnn_backward(dh, cache, dhT=None, trace=None, *, workspace=None, into=None):
     """BPTT for `rnn_forward`. dh: (T, N, H) gradient of h[1:]; dhT: (N, H) or None.
     trace: a dict to receive trace["dh"][t] = dL/dh_t, (T+1, N, H), for diagnostics; None to skip.
+    into: (dx, acc) to write dx and sum the weight gradients across calls, as in `lstm_backward`.
 
     Returns dx (T, N, D), dh0 (N, H), dWx (D, H), dWh (H, H), db (H,).
     """
@@ -118,7 +127,7 @@ def rnn_backward(dh, cache, dhT=None, trace=None, *, workspace=None):
         _rnn_backward_loop(dh, h, WhT, mask, nonlinearity, dh_next, da, trace_dh, xp)
     if trace is not None:
         trace_dh[0] = dh_next
-    dx, dWx, dWh, db = input_and_weight_grads(x, h, da, Wx, workspace, xp)
+    dx, dWx, dWh, db = input_and_weight_grads(x, h, da, Wx, workspace, xp, into)
     return dx, dh_next, dWx, dWh, db
 
 

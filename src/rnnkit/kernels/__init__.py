@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -158,7 +159,7 @@ def _load():
         if not path.exists():
             _compile(path)
         lib = ctypes.CDLL(str(path))
-        if lib.rnnkit_kernels_version() != 10:
+        if lib.rnnkit_kernels_version() != 11:
             raise RuntimeError(f"{path} is not this version of the kernels")
         _declare(lib)
         _state.update(lib=lib, blas=blas)
@@ -182,7 +183,9 @@ _ROWS = [_L, _L, _L, _L, _L]  # T, N, H, and the batch rows [n0, n1) this call r
 _SIGNATURES = {
     "lstm_fw": _ROWS + [_P] * 6 + [_P, _I],
     "lstm_bw": _ROWS + [_P] * 12 + [_P, _I],
+    "lstm_cells": _ROWS + [_P] * 4 + [_P, _I],
     "gru_fw": _ROWS + [_P] * 7 + [_P, _I],
+    "gru_cells": _ROWS + [_P] * 4 + [_P, _I],
     "gru_bw": _ROWS + [_P] * 11 + [_P, _I],
     "rnn_fw": _ROWS + [_P, _P, _P, _I, _P, _I],
     "rnn_bw": _ROWS + [_P, _P, _P, _P, _I, _P, _P, _P, _P, _P, _I],
@@ -304,6 +307,10 @@ def _run_parallel(fn, calls):
     releases the GIL for the duration of a foreign call)."""
     import concurrent.futures
 
+    if getattr(_local, "threads", 0) == 1:  # inside a split_rows part: the pool may be busy with parts
+        for c in calls:
+            fn(*c)
+        return
     ex = _pool["executor"]
     if ex is None:
         # rnnkit's workers only ever run rnnkit's arithmetic: subnormals flushed there for good
@@ -371,12 +378,37 @@ def flush_subnormals():
 
 
 def threads() -> int:
-    """How many threads rnnkit's time loops and products use (1 when the fast path is off)."""
+    """How many threads rnnkit's time loops and products use (1 when the fast path is off, and inside
+    a part run by `split_rows`)."""
     if not _enabled:
         return 1
     if not _state["tried"]:
         _load()
-    return _pool["threads"] or 1
+    return getattr(_local, "threads", 0) or _pool["threads"] or 1
+
+
+_local = threading.local()  # threads: 1 inside a `split_rows` part (its work stays on its thread)
+
+
+def split_rows(fn, parts):
+    """Run fn(i, n0, n1) for every part (n0, n1) of `parts` (from `row_parts`) at once on rnnkit's
+    threads; returns the results in order. Each call keeps its own loops and products on its own thread
+    (`threads()` is 1 inside), so a part is one long run with no hand-off between its operations: for
+    work made of many small steps (a layer's segments, recompute), one join at the end instead of one
+    per product and per loop. A single part runs here as an ordinary call."""
+    if len(parts) == 1:
+        return [fn(0, *parts[0])]
+    results = [None] * len(parts)
+
+    def one(i, n0, n1):
+        old, _local.threads = getattr(_local, "threads", 0), 1
+        try:
+            results[i] = fn(i, n0, n1)
+        finally:
+            _local.threads = old
+
+    _run_parallel(one, [(i, n0, n1) for i, (n0, n1) in enumerate(parts)])
+    return results
 
 
 def set_threads(n: int) -> None:
@@ -386,15 +418,29 @@ def set_threads(n: int) -> None:
     _pool["threads"] = max(1, int(n))
 
 
-def matmul(a, b, out=None):
+def matmul(a, b, out=None, accumulate=False):
     """a (M, K) @ b (K, Nc) -> (M, Nc), in `out` if given: NumPy's product, cut into blocks of rows (or
     of columns, when b is the wider side) run at once on rnnkit's threads when it is large. Any array
-    module: only NumPy arrays are split."""
+    module: only NumPy arrays are split. accumulate: out += a @ b, the BLAS adding into `out` as it
+    goes (no product-sized temporary, no second pass) where the compiled path can reach its gemm."""
     k = threads()
     M, K = a.shape
     Nc = b.shape[1]
+    numpy = type(a) is np.ndarray and type(b) is np.ndarray
+    if accumulate:
+        if out is None:
+            raise ValueError("matmul(accumulate=True) needs out")
+        gemm = _gemm_into(a, b, out) if numpy else None
+        if gemm is None:
+            out += a @ b
+            return out
+    else:
+        gemm = lambda x, y, z: np.matmul(x, y, out=z)  # noqa: E731
     small = M * K * Nc < MATMUL_SPLIT_MIN_MACS
-    if k < 2 or type(a) is not np.ndarray or type(b) is not np.ndarray or small:
+    if k < 2 or not numpy or small:
+        if accumulate:
+            gemm(a, b, out)
+            return out
         return a @ b if out is None else get_array_module(a).matmul(a, b, out=out)
     if out is None:
         out = np.empty((M, Nc), dtype=np.result_type(a, b))
@@ -406,8 +452,55 @@ def matmul(a, b, out=None):
         calls = [(a[i:j], b, out[i:j]) for i, j in zip(bounds, bounds[1:])]
     else:
         calls = [(a, b[:, i:j], out[:, i:j]) for i, j in zip(bounds, bounds[1:])]
-    _run_parallel(lambda x, y, z: np.matmul(x, y, out=z), calls)
+    _run_parallel(gemm, calls)
     return out
+
+
+_GEMM_CFUNCS = {}
+
+
+def _gemm_into(a, b, out):
+    """A function (x, y, z) -> z += x @ y through NumPy's CBLAS gemm (beta = 1) for blocks of these
+    arrays, or None (kernels off or unavailable, another dtype, or a layout gemm cannot take)."""
+    dt = out.dtype
+    if not _enabled or dt not in (np.float32, np.float64) or a.dtype != dt or b.dtype != dt:
+        return None
+    if not _state["tried"]:
+        _load()
+    if _state["lib"] is None:
+        return None
+    if _layout(a) is None or _layout(b) is None or _layout(out) != (NO_TRANS, out.strides[0] // dt.itemsize):
+        return None
+    ilp64 = bool(_state["blas"][2])
+    key = (dt.str, ilp64)
+    if key not in _GEMM_CFUNCS:
+        I = ctypes.c_int64 if ilp64 else ctypes.c_int32  # noqa: E741
+        Rl = ctypes.c_float if dt == np.float32 else ctypes.c_double
+        proto = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_int, ctypes.c_int, I, I, I, Rl,
+                                 ctypes.c_void_p, I, ctypes.c_void_p, I, Rl, ctypes.c_void_p, I)
+        addr = _state["blas"][0 if dt == np.float32 else 1][0]
+        _GEMM_CFUNCS[key] = proto(addr)
+    fn = _GEMM_CFUNCS[key]
+
+    def gemm(x, y, z):
+        (ta, lda), (tb, ldb) = _layout(x), _layout(y)
+        fn(_ROW_MAJOR, ta, tb, z.shape[0], z.shape[1], x.shape[1], 1.0, x.ctypes.data, lda,
+           y.ctypes.data, ldb, 1.0, z.ctypes.data, z.strides[0] // z.itemsize)
+
+    return gemm
+
+
+_ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
+
+
+def _layout(m):
+    """(CBLAS transpose flag, leading dimension) of a 2-D array whose rows or columns are contiguous."""
+    s0, s1 = (s // m.itemsize for s in m.strides)
+    if m.strides[1] == m.itemsize and s0 >= max(1, m.shape[1]):
+        return NO_TRANS, s0
+    if m.strides[0] == m.itemsize and s1 >= max(1, m.shape[0]):
+        return TRANS, s1
+    return None
 
 
 def ptr(a):

@@ -18,6 +18,26 @@
 /* sigmoid(a) = 0.5 tanh(0.5 a) + 0.5: never overflows, same formula as the reference. */
 #define SIGM(v) ((R)0.5 * TANH((R)0.5 * (v)) + (R)0.5)
 
+/* One LSTM step's element-wise work on one batch row: an (4H) the pre-activations [i,f,o,g] in, their
+ * activations out; cn = f c_{t-1} + i g, tcn = tanh(cn), and hn = o tanh(cn) unless hn is NULL (a
+ * rebuild from known hidden states, lstm_cells). A padded step (pad) carries c_{t-1} (and h_{t-1}). */
+static inline void FN(lstm_cell)(long H, R *an, const R *cpn, R *cnn, R *tcn, const R *hpn, R *hnn,
+                                 int pad) {
+    VEC for (long j = 0; j < 3 * H; j++) an[j] = SIGM(an[j]);   /* i, f, o */
+    VEC for (long j = 3 * H; j < 4 * H; j++) an[j] = TANH(an[j]);   /* g */
+    const R *i = an, *f = an + H, *o = an + 2 * H, *g = an + 3 * H;
+    VEC for (long j = 0; j < H; j++) cnn[j] = f[j] * cpn[j] + i[j] * g[j];
+    VEC for (long j = 0; j < H; j++) tcn[j] = TANH(cnn[j]);
+    if (hnn) {
+        VEC for (long j = 0; j < H; j++) hnn[j] = o[j] * tcn[j];
+    }
+    if (pad) {
+        for (long j = 0; j < H; j++) cnn[j] = cpn[j];
+        if (hnn)
+            for (long j = 0; j < H; j++) hnn[j] = hpn[j];
+    }
+}
+
 /* LSTM forward. gates (T,N,4H) [i,f,o,g] pre-activations in, activations out; h, c (T+1,N,H) with
  * h[0], c[0] set; tanh_c (T,N,H); Wh (H,4H); mask (T,N) bytes or NULL. */
 EXPORT void FN(lstm_fw)(long T, long N, long H, long n0, long n1, R *gates, R *h, R *c, R *tanh_c,
@@ -30,22 +50,25 @@ EXPORT void FN(lstm_fw)(long T, long N, long H, long n0, long n1, R *gates, R *h
         R *hn = h + (t + 1) * NH, *cn = c + (t + 1) * NH, *tc = tanh_c + t * NH;
         /* a += h_{t-1} Wh */
         GEMM(gemm, ilp64, P, n1 - n0, G, H, hp + n0 * H, H, Wh, G, (R)1, a + n0 * G, G);
-        for (long n = n0; n < n1; n++) {
-            R *an = a + n * G;
-            const R *cpn = cp + n * H, *hpn = hp + n * H;
-            R *cnn = cn + n * H, *hnn = hn + n * H, *tcn = tc + n * H;
-            VEC for (long j = 0; j < 3 * H; j++) an[j] = SIGM(an[j]);   /* i, f, o */
-            VEC for (long j = 3 * H; j < G; j++) an[j] = TANH(an[j]);   /* g */
-            const R *i = an, *f = an + H, *o = an + 2 * H, *g = an + 3 * H;
-            VEC for (long j = 0; j < H; j++) cnn[j] = f[j] * cpn[j] + i[j] * g[j];
-            VEC for (long j = 0; j < H; j++) tcn[j] = TANH(cnn[j]);
-            VEC for (long j = 0; j < H; j++) hnn[j] = o[j] * tcn[j];
-            if (mask && !mask[t * N + n]) {
-                for (long j = 0; j < H; j++) { hnn[j] = hpn[j]; cnn[j] = cpn[j]; }
-            }
-        }
+        for (long n = n0; n < n1; n++)
+            FN(lstm_cell)(H, a + n * G, cp + n * H, cn + n * H, tc + n * H, hp + n * H, hn + n * H,
+                          mask && !mask[t * N + n]);
     }
     free(P);
+}
+
+/* The element-wise part of lstm_fw alone, for the cache rebuilt from hidden states the forward already
+ * produced (lstm_recompute): gates (T,N,4H) hold the whole pre-activations x_t Wx + h_{t-1} Wh + b on
+ * entry, activations on return; c (T+1,N,H) with c[0] set; tanh_c (T,N,H). No product, no h written. */
+EXPORT void FN(lstm_cells)(long T, long N, long H, long n0, long n1, R *gates, R *c, R *tanh_c,
+                           const unsigned char *mask, void *gemm, int ilp64) {
+    (void)gemm;
+    (void)ilp64;
+    const long G = 4 * H, NH = N * H;
+    for (long t = 0; t < T; t++)
+        for (long n = n0; n < n1; n++)
+            FN(lstm_cell)(H, gates + (t * N + n) * G, c + t * NH + n * H, c + (t + 1) * NH + n * H,
+                          tanh_c + t * NH + n * H, NULL, NULL, mask && !mask[t * N + n]);
 }
 
 /* LSTM BPTT. dh (T,N,H); dh_next, dc_next (N,H) in: gradient of the final state, out: of the initial;
@@ -98,6 +121,25 @@ EXPORT void FN(lstm_bw)(long T, long N, long H, long n0, long n1, const R *dh, c
     free(P);
 }
 
+/* One GRU step's element-wise work on one batch row: an (3H) the x-side pre-activations [r,z,n] (+ b)
+ * in, activations out; hw (3H) = h_{t-1} Wh; hnr (H) out: h_{t-1} W_hn + b_hn; ho = h_t unless ho is
+ * NULL (a rebuild from known hidden states, gru_cells); a padded step (pad) carries h_{t-1}. */
+static inline void FN(gru_cell)(long H, R *an, const R *hw, const R *bhn, R *hnr, const R *hpn, R *ho,
+                                int pad) {
+    VEC for (long j = 0; j < 2 * H; j++) an[j] = SIGM(an[j] + hw[j]);  /* r, z */
+    R *r = an, *z = an + H, *n = an + 2 * H;
+    VEC for (long j = 0; j < H; j++) {
+        R q = hw[2 * H + j] + bhn[j];
+        hnr[j] = q;
+        n[j] = TANH(n[j] + r[j] * q);                  /* n = tanh(x W_xn + b_in + r hn) */
+    }
+    if (ho) {
+        VEC for (long j = 0; j < H; j++) ho[j] = n[j] + z[j] * (hpn[j] - n[j]);  /* h_t = n + z (h_{t-1} - n) */
+        if (pad)
+            for (long j = 0; j < H; j++) ho[j] = hpn[j];
+    }
+}
+
 /* GRU forward. gates (T,N,3H) [r,z,n] x-side pre-activations (+ b) in, activations out; h (T+1,N,H);
  * hn (T,N,H) out: h_{t-1} W_hn + b_hn; hW (N,3H) scratch; Wh (H,3H); bhn (H,). */
 EXPORT void FN(gru_fw)(long T, long N, long H, long n0, long n1, R *gates, R *h, R *hn, R *hW,
@@ -110,23 +152,26 @@ EXPORT void FN(gru_fw)(long T, long N, long H, long n0, long n1, R *gates, R *h,
         R *hnext = h + (t + 1) * NH, *hnt = hn + t * NH;
         /* hW = h_{t-1} Wh */
         GEMM(gemm, ilp64, P, n1 - n0, G, H, hp + n0 * H, H, Wh, G, (R)0, hW + n0 * G, G);
-        for (long nn = n0; nn < n1; nn++) {
-            R *an = a + nn * G, *hw = hW + nn * G, *hnr = hnt + nn * H, *ho = hnext + nn * H;
-            const R *hpn = hp + nn * H;
-            VEC for (long j = 0; j < 2 * H; j++) an[j] = SIGM(an[j] + hw[j]);  /* r, z */
-            R *r = an, *z = an + H, *n = an + 2 * H;
-            VEC for (long j = 0; j < H; j++) {
-                R q = hw[2 * H + j] + bhn[j];
-                hnr[j] = q;
-                R nj = TANH(n[j] + r[j] * q);                  /* n = tanh(x W_xn + b_in + r hn) */
-                n[j] = nj;
-                ho[j] = nj + z[j] * (hpn[j] - nj);             /* h_t = n + z (h_{t-1} - n) */
-            }
-            if (mask && !mask[t * N + nn])
-                for (long j = 0; j < H; j++) ho[j] = hpn[j];
-        }
+        for (long nn = n0; nn < n1; nn++)
+            FN(gru_cell)(H, a + nn * G, hW + nn * G, bhn, hnt + nn * H, hp + nn * H, hnext + nn * H,
+                         mask && !mask[t * N + nn]);
     }
     free(P);
+}
+
+/* The element-wise part of gru_fw alone, for the cache rebuilt from known hidden states
+ * (gru_recompute): gates (T,N,3H) x-side pre-activations in, activations out; hW (T,N,3H) = h_{t-1} Wh
+ * of every step; hn (T,N,H) out. No step depends on another: no mask is needed (a padded step's gates
+ * are computed as the forward computed them, and never read). */
+EXPORT void FN(gru_cells)(long T, long N, long H, long n0, long n1, R *gates, const R *hW, R *hn,
+                          const R *bhn, void *gemm, int ilp64) {
+    (void)gemm;
+    (void)ilp64;
+    const long G = 3 * H, NH = N * H;
+    for (long t = 0; t < T; t++)
+        for (long nn = n0; nn < n1; nn++)
+            FN(gru_cell)(H, gates + (t * N + nn) * G, hW + (t * N + nn) * G, bhn,
+                         hn + t * NH + nn * H, NULL, NULL, 0);
 }
 
 /* GRU BPTT. dxa, dha (T,N,3H) out; WhT (3H,H); dh_next (N,H) in/out; dht (N,H) scratch. */

@@ -22,24 +22,28 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from rnnkit import kernels
 from rnnkit.backend import DEFAULT_DTYPE, get_array_module
 from rnnkit.functional import (
     dropout_backward,
     dropout_forward,
     gru_backward,
     gru_forward,
+    gru_recompute,
     lstm_backward,
     lstm_forward,
+    lstm_recompute,
     reverse_padded,
     rnn_backward,
     rnn_forward,
+    rnn_recompute,
 )
 from rnnkit.functional._checks import check_mask, expect_shape
 from rnnkit.functional.gru import gru_step
 from rnnkit.functional.lstm import lstm_step
 from rnnkit.functional.rnn import rnn_step
-from rnnkit.kernels import blas_single_thread
-from rnnkit.kernels.workspace import Workspace
+from rnnkit.kernels import blas_single_thread, row_parts
+from rnnkit.kernels.workspace import Workspace, empty
 from rnnkit.layers.module import Module
 
 
@@ -50,49 +54,72 @@ class CellKind:
     name: str
     gates: int  # weight blocks per cell: 1 (RNN), 3 (GRU), 4 (LSTM)
     has_cell_state: bool  # the LSTM carries (h, c)
-    forward: Callable  # (x, state, params, mask, workspace=None) -> (h (T+1, N, H), final state, cache)
-    backward: Callable  # (dy, cache, dstate, workspace=None) -> (dx, dstate0, {param: grad})
+    # (x, state, params, mask, workspace=None, scan_weights=True) -> (h (T+1, N, H), final state, cache)
+    forward: Callable
+    backward: Callable  # (dy, cache, dstate, workspace=None, into=None) -> (dx, dstate0, {param: grad})
+    # (x, h (T+1, N, H) from forward, state at h[0], params, mask, workspace) -> forward's cache, rebuilt
+    recompute: Callable
     scratch: tuple = ()  # cache fields that are the cell's own buffers (pooled once backward used them)
 
 
 def _rnn_fw(nonlinearity):
-    def fw(x, state, p, mask, workspace=None):
-        h, cache = rnn_forward(x, state[0], p["Wx"], p["Wh"], p["b"], mask, nonlinearity)
+    def fw(x, state, p, mask, workspace=None, scan_weights=True):
+        h, cache = rnn_forward(x, state[0], p["Wx"], p["Wh"], p["b"], mask, nonlinearity,
+                               scan_weights=scan_weights)
         return h, (h[-1],), cache
 
     return fw
 
 
-def _rnn_bw(dy, cache, dstate, workspace=None):
-    dx, dh0, dWx, dWh, db = rnn_backward(dy, cache, dstate[0], workspace=workspace)
+def _rnn_re(nonlinearity):
+    def re(x, h, state, p, mask, workspace=None):
+        return rnn_recompute(x, h, p["Wx"], p["Wh"], mask, nonlinearity)
+
+    return re
+
+
+def _rnn_bw(dy, cache, dstate, workspace=None, into=None):
+    dx, dh0, dWx, dWh, db = rnn_backward(dy, cache, dstate[0], workspace=workspace, into=into)
     return dx, (dh0,), {"Wx": dWx, "Wh": dWh, "b": db}
 
 
-def _lstm_fw(x, state, p, mask, workspace=None):
+def _lstm_fw(x, state, p, mask, workspace=None, scan_weights=True):
     h, c, cache = lstm_forward(x, state[0], state[1], p["Wx"], p["Wh"], p["b"], mask,
-                               workspace=workspace)
+                               workspace=workspace, scan_weights=scan_weights)
     return h, (h[-1], c[-1]), cache
 
 
-def _lstm_bw(dy, cache, dstate, workspace=None):
-    dx, dh0, dc0, dWx, dWh, db = lstm_backward(dy, cache, dstate[0], dstate[1], workspace=workspace)
+def _lstm_re(x, h, state, p, mask, workspace=None):
+    return lstm_recompute(x, h, state[1], p["Wx"], p["Wh"], p["b"], mask, workspace=workspace)
+
+
+def _lstm_bw(dy, cache, dstate, workspace=None, into=None):
+    dx, dh0, dc0, dWx, dWh, db = lstm_backward(dy, cache, dstate[0], dstate[1], workspace=workspace,
+                                               into=into)
     return dx, (dh0, dc0), {"Wx": dWx, "Wh": dWh, "b": db}
 
 
-def _gru_fw(x, state, p, mask, workspace=None):
-    h, cache = gru_forward(x, state[0], p["Wx"], p["Wh"], p["b"], p["bhn"], mask, workspace=workspace)
+def _gru_fw(x, state, p, mask, workspace=None, scan_weights=True):
+    h, cache = gru_forward(x, state[0], p["Wx"], p["Wh"], p["b"], p["bhn"], mask, workspace=workspace,
+                           scan_weights=scan_weights)
     return h, (h[-1],), cache
 
 
-def _gru_bw(dy, cache, dstate, workspace=None):
-    dx, dh0, dWx, dWh, db, dbhn = gru_backward(dy, cache, dstate[0], workspace=workspace)
+def _gru_re(x, h, state, p, mask, workspace=None):
+    return gru_recompute(x, h, p["Wx"], p["Wh"], p["b"], p["bhn"], mask, workspace=workspace)
+
+
+def _gru_bw(dy, cache, dstate, workspace=None, into=None):
+    dx, dh0, dWx, dWh, db, dbhn = gru_backward(dy, cache, dstate[0], workspace=workspace, into=into)
     return dx, (dh0,), {"Wx": dWx, "Wh": dWh, "b": db, "bhn": dbhn}
 
 
 class _Checkpointed(NamedTuple):
-    """What a layer run with `recompute=k` keeps for backward: the input and every k-th state."""
+    """What a layer run with `recompute=k` keeps for backward: the input, the hidden states (the
+    output) and every k-th state (the LSTM's cell state is the part not otherwise kept)."""
 
     x: object  # (T, N, D), the caller's input
+    h: object  # (T+1, N, H), the hidden states: h[1:] is this direction's output
     starts: list  # first step of each segment
     states: list  # the state at the start of each segment (tuple of (N, H) arrays)
     mask: object  # (T, N) or None
@@ -142,6 +169,7 @@ class Recurrent(Module):
         # it; None runs plain BPTT. "sqrt" picks k = ceil(sqrt(T)) for each call.
         self.recompute = recompute
         self._ws = Workspace()  # scratch buffers reused across training steps
+        self._part_ws = []  # one per part of the batch rows run on its own thread (recompute)
         self._consumed = []  # caches whose backward ran: their buffers return to the pool next forward
 
     @staticmethod
@@ -266,9 +294,9 @@ class Recurrent(Module):
 
     # --- buffers, recomputation, one step ---------------------------------------------------------
 
-    def _give(self, cache):
+    def _give(self, cache, ws=None):
         """Return a consumed cell cache's own buffers to the workspace."""
-        self._ws.give(*(getattr(cache, f) for f in self.kind.scratch))
+        (ws or self._ws).give(*(getattr(cache, f) for f in self.kind.scratch))
 
     def _release(self):
         for cache in self._consumed:
@@ -285,49 +313,101 @@ class Recurrent(Module):
             raise ValueError(f"recompute must be None, 'sqrt' or a positive int, got {self.recompute!r}")
         return k if k < T else None
 
+    def _row_parts(self, T, N):
+        """The batch rows cut for rnnkit's threads, each part with a workspace of its own: a part runs
+        all its segments on one thread (`kernels.split_rows`), as the rows of a batch never meet."""
+        parts = row_parts(T, N, self.hidden_size ** 2 * self.kind.gates, kernels.threads())
+        while len(self._part_ws) < len(parts):
+            self._part_ws.append(Workspace())
+        return parts
+
     def _cell_forward(self, x, state, p, mask):
         """One direction of one layer over the sequence -> (h (T+1, N, H), final state, cache)."""
-        T = x.shape[0]
+        T, N, _ = x.shape
         k = self._segment(T)
         if k is None:
             return self.kind.forward(x, state, p, mask, self._ws)
         xp = get_array_module(x)
-        h_all = xp.empty((T + 1,) + state[0].shape, dtype=x.dtype)
-        h_all[0] = state[0]
-        starts, states = [], []
+        h = xp.empty((T + 1,) + state[0].shape, dtype=x.dtype)
+        h[0] = state[0]
+        parts = self._row_parts(T, N)
+
+        def run(i, n0, n1):
+            rows = slice(n0, n1)
+            return self._forward_segments(x, h, tuple(s[rows] for s in state), p, mask, k, rows,
+                                          self._part_ws[i] if len(parts) > 1 else self._ws)
+
+        outs = kernels.split_rows(run, parts)  # per part: (states at the segment starts, final state)
+        join = (lambda arrays: xp.concatenate(arrays)) if len(outs) > 1 else (lambda arrays: arrays[0])
+        states = [tuple(join([o[0][j][q] for o in outs]) for q in range(len(state)))
+                  for j in range(len(outs[0][0]))]
+        final = tuple(join([o[1][q] for o in outs]) for q in range(len(state)))
+        return h, final, _Checkpointed(x, h, list(range(0, T, k)), states, mask)
+
+    def _forward_segments(self, x, h, state, p, mask, k, rows, ws):
+        """Forward of the batch rows `rows`, k steps at a time, writing h[1:, rows] and keeping only the
+        state at each segment's start -> (those states, the final state)."""
+        xp = get_array_module(x)
+        T = x.shape[0]
+        states = []
         for t0 in range(0, T, k):
             t1 = min(T, t0 + k)
-            starts.append(t0)
             states.append(state)
-            h, final, cache = self.kind.forward(x[t0:t1], state, p, None if mask is None else mask[t0:t1],
-                                                self._ws)
-            h_all[t0 + 1:t1 + 1] = h[1:]
+            m = None if mask is None else mask[t0:t1, rows]
+            hs, final, cache = self.kind.forward(x[t0:t1, rows], state, p, m, ws, scan_weights=t0 == 0)
+            h[t0 + 1:t1 + 1, rows] = hs[1:]
             state = tuple(xp.array(f) for f in final)  # copies: final views buffers pooled next line
-            self._give(cache)
-        return h_all, state, _Checkpointed(x, starts, states, mask)
+            self._give(cache, ws)
+        return states, state
 
     def _cell_backward(self, dy, cache, dstate, p):
         if not isinstance(cache, _Checkpointed):
             return self.kind.backward(dy, cache, dstate, self._ws)
-        x, starts, states, mask = cache
-        T = x.shape[0]
+        x = cache.x
+        T, N, _ = x.shape
         xp = get_array_module(dy)
-        dx, grads = None, {}
-        ends = starts[1:] + [T]
+        # Wh^T made contiguous once for all segments, not by each segment's backward: the caches carry
+        # Wh as the transpose of that copy, whose .T the backward then finds contiguous as it is.
+        p = dict(p, Wh=xp.ascontiguousarray(p["Wh"].T).T)
+        dx = xp.empty(x.shape, dtype=dy.dtype)
+        parts = self._row_parts(T, N)
+
+        def run(i, n0, n1):
+            rows = slice(n0, n1)
+            return self._backward_segments(cache, dy, tuple(s[rows] for s in dstate), p, rows, dx,
+                                           self._part_ws[i] if len(parts) > 1 else self._ws)
+
+        outs = kernels.split_rows(run, parts)  # per part: (initial state's gradient, weight gradients)
+        dstate0 = tuple(xp.concatenate([o[0][q] for o in outs]) for q in range(len(dstate)))
+        grads = outs[0][1]
+        for o in outs[1:]:
+            for name, g in o[1].items():
+                grads[name] += g
+        return dx, dstate0, grads
+
+    def _backward_segments(self, cache, dy, dstate, p, rows, dx, ws):
+        """BPTT over the batch rows `rows`, the last segment first: each segment's cache is rebuilt
+        from the hidden states forward kept (its products over all the segment's steps at once rather
+        than step after step: lstm_recompute), then back-propagated. Writes dx[:, rows] ->
+        (the initial state's gradient, the weight gradients summed over the segments)."""
+        x, h, starts, states, mask = cache
+        xp = get_array_module(dy)
+        ends = starts[1:] + [x.shape[0]]
+        acc = {}  # the weight gradients, summed over the segments in place
+        whole = rows == slice(0, x.shape[1])
         for t0, t1, state in reversed(list(zip(starts, ends, states))):
-            m = None if mask is None else mask[t0:t1]
-            _, _, seg = self.kind.forward(x[t0:t1], state, p, m, self._ws)  # the segment again
-            dxs, dstate, g = self.kind.backward(dy[t0:t1], seg, dstate, self._ws)
-            self._give(seg)
-            if dx is None:
-                dx = xp.empty(x.shape, dtype=dxs.dtype)
-            dx[t0:t1] = dxs
-            for name, v in g.items():
-                if name in grads:
-                    grads[name] += v
-                else:
-                    grads[name] = v
-        return dx, dstate, grads
+            m = None if mask is None else mask[t0:t1, rows]
+            xs = xp.ascontiguousarray(x[t0:t1, rows])
+            seg = self.kind.recompute(xs, xp.ascontiguousarray(h[t0:t1 + 1, rows]),
+                                      tuple(s[rows] for s in state), p, m, ws)
+            dxs = dx[t0:t1] if whole else empty(ws, xs.shape, dx.dtype, xp)
+            _, dstate, grads = self.kind.backward(xp.ascontiguousarray(dy[t0:t1, rows]), seg, dstate, ws,
+                                                  (dxs, acc))
+            if not whole:
+                dx[t0:t1, rows] = dxs
+                ws.give(dxs)
+            self._give(seg, ws)
+        return dstate, grads
 
     def input_gates(self, E):
         """E (V, D) -> E Wx + b (V, G*H) of the first layer: for an input that is a row of a table (an
@@ -365,10 +445,10 @@ class Recurrent(Module):
         return inp, self._join_state(new)
 
 
-RNN_TANH = CellKind("rnn", 1, False, _rnn_fw("tanh"), _rnn_bw)
-RNN_RELU = CellKind("rnn", 1, False, _rnn_fw("relu"), _rnn_bw)
-LSTM_KIND = CellKind("lstm", 4, True, _lstm_fw, _lstm_bw, ("c", "gates", "tanh_c"))
-GRU_KIND = CellKind("gru", 3, False, _gru_fw, _gru_bw, ("gates", "hn"))
+RNN_TANH = CellKind("rnn", 1, False, _rnn_fw("tanh"), _rnn_bw, _rnn_re("tanh"))
+RNN_RELU = CellKind("rnn", 1, False, _rnn_fw("relu"), _rnn_bw, _rnn_re("relu"))
+LSTM_KIND = CellKind("lstm", 4, True, _lstm_fw, _lstm_bw, _lstm_re, ("c", "gates", "tanh_c"))
+GRU_KIND = CellKind("gru", 3, False, _gru_fw, _gru_bw, _gru_re, ("gates", "hn"))
 
 
 def _lstm_step(layer, x, state, pre, xg):
