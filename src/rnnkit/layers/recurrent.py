@@ -134,8 +134,11 @@ class Recurrent(Module):
 
     Parameters are named `l{k}.Wx`, `l{k}.Wh`, `l{k}.b` (and `l{k}.bhn` for the GRU); the reverse
     direction of layer k is `l{k}_reverse.*`. Initialisation follows PyTorch: U(-1/sqrt(H), 1/sqrt(H)).
-    recompute: None for plain BPTT; an int k (or "sqrt") keeps the state every k steps and recomputes
-    each segment in backward: the same gradients in O(T/k + k) activation memory for one extra forward.
+    recompute: None for plain BPTT; an int k (or "sqrt") keeps, beyond the hidden states (the output),
+    the state every k steps and rebuilds each segment's gates in backward from the hidden states: the
+    same gradients in O(T/k + k) further activation memory for about one extra forward. (The hidden
+    states are the output of a one-direction layer; a bidirectional layer, or one followed by dropout,
+    holds them beside its output, one (T, N, H) array per direction.)
     """
 
     def __init__(self, kind: CellKind, input_size, hidden_size, num_layers=1, bidirectional=False,
