@@ -316,10 +316,12 @@ class Recurrent(Module):
             raise ValueError(f"recompute must be None, 'sqrt' or a positive int, got {self.recompute!r}")
         return k if k < T else None
 
-    def _row_parts(self, T, N):
+    def _row_parts(self, T, N, xp):
         """The batch rows cut for rnnkit's threads, each part with a workspace of its own: a part runs
-        all its segments on one thread (`kernels.split_rows`), as the rows of a batch never meet."""
-        parts = row_parts(T, N, self.hidden_size ** 2 * self.kind.gates, kernels.threads())
+        all its segments on one thread (`kernels.split_rows`), as the rows of a batch never meet.
+        One part for arrays other than NumPy's (a GPU runs its own parallelism)."""
+        threads = kernels.threads() if xp is np else 1
+        parts = row_parts(T, N, self.hidden_size ** 2 * self.kind.gates, threads)
         while len(self._part_ws) < len(parts):
             self._part_ws.append(Workspace())
         return parts
@@ -333,7 +335,7 @@ class Recurrent(Module):
         xp = get_array_module(x)
         h = xp.empty((T + 1,) + state[0].shape, dtype=x.dtype)
         h[0] = state[0]
-        parts = self._row_parts(T, N)
+        parts = self._row_parts(T, N, xp)
 
         def run(i, n0, n1):
             rows = slice(n0, n1)
@@ -373,7 +375,7 @@ class Recurrent(Module):
         # Wh as the transpose of that copy, whose .T the backward then finds contiguous as it is.
         p = dict(p, Wh=xp.ascontiguousarray(p["Wh"].T).T)
         dx = xp.empty(x.shape, dtype=dy.dtype)
-        parts = self._row_parts(T, N)
+        parts = self._row_parts(T, N, xp)
 
         def run(i, n0, n1):
             rows = slice(n0, n1)
