@@ -91,8 +91,9 @@ def main(argv=None):
         print(json.dumps(rows, indent=1))
         return
     load = os.getloadavg() if hasattr(os, "getloadavg") else ()
-    print(f"LSTM T={args.T} N={args.N} D={args.D} H={args.H}, float32; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
-          f"rnnkit threads {kernels.threads()}; {args.repeats} rounds; load average {' '.join(f'{v:.2f}' for v in load)}")
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print(f"LSTM T={args.T} N={args.N} D={args.D} H={args.H}, float32; {when}; rnnkit threads "
+          f"{kernels.threads()}; {args.repeats} rounds; load average {' '.join(f'{v:.2f}' for v in load)}")
     print(f"{'recompute':>10} {'kept MB':>9} {'peak MB':>9} {'peak/plain':>11} {'ms':>9} {'time/plain':>11}")
     for r in rows:
         print(f"{str(r['k']):>10} {r['kept_MB']:9.1f} {r['peak_MB']:9.1f} {r['memory_vs_plain']:11.3f} "

@@ -42,7 +42,7 @@ def gru_forward(x, h0, Wx, Wh, b, bhn, mask=None, *, workspace=None, scan_weight
 
     x: (T, N, D); h0: (N, H); Wx: (D, 3H); Wh: (H, 3H); b: (3H,); bhn: (H,); mask: (T, N) or None.
     Returns h: (T+1, N, H) and the cache. workspace: where gates and hn come from (see lstm_forward).
-       scan_weights: False skips the weights' NaN/inf scan: a layer's later segments of one forward
+    scan_weights: False skips the weights' NaN/inf scan: a layer's later segments of one forward
     (recompute), whose weights the first segment scanned.
     """
     expect_shape("Wh", Wh, (None, None), ("H", "3H"))

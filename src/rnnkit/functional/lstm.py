@@ -52,7 +52,7 @@ def lstm_forward(x, h0, c0, Wx, Wh, b, mask=None, *, workspace=None, scan_weight
     Returns h: (T+1, N, H), c: (T+1, N, H), cache.
     workspace: a `rnnkit.kernels.workspace.Workspace` to take c, tanh_c and gates from (a layer's own),
     or None for fresh arrays.
-       scan_weights: False skips the weights' NaN/inf scan: a layer's later segments of one forward
+    scan_weights: False skips the weights' NaN/inf scan: a layer's later segments of one forward
     (recompute), whose weights the first segment scanned.
     """
     expect_shape("Wh", Wh, (None, None), ("H", "4H"))

@@ -469,7 +469,8 @@ def _gemm_into(a, b, out):
         _load()
     if _state["lib"] is None:
         return None
-    if _layout(a) is None or _layout(b) is None or _layout(out) != (NO_TRANS, out.strides[0] // dt.itemsize):
+    rows_contiguous = (NO_TRANS, out.strides[0] // dt.itemsize)
+    if _layout(a) is None or _layout(b) is None or _layout(out) != rows_contiguous:
         return None
     ilp64 = bool(_state["blas"][2])
     key = (dt.str, ilp64)
