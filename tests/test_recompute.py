@@ -172,3 +172,25 @@ def test_lstm_and_gru_recompute_equal_the_forward_cache(fast, masked, dtype, tol
     assert re.h is h
     for i, (u, v) in enumerate(pairs):
         assert u.shape == v.shape and rel_error(u, v) < tol, (i, rel_error(u, v))
+
+
+@pytest.mark.parametrize("cls", [LSTM, GRU])
+def test_recompute_keeps_a_fraction_of_plain_bptts_memory(cls):
+    """What a layer holds between forward and backward beyond its output (tracemalloc sees NumPy's
+    buffers): plain BPTT keeps the gates of every step, recompute only every k-th state."""
+    import tracemalloc
+
+    T, N, D, H = 120, 8, 16, 32
+    x = np.random.default_rng(0).standard_normal((T, N, D)).astype(np.float32)
+    kept = {}
+    for k in (None, 10):
+        layer = cls(D, H, recompute=k)
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        out, _ = layer.forward(x)
+        kept[k] = tracemalloc.get_traced_memory()[0] - base - out.nbytes
+        tracemalloc.stop()
+        layer.backward(np.ones_like(out))  # and backward still runs from what was kept
+    G = 4 if cls is LSTM else 3
+    assert kept[None] > T * N * G * H * 4  # at least the gates of every step
+    assert kept[10] < 0.2 * kept[None]
