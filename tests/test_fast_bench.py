@@ -3,7 +3,8 @@
 import pytest
 
 from rnnkit import kernels
-from rnnkit.bench import interleaved_medians, lstm_train_flops, run_benchmark, sampling
+from rnnkit.bench import format_recompute, interleaved_medians, lstm_train_flops, recompute, \
+    run_benchmark, sampling
 from rnnkit.cli import main
 
 
@@ -34,6 +35,15 @@ def test_tiny_benchmark_rows():
 def test_tiny_sampling_row():
     row = sampling(chars=20, H=8, L=2, V=5, round_chars=10)
     assert row["rnnkit_chars_per_s"] > 0 and row["chars"] == 20
+
+
+def test_tiny_recompute_rows():
+    """Plain BPTT first, then each k: recompute keeps less between the passes, and the table says so."""
+    rows = recompute(40, 4, 6, 8, ks=(5,), repeats=1)
+    assert [r["k"] for r in rows] == [None, 5]
+    assert rows[0]["time_vs_plain"] == 1.0 and rows[0]["memory_vs_plain"] == 1.0
+    assert 0 < rows[1]["kept_MB"] < rows[0]["kept_MB"] and rows[1]["ms"] > 0
+    assert "recompute" in format_recompute(rows, (40, 4, 6, 8)).splitlines()[1]
 
 
 def test_flops_formula():

@@ -42,9 +42,9 @@ def _torch_step(cell, T, N, D, H):
     return step
 
 
-def interleaved_medians(fns: dict, repeats: int) -> dict:
-    """Median seconds of each function, run in turns (A B A B ...) after one warm-up each, so that a
-    load from other jobs on a shared machine falls on both sides alike."""
+def interleaved_times(fns: dict, repeats: int) -> dict:
+    """Seconds of each function in each of `repeats` rounds, run in turns (A B A B ...) after one
+    warm-up each, so that a load from other jobs on a shared machine falls on both sides alike."""
     for fn in fns.values():
         fn()  # warm-up: first-call allocations, buffer pools, BLAS thread start-up
     times = {k: [] for k in fns}
@@ -53,7 +53,12 @@ def interleaved_medians(fns: dict, repeats: int) -> dict:
             t0 = time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - t0)
-    return {k: float(np.median(v)) for k, v in times.items()}
+    return times
+
+
+def interleaved_medians(fns: dict, repeats: int) -> dict:
+    """Median seconds of each function, run in turns (see `interleaved_times`)."""
+    return {k: float(np.median(v)) for k, v in interleaved_times(fns, repeats).items()}
 
 
 def have_torch():
@@ -182,6 +187,72 @@ def sampling(chars=1000, H=512, L=2, V=65, round_chars=100, torch_too=True):
     if "torch" in rates:
         row["speedup"] = row["rnnkit_chars_per_s"] / row["torch_chars_per_s"]
     return row
+
+
+# (T, N, D, H) of issue 7's target for exact BPTT in bounded memory
+RECOMPUTE_SHAPE = (1000, 32, 512, 512)
+
+
+def recompute(T=1000, N=32, D=512, H=512, ks=(32, 40), repeats=5):
+    """Plain BPTT against `LSTM(..., recompute=k)` for each k: one row per k (None first, plain), with
+    "kept_MB" (held between forward and backward beyond the output), "peak_MB" (the most alive during
+    backward beyond the input, the output and backward's results dx and the weight gradients), both
+    from tracemalloc on a cold layer, "ms" (median training step) and "time_vs_plain" (median over
+    rounds of the step's time over plain BPTT's in the same round)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((T, N, D)).astype(np.float32)
+    dout = rng.standard_normal((T, N, H)).astype(np.float32)
+    ks = [None] + [k for k in ks if k is not None]
+
+    def step(layer):
+        def run():
+            layer.forward(x)
+            layer.backward(dout)
+
+        return run
+
+    times = interleaved_times({k: step(make_recurrent("lstm", D, H, recompute=k)) for k in ks}, repeats)
+    rows = []
+    for k in ks:
+        kept, peak = _recompute_memory(make_recurrent("lstm", D, H, recompute=k), x, dout)
+        rows.append({"k": k, "kept_MB": kept / 2**20, "peak_MB": peak / 2**20,
+                     "ms": float(np.median(times[k])) * 1e3,
+                     "time_vs_plain": float(np.median(np.array(times[k]) / np.array(times[None])))})
+    for r in rows:
+        r["memory_vs_plain"] = r["peak_MB"] / rows[0]["peak_MB"]
+        r["kept_vs_plain"] = r["kept_MB"] / rows[0]["kept_MB"]
+    return rows
+
+
+def _recompute_memory(layer, x, dout):
+    """(kept, peak) bytes of one training step of a cold layer (see `recompute`)."""
+    import gc
+    import tracemalloc
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        out, _ = layer.forward(x)
+        kept = tracemalloc.get_traced_memory()[0] - base - out.nbytes
+        tracemalloc.reset_peak()
+        dx, _ = layer.backward(dout)
+        # dx (T, N, D) and the weight gradients are results of backward, allocated alike in both modes
+        results = dx.nbytes + sum(g.nbytes for g in layer.grads.values())
+        peak = tracemalloc.get_traced_memory()[1] - base - out.nbytes - results
+    finally:
+        tracemalloc.stop()
+    return kept, peak
+
+
+def format_recompute(rows, shape):
+    T, N, D, H = shape
+    lines = [f"exact BPTT in bounded memory, LSTM (T, N, D, H) = ({T}, {N}, {D}, {H}), float32:",
+             f"{'recompute':>10} {'kept MB':>9} {'peak MB':>9} {'peak/plain':>11} {'ms':>9} {'time/plain':>11}"]
+    for r in rows:
+        lines.append(f"{str(r['k']):>10} {r['kept_MB']:9.1f} {r['peak_MB']:9.1f} "
+                     f"{r['memory_vs_plain']:11.3f} {r['ms']:9.1f} {r['time_vs_plain']:11.2f}")
+    return "\n".join(lines)
 
 
 def set_threads(n):

@@ -1,12 +1,13 @@
 """`rnnkit bench`: forward + backward timing of the cells against PyTorch on this machine, plus the
-single-stream sampling rate and the LSTM training step's matmul utilisation."""
+single-stream sampling rate, the LSTM training step's matmul utilisation and exact BPTT in bounded
+memory (recompute) against plain BPTT."""
 
 from __future__ import annotations
 
 import json
 
-from rnnkit.bench import CONFIGS, format_table, machine_info, run_benchmark, sampling, set_threads, \
-    utilisation
+from rnnkit.bench import CONFIGS, RECOMPUTE_SHAPE, format_recompute, format_table, machine_info, \
+    recompute, run_benchmark, sampling, set_threads, utilisation
 from rnnkit.errors import UserError
 
 
@@ -20,6 +21,10 @@ def register(sub, train_sub):
                    help="also time single-stream sampling (2-layer 512 LSTM, batch 1, 1000 chars)")
     p.add_argument("--utilisation", action="store_true",
                    help="also report the (100,64,512,512) LSTM step's share of the GEMM rate")
+    p.add_argument("--recompute", action="store_true",
+                   help="also measure exact BPTT in bounded memory: an LSTM at (T, N, D, H) = "
+                        "(1000, 32, 512, 512) with recompute=32 and 40 against plain BPTT, memory and "
+                        "time (a few minutes)")
     p.add_argument("--no-torch", action="store_true", help="time rnnkit only")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
@@ -42,6 +47,8 @@ def run(args):
         extra["sampling"] = sampling(torch_too=not args.no_torch)
     if args.utilisation:
         extra["utilisation"] = utilisation(repeats=args.repeats)
+    if args.recompute:
+        extra["recompute"] = recompute(*RECOMPUTE_SHAPE, ks=(32, 40), repeats=args.repeats)
     if args.json:
         print(json.dumps({"machine": machine_info(), "rows": rows, **extra}, indent=1))
         return
@@ -56,3 +63,5 @@ def run(args):
         u = extra["utilisation"]
         print(f"LSTM step (100,64,512,512): {u['step_gflops']:.1f} GFLOP/s = {100 * u['utilisation']:.0f}% "
               f"of the measured float32 GEMM rate {u['gemm_gflops']:.1f} GFLOP/s")
+    if "recompute" in extra:
+        print(format_recompute(extra["recompute"], RECOMPUTE_SHAPE))
