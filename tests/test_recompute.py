@@ -194,3 +194,24 @@ def test_recompute_keeps_a_fraction_of_plain_bptts_memory(cls):
     G = 4 if cls is LSTM else 3
     assert kept[None] > T * N * G * H * 4  # at least the gates of every step
     assert kept[10] < 0.2 * kept[None]
+
+
+def test_recompute_bad_input_is_one_clear_error_with_rows_split(monkeypatch):
+    """A NaN in the input is reported as the layer's usual ValueError even when the batch rows run on
+    separate threads, and the layer still works afterwards."""
+    monkeypatch.setattr(kernels, "SPLIT_MIN_MACS", 0)
+    monkeypatch.setattr(kernels, "SPLIT_MIN_ROWS", 1)
+    old = kernels.threads()
+    kernels.set_threads(2)
+    try:
+        layer = LSTM(D, H, recompute=4)
+        x = np.random.default_rng(0).standard_normal((T, 16, D)).astype(np.float32)
+        bad = x.copy()
+        bad[5, 3, 1] = np.nan
+        with pytest.raises(ValueError, match="NaN"):
+            layer.forward(bad)
+        out, _ = layer.forward(x)
+        dx, _ = layer.backward(np.ones_like(out))
+    finally:
+        kernels.set_threads(old)
+    assert np.isfinite(dx).all()

@@ -318,7 +318,10 @@ def _run_parallel(fn, calls):
             max_workers=max(1, (os.cpu_count() or 2) - 1), thread_name_prefix="rnnkit-rows",
             initializer=_flush_in_thread, initargs=(1,))
     futures = [ex.submit(fn, *c) for c in calls[1:]]
-    fn(*calls[0])
+    try:
+        fn(*calls[0])
+    finally:  # every call has ended before this returns or raises (they write into shared buffers)
+        concurrent.futures.wait(futures)
     for f in futures:
         f.result()
 
