@@ -17,8 +17,10 @@ from rnnkit.functional import (
     embedding_forward,
     gru_backward,
     gru_forward,
+    gru_recompute,
     lstm_backward,
     lstm_forward,
+    lstm_recompute,
     rnn_backward,
     rnn_forward,
     softmax_cross_entropy,
@@ -80,6 +82,40 @@ def test_recurrent_forward_backward(rng, cell):
             return h, c, lstm_backward(dh, cache)
         h, cache = gru_forward(x, h0, Wx, Wh, b, bhn, mask)
         return h, gru_backward(dh, cache)
+
+    on_both(run, x, h0, c0, Wx, Wh, b, bhn, dh, mask)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_recompute_segments(rng, cell):
+    """Exact BPTT in bounded memory as a layer runs it: each segment's cache rebuilt from the hidden
+    states (products accumulated by `kernels.matmul(accumulate=True)`), then back-propagated with the
+    weight gradients summed across segments (`into=`)."""
+    G = {"lstm": 4, "gru": 3}[cell]
+    x, h0, c0 = rng.standard_normal((T, N, D)), rng.standard_normal((N, H)), rng.standard_normal((N, H))
+    Wx, Wh = 0.5 * rng.standard_normal((D, G * H)), 0.5 * rng.standard_normal((H, G * H))
+    b, bhn, dh = rng.standard_normal(G * H), rng.standard_normal(H), rng.standard_normal((T, N, H))
+    mask = _mask()
+
+    def run(xp, x, h0, c0, Wx, Wh, b, bhn, dh, mask):
+        dh = dh * mask[:, :, None]
+        if cell == "lstm":
+            h, c, _ = lstm_forward(x, h0, c0, Wx, Wh, b, mask)
+        else:
+            h, _ = gru_forward(x, h0, Wx, Wh, b, bhn, mask)
+        dx, acc, dstate, out = xp.empty_like(x), {}, (None, None), []
+        for t0, t1 in ((3, T), (0, 3)):  # the last segment first
+            m, dy = mask[t0:t1], xp.ascontiguousarray(dh[t0:t1])
+            if cell == "lstm":
+                seg = lstm_recompute(x[t0:t1], h[t0:t1 + 1], c[t0], Wx, Wh, b, m)
+                res = lstm_backward(dy, seg, *dstate, into=(dx[t0:t1], acc))
+                dstate = res[1:3]
+            else:
+                seg = gru_recompute(x[t0:t1], h[t0:t1 + 1], Wx, Wh, b, bhn, m)
+                res = gru_backward(dy, seg, dstate[0], into=(dx[t0:t1], acc))
+                dstate = (res[1], None)
+            out.append(seg.gates)
+        return out, dx, res[1:]
 
     on_both(run, x, h0, c0, Wx, Wh, b, bhn, dh, mask)
 
