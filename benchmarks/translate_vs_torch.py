@@ -173,10 +173,10 @@ def _t(batch):
 
 
 def main(argv=None):
-    from rnnkit.cli.translate import (BATCHINGS, SRC_MIN_FREQ, TGT_MIN_FREQ, load_split, make_batches,
-                                      score, translate_tokens)
-    from rnnkit.data.parallel import build_vocabs, collate, encode_pairs
-    from rnnkit.models.seq2seq import BOS, Seq2SeqConfig
+    from rnnkit.cli.translate import (BATCHINGS, dev_batches, load_split, make_batches, min_freqs, score,
+                                      translate_tokens)
+    from rnnkit.data.parallel import build_vocabs, encode_pairs
+    from rnnkit.models.seq2seq import Seq2SeqConfig
     from rnnkit.train.checkpoint import save_checkpoint, write_json_atomic
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -217,15 +217,14 @@ def main(argv=None):
           "max_words": args.max_words, "dev_frac": args.dev_frac, "test_frac": args.test_frac,
           "max_test": args.max_test, "seed": args.split_seed, "tokenizer": "word", "encoding": "utf-8"}
     train_pairs, dev_pairs, test_groups, _ = load_split(ds)
-    src_vocab, tgt_vocab = build_vocabs(train_pairs, args.src_min_freq or args.min_freq or SRC_MIN_FREQ,
-                                        tgt_min_freq=args.tgt_min_freq or args.min_freq or TGT_MIN_FREQ)
+    src_freq, tgt_freq = min_freqs(args)
+    src_vocab, tgt_vocab = build_vocabs(train_pairs, src_freq, tgt_min_freq=tgt_freq)
     cfg = Seq2SeqConfig(len(src_vocab), len(tgt_vocab), emb=args.emb, hidden=args.hidden, cell=args.cell,
                         attention=args.attention, dropout=args.dropout, seed=args.seed)
     ours = Seq2Seq(cfg)  # the same initial weights as `rnnkit train translate --seed`
     model = TorchSeq2Seq(cfg).from_rnnkit(ours)
     items = encode_pairs(train_pairs, src_vocab, tgt_vocab)
-    dev = encode_pairs(dev_pairs[:2000], src_vocab, tgt_vocab)
-    dev.sort(key=lambda it: (len(it[0]), len(it[1])))  # as rnnkit's: little padding
+    dev = dev_batches(encode_pairs(dev_pairs[:2000], src_vocab, tgt_vocab))  # rnnkit's dev batches
     source = make_batches(items, args.batch_size, args.seed, args.batching)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     sched = Schedule(args.schedule, lr=args.lr, total=args.steps or 10**9)  # rnnkit's arithmetic
@@ -237,8 +236,7 @@ def main(argv=None):
         model.eval()
         tot = n = 0
         with torch.no_grad():
-            for i in range(0, len(dev), 256):
-                b = collate(dev[i:i + 256], BOS)
+            for b in dev:
                 src, sm, tin, tout = _t(b)
                 k = int(b["tgt_mask"].sum())
                 tot += float(loss_fn(model(src, sm, tin), tout)) * k

@@ -64,13 +64,18 @@ def _mask():
     return np.arange(T)[:, None] < LENGTHS[None, :]
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
-def test_recurrent_forward_backward(rng, cell):
+def _cell_arrays(rng, cell):
+    """x, h0, c0, Wx, Wh, b, bhn, dh, mask for one cell kind (float64)."""
     G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
     x, h0, c0 = rng.standard_normal((T, N, D)), rng.standard_normal((N, H)), rng.standard_normal((N, H))
     Wx, Wh = 0.5 * rng.standard_normal((D, G * H)), 0.5 * rng.standard_normal((H, G * H))
     b, bhn, dh = rng.standard_normal(G * H), rng.standard_normal(H), rng.standard_normal((T, N, H))
-    mask = _mask()
+    return x, h0, c0, Wx, Wh, b, bhn, dh, _mask()
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_recurrent_forward_backward(rng, cell):
+    arrays = _cell_arrays(rng, cell)
 
     def run(xp, x, h0, c0, Wx, Wh, b, bhn, dh, mask):
         dh = dh * mask[:, :, None]
@@ -83,7 +88,7 @@ def test_recurrent_forward_backward(rng, cell):
         h, cache = gru_forward(x, h0, Wx, Wh, b, bhn, mask)
         return h, gru_backward(dh, cache)
 
-    on_both(run, x, h0, c0, Wx, Wh, b, bhn, dh, mask)
+    on_both(run, *arrays)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -91,11 +96,7 @@ def test_recompute_segments(rng, cell):
     """Exact BPTT in bounded memory as a layer runs it: each segment's cache rebuilt from the hidden
     states (products accumulated by `kernels.matmul(accumulate=True)`), then back-propagated with the
     weight gradients summed across segments (`into=`)."""
-    G = {"lstm": 4, "gru": 3}[cell]
-    x, h0, c0 = rng.standard_normal((T, N, D)), rng.standard_normal((N, H)), rng.standard_normal((N, H))
-    Wx, Wh = 0.5 * rng.standard_normal((D, G * H)), 0.5 * rng.standard_normal((H, G * H))
-    b, bhn, dh = rng.standard_normal(G * H), rng.standard_normal(H), rng.standard_normal((T, N, H))
-    mask = _mask()
+    arrays = _cell_arrays(rng, cell)
 
     def run(xp, x, h0, c0, Wx, Wh, b, bhn, dh, mask):
         dh = dh * mask[:, :, None]
@@ -117,7 +118,7 @@ def test_recompute_segments(rng, cell):
             out.append(seg.gates)
         return out, dx, res[1:]
 
-    on_both(run, x, h0, c0, Wx, Wh, b, bhn, dh, mask)
+    on_both(run, *arrays)
 
 
 def test_embedding_affine_softmax_dropout(rng):

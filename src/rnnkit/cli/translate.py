@@ -41,6 +41,20 @@ BATCHINGS = ("random", "length")
 SRC_MIN_FREQ, TGT_MIN_FREQ = 2, 3
 
 
+def min_freqs(args):
+    """(source, target) vocabulary thresholds on real text from --src-min-freq / --tgt-min-freq, else
+    --min-freq, else the defaults above."""
+    return (args.src_min_freq or args.min_freq or SRC_MIN_FREQ,
+            args.tgt_min_freq or args.min_freq or TGT_MIN_FREQ)
+
+
+def dev_batches(items, size=256):
+    """Dev pairs in batches of `size`, sorted by length so that the forward passes run over little
+    padding (the loss summed over them is that of any order)."""
+    items = sorted(items, key=lambda it: (len(it[0]), len(it[1])))
+    return [collate(items[i:i + size], BOS) for i in range(0, len(items), size)]
+
+
 # --- the training task -----------------------------------------------------------------------------
 
 
@@ -76,10 +90,8 @@ class TranslateTask:
         return {"loss": loss, "tokens": int(batch["tgt_mask"].sum())}
 
     def _dev_batches(self):
-        # Built once, sorted by length so that the forward passes run over little padding.
-        if self._dev is None:
-            items = sorted(self.dev_items, key=lambda it: (len(it[0]), len(it[1])))
-            self._dev = [collate(items[i:i + 256], BOS) for i in range(0, len(items), 256)]
+        if self._dev is None:  # built once
+            self._dev = dev_batches(self.dev_items)
         return self._dev
 
     def evaluate(self):
@@ -281,8 +293,8 @@ def register(sub, train_sub):
 # date task keeps the one it was measured with. A resumed run keeps its own (`_fill_defaults`).
 TEXT_DEFAULTS = {"dropout": 0.1, "label_smoothing": 0.1, "schedule": "cosine", "batching": "length",
                  "lr": 2e-3, "clip": 5.0, "warmup": 0, "eval_every": 1000}
-DATE_DEFAULTS = {"dropout": 0.0, "label_smoothing": 0.0, "schedule": "constant", "batching": "random",
-                 "lr": 2e-3, "clip": 5.0, "warmup": 0, "eval_every": 100}
+DATE_DEFAULTS = {**TEXT_DEFAULTS, "dropout": 0.0, "label_smoothing": 0.0, "schedule": "constant",
+                 "batching": "random", "eval_every": 100}
 
 
 def _fill_defaults(args, dates: bool, saved_train: dict):
@@ -345,8 +357,7 @@ def train(args):
         tgt_vocab = Vocab.from_dict(config["tgt_vocab"])
         mcfg = Seq2SeqConfig(**config["model"])
     else:
-        src_freq, tgt_freq = (1, 1) if dates else (args.src_min_freq or args.min_freq or SRC_MIN_FREQ,
-                                                   args.tgt_min_freq or args.min_freq or TGT_MIN_FREQ)
+        src_freq, tgt_freq = (1, 1) if dates else min_freqs(args)
         src_vocab, tgt_vocab = build_vocabs(train_pairs, src_freq, tgt_min_freq=tgt_freq)
         mcfg = Seq2SeqConfig(len(src_vocab), len(tgt_vocab), emb=args.emb or (32 if dates else 256),
                              hidden=args.hidden or (64 if dates else 256), cell=args.cell,

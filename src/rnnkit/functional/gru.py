@@ -23,7 +23,7 @@ from typing import NamedTuple
 from rnnkit import kernels
 from rnnkit.backend import get_array_module
 from rnnkit.functional._checks import check_recurrent_args, expect_float, expect_shape
-from rnnkit.functional.lstm import _bytes, _rows, _step_gates, sigmoid_
+from rnnkit.functional.lstm import _bytes, _step_gates, input_grad, sigmoid_, summed
 from rnnkit.kernels.workspace import empty
 
 
@@ -159,22 +159,11 @@ def gru_backward(dh, cache, dhT=None, trace=None, *, workspace=None, into=None):
     dxa2 = dxa.reshape(T * N, 3 * H)
     dha2 = dha.reshape(T * N, 3 * H)
     dx, acc = into if into is not None else (None, None)
-    if dx is None:
-        dx = kernels.matmul(dxa2, Wx.T).reshape(T, N, D)
-    else:
-        kernels.matmul(dxa2, Wx.T, out=_rows(dx, "into dx"))
-    xs, hs = x.reshape(T * N, D).T, h[:-1].reshape(T * N, H).T
-    if acc is None or "dWx" not in acc:
-        dWx, dWh = kernels.matmul(xs, dxa2), kernels.matmul(hs, dha2)
-        db, dbhn = dxa2.sum(axis=0), dha2[:, 2 * H :].sum(axis=0)
-        if acc is not None:
-            acc.update(dWx=dWx, dWh=dWh, db=db, dbhn=dbhn)
-    else:
-        dWx, dWh, db, dbhn = acc["dWx"], acc["dWh"], acc["db"], acc["dbhn"]
-        kernels.matmul(xs, dxa2, out=dWx, accumulate=True)
-        kernels.matmul(hs, dha2, out=dWh, accumulate=True)
-        db += dxa2.sum(axis=0)
-        dbhn += dha2[:, 2 * H :].sum(axis=0)
+    dx = input_grad(dxa2, Wx, dx, (T, N, D))
+    dWx = summed(acc, "dWx", x.reshape(T * N, D).T, dxa2)
+    dWh = summed(acc, "dWh", h[:-1].reshape(T * N, H).T, dha2)
+    db = summed(acc, "db", dxa2.sum(axis=0))
+    dbhn = summed(acc, "dbhn", dha2[:, 2 * H :].sum(axis=0))
     if workspace is not None:
         workspace.give(dxa, dha)
     return dx, dh_next, dWx, dWh, db, dbhn

@@ -172,31 +172,41 @@ def input_and_weight_grads(x, h, da, Wx, workspace, xp, into=None):
     H = h.shape[-1]
     da2 = da.reshape(T * N, da.shape[-1])
     dx, acc = into if into is not None else (None, None)
-    if dx is None:
-        dx = kernels.matmul(da2, Wx.T).reshape(T, N, D)
-    else:
-        kernels.matmul(da2, Wx.T, out=_rows(dx, "into dx"))
+    dx = input_grad(da2, Wx, dx, (T, N, D))
     xh = empty(workspace, (T * N, D + H), x.dtype, xp)
     xh[:, :D] = x.reshape(T * N, D)
     xh[:, D:] = h[:-1].reshape(T * N, H)
-    if acc is None or "dW" not in acc:
-        dW, db = kernels.matmul(xh.T, da2), da2.sum(axis=0)
-        if acc is not None:
-            acc["dW"], acc["db"] = dW, db
-    else:
-        dW, db = acc["dW"], acc["db"]
-        kernels.matmul(xh.T, da2, out=dW, accumulate=True)
-        db += da2.sum(axis=0)
+    dW = summed(acc, "dW", xh.T, da2)
+    db = summed(acc, "db", da2.sum(axis=0))
     if workspace is not None:
         workspace.give(da, xh)
     return dx, dW[:D], dW[D:], db
 
 
-def _rows(a, name):
-    """A C-contiguous (T, N, D) array as its (T*N, D) view, to be written through."""
-    if not a.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous")
-    return a.reshape(-1, a.shape[-1])
+def input_grad(da2, Wx, dx, shape):
+    """dx = da Wx^T as `shape` (T, N, D): a fresh array, or written into the given C-contiguous dx."""
+    if dx is None:
+        return kernels.matmul(da2, Wx.T).reshape(shape)
+    if not dx.flags.c_contiguous:
+        raise ValueError("into: dx must be C-contiguous")
+    kernels.matmul(da2, Wx.T, out=dx.reshape(-1, shape[-1]))
+    return dx
+
+
+def summed(acc, name, a, b=None):
+    """a @ b (or a itself when b is None), summed across calls in acc[name]: the first call stores it,
+    later calls add into it (a product through the BLAS's beta = 1, no temporary). acc None: just the
+    value."""
+    if acc is not None and name in acc:
+        if b is None:
+            acc[name] += a
+        else:
+            kernels.matmul(a, b, out=acc[name], accumulate=True)
+        return acc[name]
+    value = a if b is None else kernels.matmul(a, b)
+    if acc is not None:
+        acc[name] = value
+    return value
 
 
 def lstm_backward(dh, cache, dhT=None, dcT=None, trace=None, *, workspace=None, into=None):

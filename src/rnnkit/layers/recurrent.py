@@ -343,10 +343,9 @@ class Recurrent(Module):
                                           self._part_ws[i] if len(parts) > 1 else self._ws)
 
         outs = kernels.split_rows(run, parts)  # per part: (states at the segment starts, final state)
-        join = (lambda arrays: xp.concatenate(arrays)) if len(outs) > 1 else (lambda arrays: arrays[0])
-        states = [tuple(join([o[0][j][q] for o in outs]) for q in range(len(state)))
+        states = [tuple(xp.concatenate([o[0][j][q] for o in outs]) for q in range(len(state)))
                   for j in range(len(outs[0][0]))]
-        final = tuple(join([o[1][q] for o in outs]) for q in range(len(state)))
+        final = tuple(xp.concatenate([o[1][q] for o in outs]) for q in range(len(state)))
         return h, final, _Checkpointed(x, h, list(range(0, T, k)), states, mask)
 
     def _forward_segments(self, x, h, state, p, mask, k, rows, ws):
