@@ -12,6 +12,7 @@ from rnnkit.cli import main
     (["bench", "--cells", "lstm,xyz"], "--cells"),
     (["bench", "--repeats", "0"], "--repeats"),
     (["bench", "--threads", "0"], "--threads"),
+    (["bench", "--blas", "/nonexistent/libcblas.so"], "--blas /nonexistent/libcblas.so: cannot load"),
 ])
 def test_bad_arguments_exit_2(capsys, argv, message):
     assert main(argv) == 2
@@ -44,6 +45,25 @@ def test_tiny_recompute_rows():
     assert rows[0]["time_vs_plain"] == 1.0 and rows[0]["memory_vs_plain"] == 1.0
     assert 0 < rows[1]["kept_MB"] < rows[0]["kept_MB"] and rows[1]["ms"] > 0
     assert "recompute" in format_recompute(rows, (40, 4, 6, 8)).splitlines()[1]
+
+
+def test_gemm_rate_takes_the_faster_blas(monkeypatch):
+    """Where rnnkit calls another BLAS, the reference rate is the faster of NumPy's and rnnkit's."""
+    from rnnkit import bench
+
+    seen = []
+
+    def fake_medians(fns, repeats):
+        seen.append(len(seen))
+        return {"gemm": 2.0 if len(seen) == 1 else 1.0}  # NumPy's first, then rnnkit's: twice as fast
+
+    monkeypatch.setattr(bench, "interleaved_medians", fake_medians)
+    monkeypatch.setattr(bench.time, "sleep", lambda s: None)
+    monkeypatch.setattr(kernels, "_numpy_gemm", lambda: True)
+    assert bench.gemm_rate(4, 5, 6, 1) == 2 * 4 * 5 * 6 / 2.0 and len(seen) == 1
+    seen.clear()
+    monkeypatch.setattr(kernels, "_numpy_gemm", lambda: False)
+    assert bench.gemm_rate(4, 5, 6, 1) == 2 * 4 * 5 * 6 / 1.0 and len(seen) == 2
 
 
 def test_flops_formula():

@@ -201,6 +201,89 @@ def test_thread_settings_at_load(env, rnnkit_threads, blas_threads):
     assert ("RNNKIT_NUM_THREADS='two' is not a whole number" in r.stderr) == (env == "two")
 
 
+@pytest.fixture
+def blas_restored():
+    """The BLAS in use before the test comes back after it."""
+    before = kernels._state["blas"]
+    yield
+    kernels._state["blas"] = before
+    kernels._GEMM_CFUNCS.clear()
+
+
+def _numpy_blas_path():
+    return kernels._numpy_blas()[3]
+
+
+@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-13), (np.float32, 2e-6)])
+def test_products_through_another_blas(split, dtype, tol, blas_restored, monkeypatch):
+    """With a BLAS other than NumPy's chosen (here NumPy's own library, loaded as "another" one),
+    matmul's plain products go through its gemm with beta = 0 (not np.matmul), for every layout, cut
+    across threads or not; and the cells' fast path still equals the reference."""
+    assert kernels.set_blas(_numpy_blas_path()) == _numpy_blas_path()
+    monkeypatch.setitem(kernels._state, "numpy_blas", "/elsewhere/libopenblas.so")
+    assert not kernels._numpy_gemm()
+    calls = []
+    monkeypatch.setattr(np, "matmul", lambda *a, **k: calls.append(1))  # must not be reached
+    if split:
+        monkeypatch.setattr(kernels, "MATMUL_SPLIT_MIN_MACS", 0)
+        monkeypatch.setattr(kernels, "threads", lambda: 3)
+    rng = np.random.default_rng(8)
+    r = lambda *s: rng.standard_normal(s).astype(dtype)  # noqa: E731
+    for M, K, Nc in [(40, 24, 70), (90, 33, 20)]:
+        for a in (r(M, K), r(K, M).T):
+            for b in (r(K, Nc), r(Nc, K).T):
+                want = a.astype(np.float64) @ b.astype(np.float64)
+                out = np.full((M, Nc), np.nan, dtype)  # beta = 0: what was there does not count
+                assert kernels.matmul(a, b, out=out) is out
+                assert rel_error(out, want) < tol
+                assert rel_error(kernels.matmul(a, b), want) < tol
+    assert not calls
+    monkeypatch.undo()
+    test_fast_equals_reference("lstm", dtype, tol, True, (6, 11, 7, 13))
+
+
+@pytest.mark.skipif(kernels.mkl_path() is None, reason="Intel's mkl wheel not installed (rnnkit[mkl])")
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-13), (np.float32, 2e-6)])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_mkl_fast_path_equals_reference(cell, dtype, tol, blas_restored):
+    assert kernels.set_blas("mkl") == kernels.mkl_path()
+    test_fast_equals_reference(cell, dtype, tol, True, (6, 11, 7, 13))
+    test_fast_equals_reference(cell, dtype, tol, False, (4, 9, 3, 36))
+
+
+@pytest.mark.parametrize("choice,said", [
+    ("numpy", None),
+    ("/nonexistent/libcblas.so", "RNNKIT_BLAS='/nonexistent/libcblas.so': cannot load it"),
+    ("/bin/sh", "RNNKIT_BLAS='/bin/sh': cannot load it"),
+    ("mkl", None if kernels.mkl_path() else "RNNKIT_BLAS='mkl': Intel's mkl wheel is not installed"),
+])
+def test_blas_choice_at_load(choice, said):
+    """RNNKIT_BLAS: a choice that cannot be had is said in one line, and NumPy's BLAS is used."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from rnnkit import kernels; print(kernels.status()['blas'])"
+    r = subprocess.run([sys.executable, "-c", code], env={**os.environ, "RNNKIT_BLAS": choice},
+                       capture_output=True, text=True, check=True)
+    want = kernels.mkl_path() if choice == "mkl" and said is None else _numpy_blas_path()
+    assert r.stdout.strip() == want
+    lines = r.stderr.strip().splitlines()
+    if said is None:
+        assert lines == []
+    else:
+        assert len(lines) == 1 and lines[0].startswith("rnnkit: " + said), r.stderr
+        assert lines[0].endswith("using NumPy's BLAS")
+
+
+def test_set_blas_refuses_what_it_cannot_load(blas_restored):
+    before = kernels.status()["blas"]
+    with pytest.raises(ValueError, match="cannot load it"):
+        kernels.set_blas("/nonexistent/libcblas.so")
+    assert kernels.status()["blas"] == before
+
+
 def _split_flat(monkeypatch):
     """Cut every element-wise kernel call into three ranges, as three threads would."""
     monkeypatch.setattr(kernels, "FLAT_SPLIT_MIN", 1)

@@ -8,6 +8,7 @@ import json
 
 from rnnkit.bench import CONFIGS, RECOMPUTE_SHAPE, format_recompute, format_table, machine_info, \
     recompute, run_benchmark, sampling, set_threads, utilisation
+from rnnkit import kernels
 from rnnkit.errors import UserError
 
 
@@ -25,6 +26,10 @@ def register(sub, train_sub):
                    help="also measure exact BPTT in bounded memory: an LSTM at (T, N, D, H) = "
                         "(1000, 32, 512, 512) with recompute=32 and 40 against plain BPTT, memory and "
                         "time (a few minutes)")
+    p.add_argument("--blas", default=None,
+                   help="the BLAS rnnkit's products call: numpy, mkl (pip install 'rnnkit[mkl]') or a "
+                        "path to a CBLAS library (default: RNNKIT_BLAS, else MKL where installed, "
+                        "else NumPy's)")
     p.add_argument("--no-torch", action="store_true", help="time rnnkit only")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
@@ -41,6 +46,11 @@ def run(args):
         if args.threads < 1:
             raise UserError(f"--threads: expected a positive integer, got {args.threads}")
         set_threads(args.threads)
+    if args.blas is not None:
+        try:
+            kernels.set_blas(args.blas)
+        except (ValueError, RuntimeError) as e:
+            raise UserError(f"--blas {args.blas}: {e}") from None
     rows = run_benchmark(cells, CONFIGS, repeats=args.repeats, torch_too=not args.no_torch)
     extra = {}
     if args.sampling:
@@ -52,6 +62,8 @@ def run(args):
     if args.json:
         print(json.dumps({"machine": machine_info(), "rows": rows, **extra}, indent=1))
         return
+    print(f"rnnkit's products: {kernels.status()['blas'] or 'NumPy (compiled kernels off)'}, "
+          f"{kernels.threads()} thread(s)")
     print(format_table(rows))
     if "sampling" in extra:
         s = extra["sampling"]

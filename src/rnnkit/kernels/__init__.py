@@ -53,7 +53,7 @@ _FLAG_SETS = (
 )
 
 _enabled = os.environ.get("RNNKIT_FAST", "1").strip().lower() not in ("0", "false", "no", "off")
-_state = {"lib": None, "tried": False, "why": None, "blas": None}
+_state = {"lib": None, "tried": False, "why": None, "blas": None, "numpy_blas": None}
 
 
 def set_enabled(flag: bool) -> None:
@@ -122,8 +122,25 @@ def _library_path() -> Path:
 _Ptrs = ctypes.c_void_p * 2
 
 
-def _find_blas():
-    """The CBLAS gemm/gemv of the BLAS NumPy uses: ({sgemm, sgemv}, {dgemm, dgemv}, ilp64, library)."""
+_BLAS_NAMES = [("scipy_cblas_{}64_", True), ("cblas_{}64_", True), ("scipy_cblas_{}", False),
+               ("cblas_{}", False)]
+
+
+def _blas_in(lib, path):
+    """({sgemm, sgemv}, {dgemm, dgemv}, ilp64, path) of a loaded CBLAS library, or None."""
+    for pattern, ilp64 in _BLAS_NAMES:
+        try:
+            fns = [getattr(lib, pattern.format(f)) for f in ("sgemm", "sgemv", "dgemm", "dgemv")]
+        except AttributeError:
+            continue
+        addr = [ctypes.cast(f, ctypes.c_void_p).value for f in fns]
+        # {gemm, gemv} per dtype, as the C code expects them; kept alive in _state
+        return (_Ptrs(addr[0], addr[1]), _Ptrs(addr[2], addr[3]), ilp64, path)
+    return None
+
+
+def _numpy_blas():
+    """The CBLAS of the BLAS NumPy uses, or None."""
     candidates = []
     libs_dir = Path(np.__file__).resolve().parent.parent / "numpy.libs"  # manylinux wheels
     candidates += sorted(glob.glob(str(libs_dir / "*openblas*")))
@@ -133,28 +150,88 @@ def _find_blas():
         candidates += sorted(mapped)
     except OSError:
         pass
-    names = [("scipy_cblas_{}64_", True), ("cblas_{}64_", True), ("scipy_cblas_{}", False),
-             ("cblas_{}", False)]
     for path in candidates:
         try:
             lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0) | ctypes.RTLD_GLOBAL)
         except OSError:
             continue
-        for pattern, ilp64 in names:
-            try:
-                fns = [getattr(lib, pattern.format(f)) for f in ("sgemm", "sgemv", "dgemm", "dgemv")]
-            except AttributeError:
-                continue
-            addr = [ctypes.cast(f, ctypes.c_void_p).value for f in fns]
-            # {gemm, gemv} per dtype, as the C code expects them; kept alive in _state
-            return (_Ptrs(addr[0], addr[1]), _Ptrs(addr[2], addr[3]), ilp64, path)
-    raise RuntimeError("could not find NumPy's CBLAS gemm (a NumPy wheel with OpenBLAS is needed)")
+        found = _blas_in(lib, path)
+        if found is not None:
+            return found
+    return None
+
+
+def mkl_path():
+    """libmkl_rt of Intel's `mkl` wheel in this environment (`pip install 'rnnkit[mkl]'`), or None."""
+    import site
+
+    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix, site.getuserbase())):
+        found = sorted(glob.glob(os.path.join(prefix, "lib", "libmkl_rt.so*")))
+        if found:
+            return found[-1]
+    return None
+
+
+def _other_blas(path):
+    """The CBLAS of the library at `path` (MKL, or any with cblas_sgemm), loaded privately: its own
+    symbols do not replace NumPy's, PyTorch's or anyone else's. MKL is put on its sequential layer
+    before its first product, as OpenBLAS is put on one thread: rnnkit's own threads cut the work."""
+    try:
+        lib = ctypes.CDLL(path, mode=ctypes.RTLD_LOCAL)
+    except OSError as e:
+        raise ValueError(f"cannot load it ({e})") from None
+    if hasattr(lib, "MKL_Set_Threading_Layer"):
+        if lib.MKL_Set_Threading_Layer(1) != 1:  # 1 = MKL_THREADING_SEQUENTIAL; taken already:
+            lib.MKL_Set_Num_Threads(1)
+    found = _blas_in(lib, path)
+    if found is None:
+        raise ValueError(f"{path} has no cblas_sgemm/sgemv/dgemm/dgemv")
+    return found
+
+
+def _find_blas(choice=""):
+    """The CBLAS gemm/gemv rnnkit's products call: ({sgemm, sgemv}, {dgemm, dgemv}, ilp64, library).
+    choice: `numpy` (the BLAS NumPy loaded), `mkl` (Intel's, from the `mkl` wheel), a path to a CBLAS
+    library, or "" for MKL where its wheel is installed, else NumPy's. ValueError: a choice that cannot
+    be had."""
+    choice = choice.strip()
+    path = choice
+    if choice.lower() == "numpy":
+        path = None
+    elif choice.lower() in ("", "mkl"):
+        path = mkl_path()
+        if path is None and choice:
+            raise ValueError("Intel's mkl wheel is not installed (pip install 'rnnkit[mkl]')")
+    if path is not None:
+        return _other_blas(path)
+    found = _numpy_blas()
+    if found is None:
+        raise RuntimeError("could not find NumPy's CBLAS gemm (a NumPy wheel with OpenBLAS is needed)")
+    return found
+
+
+def set_blas(choice: str) -> str:
+    """Call another BLAS in rnnkit's products from now on (as RNNKIT_BLAS does at start): `numpy`,
+    `mkl`, a path to a CBLAS library, or "" for the default; returns the library's path. ValueError
+    when the choice cannot be had, RuntimeError when the compiled kernels are not in use."""
+    if _enabled and not _state["tried"]:
+        _load()
+    if _state["lib"] is None:
+        raise RuntimeError(f"the compiled kernels are not in use ({_state['why'] or 'turned off'})")
+    _state["blas"] = _find_blas(choice)
+    _GEMM_CFUNCS.clear()
+    return _state["blas"][3]
 
 
 def _load():
     _state["tried"] = True
     try:
-        blas = _find_blas()
+        choice = os.environ.get("RNNKIT_BLAS", "")
+        try:
+            blas = _find_blas(choice)
+        except ValueError as e:
+            print(f"rnnkit: RNNKIT_BLAS={choice.strip()!r}: {e}; using NumPy's BLAS", file=sys.stderr)
+            blas = _find_blas("numpy")
         path = _library_path()
         if not path.exists():
             _compile(path)
@@ -162,7 +239,8 @@ def _load():
         if lib.rnnkit_kernels_version() != 11:
             raise RuntimeError(f"{path} is not this version of the kernels")
         _declare(lib)
-        _state.update(lib=lib, blas=blas)
+        numpy_blas = _numpy_blas()  # its thread count is set below, whichever BLAS rnnkit calls
+        _state.update(lib=lib, blas=blas, numpy_blas=numpy_blas and numpy_blas[3])
         env = os.environ.get("RNNKIT_NUM_THREADS", "").strip()
         if env and not env.isdigit():
             print(f"rnnkit: RNNKIT_NUM_THREADS={env!r} is not a whole number >= 0; ignored",
@@ -422,31 +500,31 @@ def set_threads(n: int) -> None:
 
 
 def matmul(a, b, out=None, accumulate=False):
-    """a (M, K) @ b (K, Nc) -> (M, Nc), in `out` if given: NumPy's product, cut into blocks of rows (or
-    of columns, when b is the wider side) run at once on rnnkit's threads when it is large. Any array
-    module: only NumPy arrays are split. accumulate: out += a @ b, the BLAS adding into `out` as it
-    goes (no product-sized temporary, no second pass) where the compiled path can reach its gemm."""
+    """a (M, K) @ b (K, Nc) -> (M, Nc), in `out` if given: the product of the BLAS rnnkit calls (NumPy's
+    matmul, or MKL's gemm where chosen: `_find_blas`), cut into blocks of rows (or of columns, when b is
+    the wider side) run at once on rnnkit's threads when it is large. Any array module: only NumPy
+    arrays are split. accumulate: out += a @ b, the BLAS adding into `out` as it goes (no product-sized
+    temporary, no second pass) where the compiled path can reach its gemm."""
     k = threads()
     M, K = a.shape
     Nc = b.shape[1]
     numpy = type(a) is np.ndarray and type(b) is np.ndarray
-    if accumulate:
-        if out is None:
-            raise ValueError("matmul(accumulate=True) needs out")
-        gemm = _gemm_into(a, b, out) if numpy else None
-        if gemm is None:
+    if accumulate and out is None:
+        raise ValueError("matmul(accumulate=True) needs out")
+    if out is None and numpy:
+        out = np.empty((M, Nc), dtype=np.result_type(a, b))
+    gemm = _gemm_into(a, b, out, accumulate) if numpy and (accumulate or not _numpy_gemm()) else None
+    if gemm is None:
+        if accumulate:
             out += a @ b
             return out
-    else:
+        if not numpy:
+            return a @ b if out is None else get_array_module(a).matmul(a, b, out=out)
         gemm = lambda x, y, z: np.matmul(x, y, out=z)  # noqa: E731
     small = M * K * Nc < MATMUL_SPLIT_MIN_MACS
-    if k < 2 or not numpy or small:
-        if accumulate:
-            gemm(a, b, out)
-            return out
-        return a @ b if out is None else get_array_module(a).matmul(a, b, out=out)
-    if out is None:
-        out = np.empty((M, Nc), dtype=np.result_type(a, b))
+    if k < 2 or small:
+        gemm(a, b, out)
+        return out
     by_rows = M >= Nc
     n = M if by_rows else Nc
     k = min(k, max(1, n // 16))
@@ -459,12 +537,20 @@ def matmul(a, b, out=None, accumulate=False):
     return out
 
 
+def _numpy_gemm():
+    """Whether rnnkit's products are NumPy's own (its BLAS is the one the kernels call, or none)."""
+    if _enabled and not _state["tried"]:
+        _load()
+    return _state["lib"] is None or _state["blas"][3] == _state["numpy_blas"]
+
+
 _GEMM_CFUNCS = {}
 
 
-def _gemm_into(a, b, out):
-    """A function (x, y, z) -> z += x @ y through NumPy's CBLAS gemm (beta = 1) for blocks of these
-    arrays, or None (kernels off or unavailable, another dtype, or a layout gemm cannot take)."""
+def _gemm_into(a, b, out, accumulate=True):
+    """A function (x, y, z) -> z (+)= x @ y through the kernels' CBLAS gemm (beta = 1 to accumulate,
+    else 0) for blocks of these arrays, or None (kernels off or unavailable, another dtype, or a layout
+    gemm cannot take)."""
     dt = out.dtype
     if not _enabled or dt not in (np.float32, np.float64) or a.dtype != dt or b.dtype != dt:
         return None
@@ -485,11 +571,14 @@ def _gemm_into(a, b, out):
         addr = _state["blas"][0 if dt == np.float32 else 1][0]
         _GEMM_CFUNCS[key] = proto(addr)
     fn = _GEMM_CFUNCS[key]
+    beta = 1.0 if accumulate else 0.0
 
     def gemm(x, y, z):
+        if z.size == 0:
+            return
         (ta, lda), (tb, ldb) = _layout(x), _layout(y)
         fn(_ROW_MAJOR, ta, tb, z.shape[0], z.shape[1], x.shape[1], 1.0, x.ctypes.data, lda,
-           y.ctypes.data, ldb, 1.0, z.ctypes.data, z.strides[0] // z.itemsize)
+           y.ctypes.data, ldb, beta, z.ctypes.data, z.strides[0] // z.itemsize)
 
     return gemm
 
@@ -520,11 +609,11 @@ def _openblas_fn(suffix):
     """A function of NumPy's OpenBLAS (scipy-openblas wheels name them scipy_openblas_*64_), or None."""
     if not _state["tried"]:
         _load()
-    if not _state["blas"]:
+    if not _state.get("numpy_blas"):
         return None
     cache = _state.setdefault("openblas_fns", {})
     if suffix not in cache:
-        lib = ctypes.CDLL(_state["blas"][3], mode=getattr(os, "RTLD_NOLOAD", 0))
+        lib = ctypes.CDLL(_state["numpy_blas"], mode=getattr(os, "RTLD_NOLOAD", 0))
         cache[suffix] = None
         for name in (f"scipy_openblas_{suffix}64_", f"openblas_{suffix}64_", f"scipy_openblas_{suffix}",
                      f"openblas_{suffix}"):
