@@ -28,7 +28,8 @@ def _run(cell, dtype, masked, rng, nonlinearity="tanh", shape=(T, N, D, H)):
     G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
     r = lambda *s: rng.standard_normal(s).astype(dtype)  # noqa: E731
     x, h0, c0, dh, dhT, dcT = r(T, N, D), r(N, H), r(N, H), r(T, N, H), r(N, H), r(N, H)
-    Wx, Wh, b, bhn = r(D, G * H), r(H, G * H) * 0.5, r(G * H), r(H)
+    # Wh scaled down as H grows: a recurrence that blows up amplifies float32 rounding past any tolerance
+    Wx, Wh, b, bhn = r(D, G * H), r(H, G * H) * min(0.5, 1.5 / H ** 0.5), r(G * H), r(H)
     mask = (np.arange(T)[:, None] < (np.arange(N) * 7 % (T + 1))[None, :]) if masked else None
     trace = {}
     if cell == "lstm":
@@ -44,18 +45,18 @@ def _run(cell, dtype, masked, rng, nonlinearity="tanh", shape=(T, N, D, H)):
     return [h, *grads, trace["dh"]]
 
 
-# The second shape reaches the kernels' own small-batch gemm: full 8-row x 32-column tiles plus
-# left-over rows and columns (N=11, H=13: 4H=52), and (H=36) a backward product with K=4H=144 over two
-# K chunks; the first shape stays on the edge loops.
-@pytest.mark.parametrize("shape", [(T, N, D, H), (6, 11, 7, 13), (4, 9, 3, 36)])
+# The second shape reaches the kernels' own small-batch gemm: full 4-row x 64-column tiles plus
+# left-over rows and columns (N=11, H=20: 4H=80), and (H=72) a backward product with K=4H=288 over three
+# K chunks and one full panel of H columns; the first shape stays on the edge loops.
+@pytest.mark.parametrize("shape", [(T, N, D, H), (6, 11, 7, 20), (4, 9, 3, 72)])
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-13), (np.float32, 2e-6)])
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "rnn_relu"])
 def test_fast_equals_reference(cell, dtype, tol, masked, shape):
     nl = "relu" if cell == "rnn_relu" else "tanh"
     cell = cell.replace("_relu", "")
-    if cell == "rnn" and shape[3] == 13:
-        shape = shape[:3] + (40,)  # the RNN's product has H columns: 40 = one tile and 8 more
+    if cell == "rnn" and shape[3] == 20:
+        shape = shape[:3] + (72,)  # the RNN's product has H columns: 72 = one tile and 8 more
     fast = _run(cell, dtype, masked, np.random.default_rng(3), nl, shape)
     with kernels.reference():
         ref = _run(cell, dtype, masked, np.random.default_rng(3), nl, shape)
@@ -74,7 +75,7 @@ def test_rows_split_across_threads_equal_reference(cell, dtype, tol, masked, mon
     monkeypatch.setattr(kernels, "SPLIT_MIN_MACS", 0)
     monkeypatch.setattr(kernels, "SPLIT_MIN_ROWS", 1)
     monkeypatch.setattr(kernels, "threads", lambda: 3)
-    assert kernels.row_parts(6, 19, 1, 3) == [(0, 6), (6, 12), (12, 19)]
+    assert kernels.row_parts(6, 19, 1, 3) == [(0, 4), (4, 12), (12, 19)]  # cut at whole 4-row tiles
     split_calls, run_parallel = [], kernels._run_parallel
     monkeypatch.setattr(kernels, "_run_parallel",
                         lambda fn, calls: (split_calls.append(len(calls)), run_parallel(fn, calls)))
@@ -90,7 +91,8 @@ def test_rows_split_across_threads_equal_reference(cell, dtype, tol, masked, mon
 def test_row_parts_keep_register_tiles_and_skip_small_work(monkeypatch):
     monkeypatch.setattr(kernels, "SPLIT_MIN_MACS", 1000)
     assert kernels.row_parts(100, 32, 512 * 2048, 2) == [(0, 16), (16, 32)]
-    assert kernels.row_parts(100, 40, 512 * 2048, 2) == [(0, 16), (16, 40)]
+    assert kernels.row_parts(100, 40, 512 * 2048, 2) == [(0, 20), (20, 40)]
+    assert kernels.row_parts(100, 42, 512 * 2048, 2) == [(0, 20), (20, 42)]
     assert kernels.row_parts(100, 1, 512 * 2048, 2) == [(0, 1)]  # sampling: one row
     assert kernels.row_parts(1, 2, 10, 2) == [(0, 2)]  # too little work to hand off
     assert kernels.row_parts(100, 32, 512 * 2048, 1) == [(0, 32)]
@@ -240,7 +242,7 @@ def test_products_through_another_blas(split, dtype, tol, blas_restored, monkeyp
                 assert rel_error(kernels.matmul(a, b), want) < tol
     assert not calls
     monkeypatch.undo()
-    test_fast_equals_reference("lstm", dtype, tol, True, (6, 11, 7, 13))
+    test_fast_equals_reference("lstm", dtype, tol, True, (6, 11, 7, 20))
 
 
 @pytest.mark.skipif(kernels.mkl_path() is None, reason="Intel's mkl wheel not installed (rnnkit[mkl])")
@@ -248,8 +250,8 @@ def test_products_through_another_blas(split, dtype, tol, blas_restored, monkeyp
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_mkl_fast_path_equals_reference(cell, dtype, tol, blas_restored):
     assert kernels.set_blas("mkl") == kernels.mkl_path()
-    test_fast_equals_reference(cell, dtype, tol, True, (6, 11, 7, 13))
-    test_fast_equals_reference(cell, dtype, tol, False, (4, 9, 3, 36))
+    test_fast_equals_reference(cell, dtype, tol, True, (6, 11, 7, 20))
+    test_fast_equals_reference(cell, dtype, tol, False, (4, 9, 3, 72))
 
 
 @pytest.mark.parametrize("choice,said", [

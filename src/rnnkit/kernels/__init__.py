@@ -236,7 +236,7 @@ def _load():
         if not path.exists():
             _compile(path)
         lib = ctypes.CDLL(str(path))
-        if lib.rnnkit_kernels_version() != 11:
+        if lib.rnnkit_kernels_version() != 12:
             raise RuntimeError(f"{path} is not this version of the kernels")
         _declare(lib)
         numpy_blas = _numpy_blas()  # its thread count is set below, whichever BLAS rnnkit calls
@@ -374,8 +374,8 @@ def row_parts(T, N, step_macs, threads):
     k = min(threads, N // SPLIT_MIN_ROWS)
     if k < 2:
         return [(0, N)]
-    # multiples of 8 rows where possible: the small gemm's register tile is 8 rows
-    unit = 8 if N >= 8 * k else 1
+    # multiples of 4 rows where possible: the small gemm's register tile is 4 rows
+    unit = 4 if N >= 4 * k else 1
     bounds = [0] + [((N * i // k) // unit) * unit for i in range(1, k)] + [N]
     return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
 

@@ -56,19 +56,24 @@ GEMM_TYPES(double, d32, int32_t)
 GEMM_FN(float, sgemm_blas, s)
 GEMM_FN(double, dgemm, d)
 
-/* The per-step product of a small batch, float32: C (M,Nc) = A (M,K) @ B (K,Nc) + beta C, with 8 x 32
- * accumulators held in vector registers. B (Wh) is the same matrix at every step, so it is packed once
- * per call of a time loop (`pack_panels`) into panels of 32 columns, each K x 32 and contiguous: a step
- * then streams every panel once, in order, while every 8-row tile of A passes over its L1-resident chunk.
- * BLAS packs the whole of B again at every product, which for a batch of 32 costs about as much as the
- * product. GCC vector extensions: AVX-512 with -march=native, split into narrower vectors elsewhere.
- * Columns past the last full panel fall back to plain loops over the unpacked B. */
+/* The per-step product of a small batch, float32: C (M,Nc) = A (M,K) @ B (K,Nc) + beta C, with 4 x 64
+ * accumulators held in vector registers (16 of AVX-512's 32; 4 more hold a row of the panel). B (Wh) is
+ * the same matrix at every step, so it is packed once per call of a time loop (`pack_panels`) into
+ * panels of 64 columns, each K x 64 and contiguous: a step then streams every panel once, in order,
+ * while every 4-row tile of A passes over its L1-resident chunk. BLAS packs the whole of B again at
+ * every product, which for a batch of 32 costs about as much as the product. The 4 x 64 tile loads 8
+ * vectors per 16 multiply-adds; it ran 1.1-1.2x the earlier 8 x 32 tile (10 loads per 16) at the
+ * per-thread shapes of a batch of 32, H = 128 and 256 (docs/BENCHMARKS.md). GCC vector extensions:
+ * AVX-512 with -march=native, split into narrower vectors elsewhere. Columns past the last full panel
+ * fall back to plain loops over the unpacked B. */
 typedef float v16f __attribute__((vector_size(64), aligned(4)));
 
-#define SG_KC 128 /* K chunk: a 128 x 32 panel chunk is 16 KB, resident in L1 while A's row tiles pass */
-#define SG_NR 32  /* panel width */
+#define SG_KC 128 /* K chunk: a 128 x 64 panel chunk is 32 KB, resident in L1 while A's row tiles pass */
+#define SG_MR 4   /* tile rows */
+#define SG_NV 4   /* tile width in 16-float vectors */
+#define SG_NR (16 * SG_NV) /* panel width */
 
-/* B (K,Nc) row-major -> panels [Nc/32][K][32]; NULL when there is no full panel (or no memory). */
+/* B (K,Nc) row-major -> panels [Nc/64][K][64]; NULL when there is no full panel (or no memory). */
 static float *pack_panels(const float *B, long K, long Nc, long ldb) {
     const long P = Nc / SG_NR;
     if (P == 0) return NULL;
@@ -80,6 +85,25 @@ static float *pack_panels(const float *B, long K, long Nc, long ldb) {
     return out;
 }
 
+/* C[rows, 64] (+)= A[rows, k0:k1] @ panel[k0:k1, 64] for rows <= SG_MR: one register tile. */
+static inline __attribute__((always_inline)) void sg_tile(long rows, long k0, long k1, const float *A, long lda, const float *panel,
+                           float *C, long ldc, int fresh) {
+    v16f acc[SG_MR][SG_NV];
+    for (int r = 0; r < SG_MR; r++)
+        for (int v = 0; v < SG_NV; v++)
+            acc[r][v] = fresh || r >= rows ? (v16f){0} : *(const v16f *)(C + r * ldc + 16 * v);
+    for (long k = k0; k < k1; k++) {
+        v16f bk[SG_NV];
+        for (int v = 0; v < SG_NV; v++) bk[v] = *(const v16f *)(panel + k * SG_NR + 16 * v);
+        for (int r = 0; r < SG_MR; r++) {
+            const float ar = r < rows ? A[r * lda + k] : 0.0f;
+            for (int v = 0; v < SG_NV; v++) acc[r][v] += ar * bk[v];
+        }
+    }
+    for (int r = 0; r < rows; r++)
+        for (int v = 0; v < SG_NV; v++) *(v16f *)(C + r * ldc + 16 * v) = acc[r][v];
+}
+
 static void sgemm_small(long M, long Nc, long K, const float *A, long lda, const float *B, long ldb,
                         const float *Bp, float beta, float *C, long ldc) {
     long j0 = 0;
@@ -89,43 +113,10 @@ static void sgemm_small(long M, long Nc, long K, const float *A, long lda, const
             const long k1 = k0 + SG_KC < K ? k0 + SG_KC : K;
             const int fresh = k0 == 0 && beta == 0.0f;  /* else accumulate into C */
             long i0 = 0;
-            for (; i0 + 8 <= M; i0 += 8) {
-                v16f acc[8][2];
-                for (int r = 0; r < 8; r++) {
-                    if (fresh) {
-                        acc[r][0] = (v16f){0};
-                        acc[r][1] = (v16f){0};
-                    } else {
-                        acc[r][0] = *(const v16f *)(C + (i0 + r) * ldc + j0);
-                        acc[r][1] = *(const v16f *)(C + (i0 + r) * ldc + j0 + 16);
-                    }
-                }
-                const float *a = A + i0 * lda;
-                for (long k = k0; k < k1; k++) {
-                    const v16f b0 = *(const v16f *)(panel + k * SG_NR);
-                    const v16f b1 = *(const v16f *)(panel + k * SG_NR + 16);
-                    for (int r = 0; r < 8; r++) {
-                        const float ar = a[r * lda + k];
-                        acc[r][0] += ar * b0;
-                        acc[r][1] += ar * b1;
-                    }
-                }
-                for (int r = 0; r < 8; r++) {
-                    *(v16f *)(C + (i0 + r) * ldc + j0) = acc[r][0];
-                    *(v16f *)(C + (i0 + r) * ldc + j0 + 16) = acc[r][1];
-                }
-            }
-            for (; i0 < M; i0++) {  /* rows left over: one at a time */
-                v16f acc0 = fresh ? (v16f){0} : *(const v16f *)(C + i0 * ldc + j0);
-                v16f acc1 = fresh ? (v16f){0} : *(const v16f *)(C + i0 * ldc + j0 + 16);
-                for (long k = k0; k < k1; k++) {
-                    const float ar = A[i0 * lda + k];
-                    acc0 += ar * *(const v16f *)(panel + k * SG_NR);
-                    acc1 += ar * *(const v16f *)(panel + k * SG_NR + 16);
-                }
-                *(v16f *)(C + i0 * ldc + j0) = acc0;
-                *(v16f *)(C + i0 * ldc + j0 + 16) = acc1;
-            }
+            for (; i0 + SG_MR <= M; i0 += SG_MR)
+                sg_tile(SG_MR, k0, k1, A + i0 * lda, lda, panel, C + i0 * ldc + j0, ldc, fresh);
+            for (; i0 < M; i0++)  /* rows left over: one at a time */
+                sg_tile(1, k0, k1, A + i0 * lda, lda, panel, C + i0 * ldc + j0, ldc, fresh);
         }
     }
     for (long i = 0; i < M && j0 < Nc; i++)  /* columns left over */
@@ -158,7 +149,7 @@ static double *dpack(int flags, long M, const double *B, long K, long Nc) {
     return NULL;
 }
 
-EXPORT int rnnkit_kernels_version(void) { return 11; }
+EXPORT int rnnkit_kernels_version(void) { return 12; }
 
 /* Subnormal floats (below 1.2e-38 in float32) take a slow microcode path, ~100x, in every product and
  * sum they enter; attention weights and softmax gradients reach them within a few dozen updates of a
