@@ -75,11 +75,13 @@ def lstm_forward(x, h0, c0, Wx, Wh, b, mask=None, *, workspace=None, scan_weight
     # The input projection of every step at once: one (T*N, D) @ (D, 4H) product outside the loop.
     gates = empty(workspace, (T, N, 4 * H), x.dtype, xp)
     kernels.matmul(x.reshape(T * N, D), Wx, out=gates.reshape(T * N, 4 * H))
-    gates += b
     fast = kernels.kernel("lstm_fw", x.dtype, x, Wh)
-    if fast is not None:  # the same loop compiled (rnnkit.kernels), tested equal to the one below
-        fast(T, N, H, gates, h, c, tanh_c, xp.ascontiguousarray(Wh), _bytes(mask))
+    if fast is not None:  # the same loop compiled (rnnkit.kernels), tested equal to the one below;
+        # it adds b to each row as the row is used, where a pass over all gates first costs ~2% more
+        fast(T, N, H, gates, h, c, tanh_c, xp.ascontiguousarray(Wh), xp.ascontiguousarray(b),
+             _bytes(mask))
     else:
+        gates += b
         _lstm_forward_loop(gates, h, c, tanh_c, Wh, mask, xp)
     return h, c, LSTMCache(x, h, c, gates, tanh_c, Wx, Wh, mask)
 
@@ -127,14 +129,14 @@ def lstm_recompute(x, h, c0, Wx, Wh, b, mask=None, *, workspace=None):
     a = gates.reshape(T * N, 4 * H)
     kernels.matmul(x.reshape(T * N, D), Wx, out=a)
     kernels.matmul(h[:-1].reshape(T * N, H), Wh, out=a, accumulate=True)
-    gates += b  # a = x_t Wx + h_{t-1} Wh + b
     c = empty(workspace, (T + 1, N, H), x.dtype, xp)
     c[0] = c0
     tanh_c = empty(workspace, (T, N, H), x.dtype, xp)
     fast = kernels.kernel("lstm_cells", x.dtype, x, gates)
-    if fast is not None:  # the element-wise loop of lstm_fw compiled, tested equal to the one below
-        fast(T, N, H, gates, c, tanh_c, _bytes(mask))
+    if fast is not None:  # lstm_fw's element-wise loop compiled (adding b), tested equal to the one below
+        fast(T, N, H, gates, c, tanh_c, xp.ascontiguousarray(b), _bytes(mask))
     else:
+        gates += b  # a = x_t Wx + h_{t-1} Wh + b
         _lstm_cells(gates, c, tanh_c, mask, xp)
     return LSTMCache(x, h, c, gates, tanh_c, Wx, Wh, mask)
 
@@ -164,23 +166,26 @@ def _bytes(mask):
 
 
 def input_and_weight_grads(x, h, da, Wx, workspace, xp, into=None):
-    """After the backward loop, for every step at once: dx = da Wx^T, db = sum da and
-    [dWx; dWh] = [x, h_{t-1}]^T da as one product with D + H rows (a taller product runs faster than two
-    of D and H rows). da: (T, N, G*H) pre-activation gradients; gives `da` back to the workspace.
-    into: see `lstm_backward`."""
+    """After the backward loop, for every step at once: dx = da Wx^T, and [dWx; dWh; db] =
+    [x, h_{t-1}, 1]^T da as one product with D + H + 1 rows (a taller product runs faster than two of D
+    and H rows, and db = sum da comes with it as the row of ones, where a separate sum over da was
+    another pass over memory). da: (T, N, G*H) pre-activation gradients; gives `da` back to the
+    workspace. into: see `lstm_backward`."""
     T, N, D = x.shape
     H = h.shape[-1]
     da2 = da.reshape(T * N, da.shape[-1])
     dx, acc = into if into is not None else (None, None)
     dx = input_grad(da2, Wx, dx, (T, N, D))
-    xh = empty(workspace, (T * N, D + H), x.dtype, xp)
+    # rows padded to D + H + 16 columns: the product reads xh by columns, and rows of an odd length
+    # put them off the 64-byte lines (measured ~15% slower with MKL)
+    xh = empty(workspace, (T * N, D + H + 16), x.dtype, xp)
     xh[:, :D] = x.reshape(T * N, D)
-    xh[:, D:] = h[:-1].reshape(T * N, H)
-    dW = summed(acc, "dW", xh.T, da2)
-    db = summed(acc, "db", da2.sum(axis=0))
+    xh[:, D:D + H] = h[:-1].reshape(T * N, H)
+    xh[:, D + H] = 1
+    dW = summed(acc, "dW", xh[:, :D + H + 1].T, da2)
     if workspace is not None:
         workspace.give(da, xh)
-    return dx, dW[:D], dW[D:], db
+    return dx, dW[:D], dW[D:D + H], dW[D + H]
 
 
 def input_grad(da2, Wx, dx, shape):
@@ -349,7 +354,7 @@ def lstm_step(x, h, c, Wx, Wh, b, *, x_gates=None):
     tanh_c = xp.empty((1, N, H), dtype=gates.dtype)
     fast = kernels.kernel("lstm_fw", gates.dtype, gates, Wh)
     if fast is not None:
-        fast(1, N, H, gates, hh, cc, tanh_c, xp.ascontiguousarray(Wh), None)
+        fast(1, N, H, gates, hh, cc, tanh_c, xp.ascontiguousarray(Wh), None, None)  # b in gates
     else:
         _lstm_forward_loop(gates, hh, cc, tanh_c, Wh, None, xp)
     return hh[1], cc[1]

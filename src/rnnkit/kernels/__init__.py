@@ -236,7 +236,7 @@ def _load():
         if not path.exists():
             _compile(path)
         lib = ctypes.CDLL(str(path))
-        if lib.rnnkit_kernels_version() != 12:
+        if lib.rnnkit_kernels_version() != 13:
             raise RuntimeError(f"{path} is not this version of the kernels")
         _declare(lib)
         numpy_blas = _numpy_blas()  # its thread count is set below, whichever BLAS rnnkit calls
@@ -259,9 +259,9 @@ def _load():
 _P, _L, _I = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
 _ROWS = [_L, _L, _L, _L, _L]  # T, N, H, and the batch rows [n0, n1) this call runs
 _SIGNATURES = {
-    "lstm_fw": _ROWS + [_P] * 6 + [_P, _I],
+    "lstm_fw": _ROWS + [_P] * 7 + [_P, _I],
     "lstm_bw": _ROWS + [_P] * 12 + [_P, _I],
-    "lstm_cells": _ROWS + [_P] * 4 + [_P, _I],
+    "lstm_cells": _ROWS + [_P] * 5 + [_P, _I],
     "gru_fw": _ROWS + [_P] * 7 + [_P, _I],
     "gru_cells": _ROWS + [_P] * 4 + [_P, _I],
     "gru_bw": _ROWS + [_P] * 11 + [_P, _I],

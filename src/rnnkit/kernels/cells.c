@@ -86,8 +86,9 @@ static float *pack_panels(const float *B, long K, long Nc, long ldb) {
 }
 
 /* C[rows, 64] (+)= A[rows, k0:k1] @ panel[k0:k1, 64] for rows <= SG_MR: one register tile. */
-static inline __attribute__((always_inline)) void sg_tile(long rows, long k0, long k1, const float *A, long lda, const float *panel,
-                           float *C, long ldc, int fresh) {
+static inline __attribute__((always_inline)) void sg_tile(long rows, long k0, long k1, const float *A,
+                                                          long lda, const float *panel, float *C,
+                                                          long ldc, int fresh) {
     v16f acc[SG_MR][SG_NV];
     for (int r = 0; r < SG_MR; r++)
         for (int v = 0; v < SG_NV; v++)
@@ -149,7 +150,7 @@ static double *dpack(int flags, long M, const double *B, long K, long Nc) {
     return NULL;
 }
 
-EXPORT int rnnkit_kernels_version(void) { return 12; }
+EXPORT int rnnkit_kernels_version(void) { return 13; }
 
 /* Subnormal floats (below 1.2e-38 in float32) take a slow microcode path, ~100x, in every product and
  * sum they enter; attention weights and softmax gradients reach them within a few dozen updates of a

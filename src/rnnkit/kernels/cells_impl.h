@@ -6,7 +6,8 @@
  * The one matrix product per step goes to the BLAS that NumPy itself uses (a function pointer found at
  * load time), so the only thing this file adds is doing the element-wise work of a step in one pass.
  *
- * Layouts are row-major and contiguous:  x-side pre-activations already hold x_t Wx + b.
+ * Layouts are row-major and contiguous; x-side pre-activations hold x_t Wx, and + b where a kernel
+ * takes no b of its own.
  * Each call runs the batch rows [n0, n1) of N: the rows of a batch never meet inside the time loop, so
  * disjoint row ranges run on separate threads with no synchronisation (rnnkit/kernels/__init__.py).
  */
@@ -18,11 +19,15 @@
 /* sigmoid(a) = 0.5 tanh(0.5 a) + 0.5: never overflows, same formula as the reference. */
 #define SIGM(v) ((R)0.5 * TANH((R)0.5 * (v)) + (R)0.5)
 
-/* One LSTM step's element-wise work on one batch row: an (4H) the pre-activations [i,f,o,g] in, their
- * activations out; cn = f c_{t-1} + i g, tcn = tanh(cn), and hn = o tanh(cn) unless hn is NULL (a
- * rebuild from known hidden states, lstm_cells). A padded step (pad) carries c_{t-1} (and h_{t-1}). */
-static inline void FN(lstm_cell)(long H, R *an, const R *cpn, R *cnn, R *tcn, const R *hpn, R *hnn,
-                                 int pad) {
+/* One LSTM step's element-wise work on one batch row: an (4H) the pre-activations [i,f,o,g] without the
+ * bias in, their activations out; b (4H) the bias, added here where the row is in cache (NULL: already
+ * in an); cn = f c_{t-1} + i g, tcn = tanh(cn), and hn = o tanh(cn) unless hn is NULL (a rebuild from
+ * known hidden states, lstm_cells). A padded step (pad) carries c_{t-1} (and h_{t-1}). */
+static inline void FN(lstm_cell)(long H, R *an, const R *b, const R *cpn, R *cnn, R *tcn, const R *hpn,
+                                 R *hnn, int pad) {
+    if (b) {
+        VEC for (long j = 0; j < 4 * H; j++) an[j] += b[j];
+    }
     VEC for (long j = 0; j < 3 * H; j++) an[j] = SIGM(an[j]);   /* i, f, o */
     VEC for (long j = 3 * H; j < 4 * H; j++) an[j] = TANH(an[j]);   /* g */
     const R *i = an, *f = an + H, *o = an + 2 * H, *g = an + 3 * H;
@@ -38,10 +43,11 @@ static inline void FN(lstm_cell)(long H, R *an, const R *cpn, R *cnn, R *tcn, co
     }
 }
 
-/* LSTM forward. gates (T,N,4H) [i,f,o,g] pre-activations in, activations out; h, c (T+1,N,H) with
- * h[0], c[0] set; tanh_c (T,N,H); Wh (H,4H); mask (T,N) bytes or NULL. */
+/* LSTM forward. gates (T,N,4H) [i,f,o,g] x-side pre-activations x_t Wx in, activations out; h, c
+ * (T+1,N,H) with h[0], c[0] set; tanh_c (T,N,H); Wh (H,4H); b (4H) or NULL when gates hold it already;
+ * mask (T,N) bytes or NULL. */
 EXPORT void FN(lstm_fw)(long T, long N, long H, long n0, long n1, R *gates, R *h, R *c, R *tanh_c,
-                        const R *Wh, const unsigned char *mask, void *gemm, int ilp64) {
+                        const R *Wh, const R *b, const unsigned char *mask, void *gemm, int ilp64) {
     const long G = 4 * H, NH = N * H;
     R *P = PACK(ilp64, n1 - n0, Wh, H, G);
     for (long t = 0; t < T; t++) {
@@ -51,23 +57,24 @@ EXPORT void FN(lstm_fw)(long T, long N, long H, long n0, long n1, R *gates, R *h
         /* a += h_{t-1} Wh */
         GEMM(gemm, ilp64, P, n1 - n0, G, H, hp + n0 * H, H, Wh, G, (R)1, a + n0 * G, G);
         for (long n = n0; n < n1; n++)
-            FN(lstm_cell)(H, a + n * G, cp + n * H, cn + n * H, tc + n * H, hp + n * H, hn + n * H,
+            FN(lstm_cell)(H, a + n * G, b, cp + n * H, cn + n * H, tc + n * H, hp + n * H, hn + n * H,
                           mask && !mask[t * N + n]);
     }
     free(P);
 }
 
 /* The element-wise part of lstm_fw alone, for the cache rebuilt from hidden states the forward already
- * produced (lstm_recompute): gates (T,N,4H) hold the whole pre-activations x_t Wx + h_{t-1} Wh + b on
- * entry, activations on return; c (T+1,N,H) with c[0] set; tanh_c (T,N,H). No product, no h written. */
+ * produced (lstm_recompute): gates (T,N,4H) hold the pre-activations x_t Wx + h_{t-1} Wh on entry (b,
+ * (4H), is added here), activations on return; c (T+1,N,H) with c[0] set; tanh_c (T,N,H). No product,
+ * no h written. */
 EXPORT void FN(lstm_cells)(long T, long N, long H, long n0, long n1, R *gates, R *c, R *tanh_c,
-                           const unsigned char *mask, void *gemm, int ilp64) {
+                           const R *b, const unsigned char *mask, void *gemm, int ilp64) {
     (void)gemm;
     (void)ilp64;
     const long G = 4 * H, NH = N * H;
     for (long t = 0; t < T; t++)
         for (long n = n0; n < n1; n++)
-            FN(lstm_cell)(H, gates + (t * N + n) * G, c + t * NH + n * H, c + (t + 1) * NH + n * H,
+            FN(lstm_cell)(H, gates + (t * N + n) * G, b, c + t * NH + n * H, c + (t + 1) * NH + n * H,
                           tanh_c + t * NH + n * H, NULL, NULL, mask && !mask[t * N + n]);
 }
 
