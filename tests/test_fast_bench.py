@@ -27,6 +27,13 @@ def test_interleaved_medians_runs_each_side_in_turn():
     assert set(med) == {"a", "b"} and all(v >= 0 for v in med.values())
 
 
+def test_same_round_ratio_is_the_median_of_each_rounds_ratio():
+    from rnnkit.bench import same_round_ratio
+
+    # rounds 2x, 2x, 8x: the ratio of the medians would be 6 / 1 = 6, the median of the rounds' ratios 2
+    assert same_round_ratio([2.0, 6.0, 8.0], [1.0, 3.0, 1.0]) == 2.0
+
+
 def test_tiny_benchmark_rows():
     rows = run_benchmark(["gru"], [(3, 2, 4, 5)], repeats=1)
     assert [(r["cell"], r["T"], r["H"]) for r in rows] == [("gru", 3, 5)]

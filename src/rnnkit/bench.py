@@ -61,6 +61,11 @@ def interleaved_medians(fns: dict, repeats: int) -> dict:
     return {k: float(np.median(v)) for k, v in interleaved_times(fns, repeats).items()}
 
 
+def same_round_ratio(a, b) -> float:
+    """Median over rounds of a[i] / b[i] (two lists of times from `interleaved_times`)."""
+    return float(np.median(np.asarray(a) / np.asarray(b)))
+
+
 def have_torch():
     try:
         import torch  # noqa: F401
@@ -79,11 +84,14 @@ def run_benchmark(cells, configs=CONFIGS, repeats=5, torch_too=True):
             fns = {"rnnkit": _rnnkit_step(cell, T, N, D, H)}
             if torch_too:
                 fns["torch"] = _torch_step(cell, T, N, D, H)
-            med = interleaved_medians(fns, repeats)
+            times = interleaved_times(fns, repeats)
+            med = {k: float(np.median(v)) for k, v in times.items()}
             row = {"cell": cell, "T": T, "N": N, "D": D, "H": H, "rnnkit_ms": med["rnnkit"] * 1e3}
             if torch_too:
                 row["torch_ms"] = med["torch"] * 1e3
-                row["ratio"] = med["torch"] / med["rnnkit"]
+                # the median of each round's own ratio: the two runs of a round are seconds apart, so
+                # a machine that speeds up or slows down over the minute moves both alike
+                row["ratio"] = same_round_ratio(times["torch"], times["rnnkit"])
             rows.append(row)
     return rows
 
@@ -221,7 +229,7 @@ def recompute(T=1000, N=32, D=512, H=512, ks=(32, 40), repeats=5):
         kept, peak = _recompute_memory(make_recurrent("lstm", D, H, recompute=k), x, dout)
         rows.append({"k": k, "kept_MB": kept / 2**20, "peak_MB": peak / 2**20,
                      "ms": float(np.median(times[k])) * 1e3,
-                     "time_vs_plain": float(np.median(np.array(times[k]) / np.array(times[None])))})
+                     "time_vs_plain": same_round_ratio(times[k], times[None])})
     for r in rows:
         r["memory_vs_plain"] = r["peak_MB"] / rows[0]["peak_MB"]
         r["kept_vs_plain"] = r["kept_MB"] / rows[0]["kept_MB"]
