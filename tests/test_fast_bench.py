@@ -54,23 +54,27 @@ def test_tiny_recompute_rows():
     assert "recompute" in format_recompute(rows, (40, 4, 6, 8)).splitlines()[1]
 
 
-def test_gemm_rate_takes_the_faster_blas(monkeypatch):
-    """Where rnnkit calls another BLAS, the reference rate is the faster of NumPy's and rnnkit's."""
+@pytest.mark.parametrize("numpy_gemm,torch_too,fastest", [
+    (True, False, "numpy"), (False, False, "rnnkit"), (True, True, "torch"), (False, True, "torch")])
+def test_gemm_rate_takes_the_fastest(numpy_gemm, torch_too, fastest, monkeypatch):
+    """The reference rate is the fastest of NumPy's BLAS, rnnkit's products where they call another
+    BLAS, and torch.mm where PyTorch is installed."""
     from rnnkit import bench
 
-    seen = []
+    seconds = {"gemm": 4.0, "rnnkit": 2.0, "torch": 1.0}  # NumPy's, rnnkit's via MKL, torch.mm
+    timed = []
 
     def fake_medians(fns, repeats):
-        seen.append(len(seen))
-        return {"gemm": 2.0 if len(seen) == 1 else 1.0}  # NumPy's first, then rnnkit's: twice as fast
+        timed.extend(fns)
+        return {k: seconds[k] for k in fns}
 
     monkeypatch.setattr(bench, "interleaved_medians", fake_medians)
     monkeypatch.setattr(bench.time, "sleep", lambda s: None)
-    monkeypatch.setattr(kernels, "_numpy_gemm", lambda: True)
-    assert bench.gemm_rate(4, 5, 6, 1) == 2 * 4 * 5 * 6 / 2.0 and len(seen) == 1
-    seen.clear()
-    monkeypatch.setattr(kernels, "_numpy_gemm", lambda: False)
-    assert bench.gemm_rate(4, 5, 6, 1) == 2 * 4 * 5 * 6 / 1.0 and len(seen) == 2
+    monkeypatch.setattr(bench, "have_torch", lambda: torch_too)
+    monkeypatch.setattr(kernels, "_numpy_gemm", lambda: numpy_gemm)
+    assert bench.gemm_rate(4, 5, 6, 1) == 2 * 4 * 5 * 6 / seconds[
+        {"numpy": "gemm"}.get(fastest, fastest)]
+    assert ("rnnkit" in timed) == (not numpy_gemm) and ("torch" in timed) == torch_too
 
 
 def test_flops_formula():

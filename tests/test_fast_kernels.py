@@ -152,25 +152,36 @@ def test_matmul_cut_across_threads_equals_numpy(M, K, Nc, transposed, monkeypatc
 def test_matmul_accumulate_adds_into_out(split, dtype, tol, monkeypatch):
     """matmul(accumulate=True) is out += a @ b, through the BLAS's beta = 1, for every layout a layer
     passes (contiguous, or a transposed view), cut across threads or not, and on the reference path."""
+    r = _random(dtype, 7)
+    for a, b in _operand_layouts(r, split, monkeypatch):
+        out0 = r(a.shape[0], b.shape[1])
+        want = out0.astype(np.float64) + a.astype(np.float64) @ b.astype(np.float64)
+        out = out0.copy()
+        assert kernels.matmul(a, b, out=out, accumulate=True) is out
+        assert rel_error(out, want) < tol
+        with kernels.reference():
+            out = out0.copy()
+            kernels.matmul(a, b, out=out, accumulate=True)
+        assert rel_error(out, want) < tol
+    with pytest.raises(ValueError, match="needs out"):
+        kernels.matmul(r(3, 4), r(4, 5), accumulate=True)
+
+
+def _random(dtype, seed):
+    rng = np.random.default_rng(seed)
+    return lambda *s: rng.standard_normal(s).astype(dtype)
+
+
+def _operand_layouts(r, split, monkeypatch):
+    """Operand pairs (a, b) for matmul in every layout a layer passes (contiguous, or a transposed
+    view), with the products cut across three threads when `split`."""
     if split:
         monkeypatch.setattr(kernels, "MATMUL_SPLIT_MIN_MACS", 0)
         monkeypatch.setattr(kernels, "threads", lambda: 3)
-    rng = np.random.default_rng(7)
-    r = lambda *s: rng.standard_normal(s).astype(dtype)  # noqa: E731
     for M, K, Nc in [(40, 24, 70), (90, 33, 20)]:
         for a in (r(M, K), r(K, M).T):
             for b in (r(K, Nc), r(Nc, K).T):
-                out0 = r(M, Nc)
-                want = out0.astype(np.float64) + a.astype(np.float64) @ b.astype(np.float64)
-                out = out0.copy()
-                assert kernels.matmul(a, b, out=out, accumulate=True) is out
-                assert rel_error(out, want) < tol
-                with kernels.reference():
-                    out = out0.copy()
-                    kernels.matmul(a, b, out=out, accumulate=True)
-                assert rel_error(out, want) < tol
-    with pytest.raises(ValueError, match="needs out"):
-        kernels.matmul(r(3, 4), r(4, 5), accumulate=True)
+                yield a, b
 
 
 def test_split_rows_runs_each_part_on_one_thread():
@@ -227,19 +238,12 @@ def test_products_through_another_blas(split, dtype, tol, blas_restored, monkeyp
     assert not kernels._numpy_gemm()
     calls = []
     monkeypatch.setattr(np, "matmul", lambda *a, **k: calls.append(1))  # must not be reached
-    if split:
-        monkeypatch.setattr(kernels, "MATMUL_SPLIT_MIN_MACS", 0)
-        monkeypatch.setattr(kernels, "threads", lambda: 3)
-    rng = np.random.default_rng(8)
-    r = lambda *s: rng.standard_normal(s).astype(dtype)  # noqa: E731
-    for M, K, Nc in [(40, 24, 70), (90, 33, 20)]:
-        for a in (r(M, K), r(K, M).T):
-            for b in (r(K, Nc), r(Nc, K).T):
-                want = a.astype(np.float64) @ b.astype(np.float64)
-                out = np.full((M, Nc), np.nan, dtype)  # beta = 0: what was there does not count
-                assert kernels.matmul(a, b, out=out) is out
-                assert rel_error(out, want) < tol
-                assert rel_error(kernels.matmul(a, b), want) < tol
+    for a, b in _operand_layouts(_random(dtype, 8), split, monkeypatch):
+        want = a.astype(np.float64) @ b.astype(np.float64)
+        out = np.full(want.shape, np.nan, dtype)  # beta = 0: what was there does not count
+        assert kernels.matmul(a, b, out=out) is out
+        assert rel_error(out, want) < tol
+        assert rel_error(kernels.matmul(a, b), want) < tol
     assert not calls
     monkeypatch.undo()
     test_fast_equals_reference("lstm", dtype, tol, True, (6, 11, 7, 20))

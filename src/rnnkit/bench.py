@@ -102,9 +102,9 @@ def lstm_train_flops(T, N, D, H):
 
 
 def gemm_rate(M=6400, K=512, Nn=2048, repeats=5):
-    """This machine's float32 matrix-multiply rate (FLOP/s), the median of `repeats`: NumPy's BLAS on
-    as many threads as rnnkit uses, or, where rnnkit calls another BLAS (MKL: `kernels.set_blas`), the
-    faster of that and rnnkit's own products through it."""
+    """This machine's float32 matrix-multiply rate (FLOP/s), the median of `repeats`: the fastest of
+    NumPy's BLAS on as many threads as rnnkit uses, rnnkit's own products where it calls another BLAS
+    (MKL: `kernels.set_blas`), and PyTorch's `torch.mm` where PyTorch is installed."""
     from rnnkit import kernels
 
     rng = np.random.default_rng(0)
@@ -122,9 +122,16 @@ def gemm_rate(M=6400, K=512, Nn=2048, repeats=5):
         if before is not None:
             kernels.set_blas_threads(before)
     time.sleep(0.5)
+    others = {}
     if not kernels._numpy_gemm():
-        own = interleaved_medians({"gemm": lambda: kernels.matmul(a, b, out=c)}, repeats)["gemm"]
-        med = min(med, own)
+        others["rnnkit"] = lambda: kernels.matmul(a, b, out=c)
+    if have_torch():
+        import torch
+
+        ta, tb, tc = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(c)
+        others["torch"] = lambda: torch.mm(ta, tb, out=tc)
+    if others:
+        med = min(med, *interleaved_medians(others, repeats).values())
     return 2 * M * K * Nn / med
 
 
