@@ -299,7 +299,7 @@ def machine_info():
     info = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "python": platform.python_version(), "numpy": np.__version__, "machine": platform.machine(),
             "cpu": _cpu_model(), "cores": os.cpu_count(), "rnnkit_threads": kernels.threads(),
-            "blas_threads": kernels.blas_threads(), "blas": kernels.status()["blas"],
+            "blas_threads": kernels.blas_threads(),
             "fast_path": kernels.status()}
     try:
         info["load_average"] = os.getloadavg()

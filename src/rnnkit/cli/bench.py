@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 
+from rnnkit import kernels
 from rnnkit.bench import CONFIGS, RECOMPUTE_SHAPE, format_recompute, format_table, machine_info, \
     recompute, run_benchmark, sampling, set_threads, utilisation
-from rnnkit import kernels
 from rnnkit.errors import UserError
 
 

@@ -218,7 +218,10 @@ def set_blas(choice: str) -> str:
         _load()
     if _state["lib"] is None:
         raise RuntimeError(f"the compiled kernels are not in use ({_state['why'] or 'turned off'})")
-    _state["blas"] = _find_blas(choice)
+    blas = _find_blas(choice)
+    # the old pointers stay alive: a kernel callable made before this call holds their address
+    _state.setdefault("replaced", []).append(_state["blas"])
+    _state["blas"] = blas
     _GEMM_CFUNCS.clear()
     return _state["blas"][3]
 
