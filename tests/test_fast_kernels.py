@@ -220,7 +220,6 @@ def blas_restored():
     before = kernels._state["blas"]
     yield
     kernels._state["blas"] = before
-    kernels._GEMM_CFUNCS.clear()
 
 
 def _numpy_blas_path():

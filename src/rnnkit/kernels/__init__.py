@@ -218,12 +218,14 @@ def set_blas(choice: str) -> str:
         _load()
     if _state["lib"] is None:
         raise RuntimeError(f"the compiled kernels are not in use ({_state['why'] or 'turned off'})")
-    blas = _find_blas(choice)
-    # the old pointers stay alive: a kernel callable made before this call holds their address
-    _state.setdefault("replaced", []).append(_state["blas"])
-    _state["blas"] = blas
-    _GEMM_CFUNCS.clear()
+    key = choice.strip()
+    if key not in _BLAS_CHOSEN:  # kept: a kernel callable made before a switch holds the pointers
+        _BLAS_CHOSEN[key] = _find_blas(key)
+    _state["blas"] = _BLAS_CHOSEN[key]
     return _state["blas"][3]
+
+
+_BLAS_CHOSEN = {}  # set_blas's choices, found once each: switching back and forth costs nothing
 
 
 def _load():
@@ -565,13 +567,13 @@ def _gemm_into(a, b, out, accumulate=True):
     if _layout(a) is None or _layout(b) is None or _layout(out) != rows_contiguous:
         return None
     ilp64 = bool(_state["blas"][2])
-    key = (dt.str, ilp64)
+    addr = _state["blas"][0 if dt == np.float32 else 1][0]
+    key = (dt.str, ilp64, addr)
     if key not in _GEMM_CFUNCS:
         I = ctypes.c_int64 if ilp64 else ctypes.c_int32  # noqa: E741
         Rl = ctypes.c_float if dt == np.float32 else ctypes.c_double
         proto = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_int, ctypes.c_int, I, I, I, Rl,
                                  ctypes.c_void_p, I, ctypes.c_void_p, I, Rl, ctypes.c_void_p, I)
-        addr = _state["blas"][0 if dt == np.float32 else 1][0]
         _GEMM_CFUNCS[key] = proto(addr)
     fn = _GEMM_CFUNCS[key]
     beta = 1.0 if accumulate else 0.0
