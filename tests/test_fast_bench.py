@@ -40,6 +40,31 @@ def test_tiny_benchmark_rows():
     assert rows[0]["rnnkit_ms"] > 0 and ("ratio" not in rows[0] or rows[0]["ratio"] > 0)
 
 
+def test_bench_blas_tiny_run_leaves_out_what_cannot_load(capsys):
+    """benchmarks/bench_blas.py: a row per configuration with a ratio for each BLAS that loads; a
+    choice that does not load is left out with one line; the BLAS in use before comes back."""
+    import sys
+    from pathlib import Path
+
+    if not kernels.status()["available"]:
+        pytest.skip("compiled kernels unavailable")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import bench_blas
+    finally:
+        sys.path.pop(0)
+    before = kernels.status()["blas"]
+    try:
+        rows, usable = bench_blas.run(["gru"], ["numpy", "/nonexistent/libcblas.so"],
+                                      configs=[(3, 2, 4, 5)], repeats=1)
+    finally:
+        kernels.set_blas(before)
+    assert list(usable) == ["numpy"]
+    assert "/nonexistent/libcblas.so: cannot load it" in capsys.readouterr().err
+    assert [(r["cell"], r["H"]) for r in rows] == [("gru", 5)] and rows[0]["ms"]["numpy"] > 0
+    assert "ratio" not in rows[0] or set(rows[0]["ratio"]) == {"numpy"}
+
+
 def test_tiny_sampling_row():
     row = sampling(chars=20, H=8, L=2, V=5, round_chars=10)
     assert row["rnnkit_chars_per_s"] > 0 and row["chars"] == 20
