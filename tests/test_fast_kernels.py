@@ -282,6 +282,22 @@ def test_blas_choice_at_load(choice, said):
         assert lines[0].endswith("using NumPy's BLAS")
 
 
+@pytest.mark.skipif(kernels.mkl_path() is None, reason="Intel's mkl wheel not installed (rnnkit[mkl])")
+@pytest.mark.parametrize("intel", [True, False])
+def test_default_blas_is_mkl_on_intel_cpus_only(intel, monkeypatch):
+    monkeypatch.setattr(kernels, "_intel_cpu", lambda: intel)
+    assert kernels._find_blas("")[3] == (kernels.mkl_path() if intel else _numpy_blas_path())
+    assert kernels._find_blas("mkl")[3] == kernels.mkl_path()  # by name: on any CPU
+
+
+def test_default_blas_without_mkl_is_numpys(monkeypatch):
+    monkeypatch.setattr(kernels, "mkl_path", lambda: None)
+    monkeypatch.setattr(kernels, "_intel_cpu", lambda: True)
+    assert kernels._find_blas("")[3] == _numpy_blas_path()
+    with pytest.raises(ValueError, match="mkl wheel is not installed"):
+        kernels._find_blas("mkl")
+
+
 def test_set_blas_refuses_what_it_cannot_load(blas_restored):
     before = kernels.status()["blas"]
     with pytest.raises(ValueError, match="cannot load it"):

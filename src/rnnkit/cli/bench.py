@@ -28,8 +28,8 @@ def register(sub, train_sub):
                         "time (a few minutes)")
     p.add_argument("--blas", default=None,
                    help="the BLAS rnnkit's products call: numpy, mkl (pip install 'rnnkit[mkl]') or a "
-                        "path to a CBLAS library (default: RNNKIT_BLAS, else MKL where installed, "
-                        "else NumPy's)")
+                        "path to a CBLAS library (default: RNNKIT_BLAS, else MKL where installed on an "
+                        "Intel CPU, else NumPy's)")
     p.add_argument("--no-torch", action="store_true", help="time rnnkit only")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)

@@ -73,15 +73,24 @@ def reference():
         _enabled = old
 
 
-def _cpu_key():
+def _cpuinfo(field):
+    """The first `field` line of /proc/cpuinfo, or None."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
+                if line.startswith(field):
                     return line
     except OSError:
         pass
-    return platform.processor()
+    return None
+
+
+def _cpu_key():
+    return _cpuinfo("flags") or platform.processor()
+
+
+def _intel_cpu():
+    return "GenuineIntel" in (_cpuinfo("vendor_id") or "")
 
 
 def _cache_dir() -> Path:
@@ -192,11 +201,12 @@ def _other_blas(path):
 def _find_blas(choice=""):
     """The CBLAS gemm/gemv rnnkit's products call: ({sgemm, sgemv}, {dgemm, dgemv}, ilp64, library).
     choice: `numpy` (the BLAS NumPy loaded), `mkl` (Intel's, from the `mkl` wheel), a path to a CBLAS
-    library, or "" for MKL where its wheel is installed, else NumPy's. ValueError: a choice that cannot
+    library, or "" for MKL where its wheel is installed and the CPU is Intel's (MKL is tuned for its
+    maker's chips; asked for by name it is used on any), else NumPy's. ValueError: a choice that cannot
     be had."""
     choice = choice.strip()
     path = choice
-    if choice.lower() == "numpy":
+    if choice.lower() == "numpy" or (not choice and not _intel_cpu()):
         path = None
     elif choice.lower() in ("", "mkl"):
         path = mkl_path()
