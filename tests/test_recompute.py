@@ -56,7 +56,11 @@ def test_recompute_keeps_only_segment_states():
     layer.forward(np.ones((T, N, D)))
     ck = layer._caches[1][0]
     assert ck.starts == [0, 4, 8, 12]
-    assert len(ck.states) == 4 and all(s[0].shape == (N, H) for s in ck.states)
+    # the cell state only: each segment's starting h is in the hidden states kept anyway
+    assert len(ck.states) == 4 and all(len(s) == 1 and s[0].shape == (N, H) for s in ck.states)
+    gru = GRU(D, H, dtype=np.float64, recompute=4)
+    gru.forward(np.ones((T, N, D)))
+    assert gru._caches[1][0].states == [(), (), (), ()]
 
 
 def test_bad_recompute_value():

@@ -57,7 +57,8 @@ class CellKind:
     # (x, state, params, mask, workspace=None, scan_weights=True) -> (h (T+1, N, H), final state, cache)
     forward: Callable
     backward: Callable  # (dy, cache, dstate, workspace=None, into=None) -> (dx, dstate0, {param: grad})
-    # (x, h (T+1, N, H) from forward, state at h[0], params, mask, workspace) -> forward's cache, rebuilt
+    # (x, h (T+1, N, H) from forward, the state at h[0] beyond h[0] itself (LSTM: (c0,); GRU, RNN: ()),
+    #  params, mask, workspace) -> forward's cache, rebuilt
     recompute: Callable
     scratch: tuple = ()  # cache fields that are the cell's own buffers (pooled once backward used them)
 
@@ -72,7 +73,7 @@ def _rnn_fw(nonlinearity):
 
 
 def _rnn_re(nonlinearity):
-    def re(x, h, state, p, mask, workspace=None):
+    def re(x, h, kept, p, mask, workspace=None):
         return rnn_recompute(x, h, p["Wx"], p["Wh"], mask, nonlinearity)
 
     return re
@@ -89,8 +90,8 @@ def _lstm_fw(x, state, p, mask, workspace=None, scan_weights=True):
     return h, (h[-1], c[-1]), cache
 
 
-def _lstm_re(x, h, state, p, mask, workspace=None):
-    return lstm_recompute(x, h, state[1], p["Wx"], p["Wh"], p["b"], mask, workspace=workspace)
+def _lstm_re(x, h, kept, p, mask, workspace=None):
+    return lstm_recompute(x, h, kept[0], p["Wx"], p["Wh"], p["b"], mask, workspace=workspace)
 
 
 def _lstm_bw(dy, cache, dstate, workspace=None, into=None):
@@ -105,7 +106,7 @@ def _gru_fw(x, state, p, mask, workspace=None, scan_weights=True):
     return h, (h[-1],), cache
 
 
-def _gru_re(x, h, state, p, mask, workspace=None):
+def _gru_re(x, h, kept, p, mask, workspace=None):
     return gru_recompute(x, h, p["Wx"], p["Wh"], p["b"], p["bhn"], mask, workspace=workspace)
 
 
@@ -116,12 +117,12 @@ def _gru_bw(dy, cache, dstate, workspace=None, into=None):
 
 class _Checkpointed(NamedTuple):
     """What a layer run with `recompute=k` keeps for backward: the input, the hidden states (the
-    output) and every k-th state (the LSTM's cell state is the part not otherwise kept)."""
+    output) and, every k steps, the part of the state they do not hold (the LSTM's cell state)."""
 
     x: object  # (T, N, D), the caller's input
     h: object  # (T+1, N, H), the hidden states: h[1:] is this direction's output
     starts: list  # first step of each segment
-    states: list  # the state at the start of each segment (tuple of (N, H) arrays)
+    states: list  # at each segment's start the state beyond h: (c,) for the LSTM, () otherwise
     mask: object  # (T, N) or None
 
 
@@ -343,20 +344,20 @@ class Recurrent(Module):
                                           self._part_ws[i] if len(parts) > 1 else self._ws)
 
         outs = kernels.split_rows(run, parts)  # per part: (states at the segment starts, final state)
-        states = [tuple(xp.concatenate([o[0][j][q] for o in outs]) for q in range(len(state)))
+        states = [tuple(xp.concatenate([o[0][j][q] for o in outs]) for q in range(len(state) - 1))
                   for j in range(len(outs[0][0]))]
         final = tuple(xp.concatenate([o[1][q] for o in outs]) for q in range(len(state)))
         return h, final, _Checkpointed(x, h, list(range(0, T, k)), states, mask)
 
     def _forward_segments(self, x, h, state, p, mask, k, rows, ws):
         """Forward of the batch rows `rows`, k steps at a time, writing h[1:, rows] and keeping only the
-        state at each segment's start -> (those states, the final state)."""
+        state at each segment's start beyond its h, which h itself holds -> (those, the final state)."""
         xp = get_array_module(x)
         T = x.shape[0]
         states = []
         for t0 in range(0, T, k):
             t1 = min(T, t0 + k)
-            states.append(state)
+            states.append(state[1:])
             m = None if mask is None else mask[t0:t1, rows]
             hs, final, cache = self.kind.forward(x[t0:t1, rows], state, p, m, ws, scan_weights=t0 == 0)
             h[t0 + 1:t1 + 1, rows] = hs[1:]
@@ -399,11 +400,11 @@ class Recurrent(Module):
         ends = starts[1:] + [x.shape[0]]
         acc = {}  # the weight gradients, summed over the segments in place
         whole = rows == slice(0, x.shape[1])
-        for t0, t1, state in reversed(list(zip(starts, ends, states))):
+        for t0, t1, kept in reversed(list(zip(starts, ends, states))):
             m = None if mask is None else mask[t0:t1, rows]
             xs = xp.ascontiguousarray(x[t0:t1, rows])
             seg = self.kind.recompute(xs, xp.ascontiguousarray(h[t0:t1 + 1, rows]),
-                                      tuple(s[rows] for s in state), p, m, ws)
+                                      tuple(s[rows] for s in kept), p, m, ws)
             dxs = dx[t0:t1] if whole else empty(ws, xs.shape, dx.dtype, xp)
             _, dstate, grads = self.kind.backward(xp.ascontiguousarray(dy[t0:t1, rows]), seg, dstate, ws,
                                                   (dxs, acc))
