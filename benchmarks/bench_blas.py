@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 
 import numpy as np
 
 from rnnkit import kernels
-from rnnkit.bench import CONFIGS, _rnnkit_step, _torch_step, have_torch, machine_info, same_round_ratio
+from rnnkit.bench import (CONFIGS, _rnnkit_step, _torch_step, have_torch, interleaved_times, machine_info,
+                          same_round_ratio)
 
 
 def run(cells, blases, configs=CONFIGS, repeats=11):
@@ -38,14 +38,7 @@ def run(cells, blases, configs=CONFIGS, repeats=11):
             fns = {name: _with_blas(name, step) for name in usable}
             if torch_too:
                 fns["torch"] = _torch_step(cell, T, N, D, H)
-            times = {k: [] for k in fns}
-            for f in fns.values():
-                f()  # warm-up
-            for _ in range(repeats):
-                for k, f in fns.items():
-                    t0 = time.perf_counter()
-                    f()
-                    times[k].append(time.perf_counter() - t0)
+            times = interleaved_times(fns, repeats)
             row = {"cell": cell, "T": T, "N": N, "D": D, "H": H,
                    "ms": {k: float(np.median(v)) * 1e3 for k, v in times.items()}}
             if torch_too:

@@ -251,7 +251,7 @@ def _load():
         if not path.exists():
             _compile(path)
         lib = ctypes.CDLL(str(path))
-        if lib.rnnkit_kernels_version() != 13:
+        if lib.rnnkit_kernels_version() != 14:
             raise RuntimeError(f"{path} is not this version of the kernels")
         _declare(lib)
         numpy_blas = _numpy_blas()  # its thread count is set below, whichever BLAS rnnkit calls

@@ -25,11 +25,9 @@
  * known hidden states, lstm_cells). A padded step (pad) carries c_{t-1} (and h_{t-1}). */
 static inline void FN(lstm_cell)(long H, R *an, const R *b, const R *cpn, R *cnn, R *tcn, const R *hpn,
                                  R *hnn, int pad) {
-    if (b) {
-        VEC for (long j = 0; j < 4 * H; j++) an[j] += b[j];
-    }
-    VEC for (long j = 0; j < 3 * H; j++) an[j] = SIGM(an[j]);   /* i, f, o */
-    VEC for (long j = 3 * H; j < 4 * H; j++) an[j] = TANH(an[j]);   /* g */
+    /* the bias in the activations' own pass (the compiler lifts the test on b out of the loops) */
+    VEC for (long j = 0; j < 3 * H; j++) an[j] = SIGM(an[j] + (b ? b[j] : (R)0));   /* i, f, o */
+    VEC for (long j = 3 * H; j < 4 * H; j++) an[j] = TANH(an[j] + (b ? b[j] : (R)0));   /* g */
     const R *i = an, *f = an + H, *o = an + 2 * H, *g = an + 3 * H;
     VEC for (long j = 0; j < H; j++) cnn[j] = f[j] * cpn[j] + i[j] * g[j];
     VEC for (long j = 0; j < H; j++) tcn[j] = TANH(cnn[j]);
