@@ -1,5 +1,6 @@
 """`rnnkit bench`: argument errors exit 2 with one line; the timing helpers return what they promise."""
 
+import numpy as np
 import pytest
 
 from rnnkit import kernels
@@ -40,19 +41,25 @@ def test_tiny_benchmark_rows():
     assert rows[0]["rnnkit_ms"] > 0 and ("ratio" not in rows[0] or rows[0]["ratio"] > 0)
 
 
-def test_bench_blas_tiny_run_leaves_out_what_cannot_load(capsys):
-    """benchmarks/bench_blas.py: a row per configuration with a ratio for each BLAS that loads; a
-    choice that does not load is left out with one line; the BLAS in use before comes back."""
+def _benchmark(name):
+    """A script of benchmarks/ as a module."""
+    import importlib
     import sys
     from pathlib import Path
 
-    if not kernels.status()["available"]:
-        pytest.skip("compiled kernels unavailable")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     try:
-        import bench_blas
+        return importlib.import_module(name)
     finally:
         sys.path.pop(0)
+
+
+def test_bench_blas_tiny_run_leaves_out_what_cannot_load(capsys):
+    """benchmarks/bench_blas.py: a row per configuration with a ratio for each BLAS that loads; a
+    choice that does not load is left out with one line; the BLAS in use before comes back."""
+    if not kernels.status()["available"]:
+        pytest.skip("compiled kernels unavailable")
+    bench_blas = _benchmark("bench_blas")
     before = kernels.status()["blas"]
     try:
         rows, usable = bench_blas.run(["gru"], ["numpy", "/nonexistent/libcblas.so"],
@@ -63,6 +70,24 @@ def test_bench_blas_tiny_run_leaves_out_what_cannot_load(capsys):
     assert "/nonexistent/libcblas.so: cannot load it" in capsys.readouterr().err
     assert [(r["cell"], r["H"]) for r in rows] == [("gru", 5)] and rows[0]["ms"]["numpy"] > 0
     assert "ratio" not in rows[0] or set(rows[0]["ratio"]) == {"numpy"}
+
+
+def test_bench_peak_loop_and_fractions(tmp_path):
+    """benchmarks/bench_peak.py: the register-only loop compiles and reports a rate on one thread and
+    two; a step's fractions are its FLOP over its time over the peak, and what a target would need."""
+    bench_peak = _benchmark("bench_peak")
+    exe = bench_peak.build(str(tmp_path))
+    if exe is None:
+        pytest.skip("no C compiler with AVX-512 here")
+    for threads in (1, 2):
+        rate = bench_peak.peak(exe, threads, rounds=1, n=10_000)
+        assert np.isfinite(rate) and rate > 0
+    rows = bench_peak.step_rates(1, False, configs=[(3, 2, 4, 5)])
+    assert rows[0]["flop"] == lstm_train_flops(3, 2, 4, 5) and rows[0]["ms"]["rnnkit"] > 0
+    row = {"T": 1, "N": 1, "D": 1, "H": 1, "flop": 4e9, "ms": {"rnnkit": 20.0, "torch": 40.0}}
+    bench_peak.against_peak([row], 400e9, target=2.0)
+    assert row["of_peak"] == pytest.approx({"rnnkit": 0.5, "torch": 0.25})
+    assert row["needed_for_target"] == pytest.approx(0.5)  # 2x PyTorch's 40 ms: 20 ms, 200 GFLOP/s of 400
 
 
 def test_tiny_sampling_row():
