@@ -240,3 +240,77 @@ def test_subwords_train_predict_and_eval(tmp_path, capsys):
         capsys.readouterr().err
     assert main(base + ["--out", str(tmp_path / "b3"), "--subwords", "-5"]) == 2
     assert "subword_buckets must be >= 0" in capsys.readouterr().err
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """Arguments for a fast run on a small generated task (add --out and the training flags)."""
+    train = make_tsv(tmp_path / "train.tsv", 60, 0)
+    dev = make_tsv(tmp_path / "dev.tsv", 20, 1)
+    return ["train", "classify", "--train", str(train), "--dev", str(dev), "--embed-dim", "4",
+            "--hidden", "4", "--batch-size", "16", "--subwords", "0"]
+
+
+def _train_meta(out):
+    return json.loads((out / "last.json").read_text())["meta"]["train"]
+
+
+@pytest.mark.parametrize("flag", [None, "--quiet", "--no-progress"])
+def test_quiet_and_no_progress(tiny, tmp_path, capsys, flag):
+    assert main(tiny + ["--out", str(tmp_path / "r"), "--steps", "2"] + ([flag] if flag else [])) == 0
+    err = capsys.readouterr().err
+    assert ("training sentences" in err) == (flag is None)  # the run's summary line is progress output
+
+
+def test_checkpoint_every_and_shared_flags_reach_the_run(tiny, tmp_path):
+    out = tmp_path / "r"
+    assert main(tiny + ["--out", str(out), "--steps", "4", "--eval-every", "2", "--checkpoint-every", "3",
+                        "--optimizer", "adamw", "--weight-decay", "0.01", "--quiet"]) == 0
+    t = _train_meta(out)
+    assert (t["checkpoint_every"], t["eval_every"], t["optimizer"], t["weight_decay"]) == \
+        (3, 2, "adamw", 0.01)
+    assert (t["monitor"], t["monitor_mode"]) == ("val_acc", "max")
+    assert main(tiny + ["--out", str(tmp_path / "d"), "--steps", "2", "--eval-every", "2", "--quiet"]) == 0
+    assert _train_meta(tmp_path / "d")["checkpoint_every"] == 2  # --eval-every's unless given
+
+
+def test_resume_keeps_the_runs_training_settings(tiny, tmp_path):
+    out = tmp_path / "r"
+    assert main(tiny + ["--out", str(out), "--steps", "2", "--eval-every", "2", "--optimizer", "adamw",
+                        "--weight-decay", "0.01", "--lr", "0.01", "--schedule", "cosine", "--quiet"]) == 0
+    assert main(tiny + ["--out", str(out), "--steps", "4", "--resume", "--quiet"]) == 0
+    t = _train_meta(out)
+    assert (t["optimizer"], t["weight_decay"], t["lr"], t["schedule"], t["eval_every"]) == \
+        ("adamw", 0.01, 0.01, "cosine", 2)
+    assert main(tiny + ["--out", str(out), "--steps", "6", "--resume", "--lr", "0.005", "--quiet"]) == 0
+    t = _train_meta(out)
+    assert (t["optimizer"], t["lr"], t["steps"]) == ("adamw", 0.005, 6)
+
+
+def test_patience_stops_the_run(tiny, tmp_path, capsys):
+    """An update of 1e-30 leaves every weight as it was, so the dev accuracy never improves after the
+    first evaluation: --patience 2 stops at the third."""
+    assert main(tiny + ["--out", str(tmp_path / "r"), "--steps", "50", "--eval-every", "1",
+                        "--optimizer", "sgd", "--lr", "1e-30", "--patience", "2", "--quiet", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["stopped"], summary["step"]) == ("early_stopping", 3)
+
+
+@pytest.mark.parametrize("flag,value,msg", [
+    ("--weight-decay", "-1", "--weight-decay: expected a number >= 0, got -1.0"),
+    ("--ema", "1.5", "--ema: expected a number in [0, 1)"),
+    ("--checkpoint-every", "0", "--checkpoint-every: expected a positive integer, got 0"),
+    ("--steps", "0", "--steps: expected a positive integer, got 0"),
+])
+def test_bad_training_flag_is_one_line(tiny, tmp_path, capsys, flag, value, msg):
+    assert main(tiny + ["--out", str(tmp_path / "r"), "--quiet", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"rnnkit: error: {msg}") and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()  # refused before anything was read or written
+
+
+def test_unknown_optimizer_is_refused_by_name(tiny, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(tiny + ["--out", str(tmp_path / "r"), "--optimizer", "lion"])
+    assert e.value.code == 2
+    assert "argument --optimizer: invalid choice: 'lion'" in capsys.readouterr().err.splitlines()[-1]

@@ -172,3 +172,77 @@ def test_dev_loss_in_length_sorted_batches_equals_one_batch_in_file_order():
     b = collate(items, BOS)  # the plain reference: every pair at once, as read
     want, _ = m.loss(b["src"], b["src_mask"], b["tgt_in"], b["tgt_out"], b["tgt_mask"])
     assert got == pytest.approx(want, rel=1e-5)
+
+
+TINY = ["train", "translate", "--n-train", "100", "--n-test", "10", "--emb", "8", "--hidden", "8",
+        "--batch-size", "8", "--no-progress", "--beam", "1"]
+
+
+def _train_meta(out):
+    return json.loads((out / "last.json").read_text())["meta"]["train"]
+
+
+def test_optimizer_weight_decay_ema_and_resume(tmp_path):
+    """The shared training flags reach the run; a resumed run keeps them unless given again."""
+    out = tmp_path / "run"
+    base = TINY + ["--out", str(out)]
+    assert main(base + ["--steps", "2", "--eval-every", "2", "--optimizer", "adamw", "--weight-decay",
+                        "0.01", "--ema", "0.9", "--patience", "5"]) == 0
+    t = _train_meta(out)
+    assert (t["optimizer"], t["weight_decay"], t["ema"], t["patience"]) == ("adamw", 0.01, 0.9, 5)
+    assert t["checkpoint_every"] == 2  # follows --eval-every
+    assert main(base + ["--steps", "4", "--resume"]) == 0
+    t = _train_meta(out)
+    assert (t["optimizer"], t["weight_decay"], t["ema"], t["patience"]) == ("adamw", 0.01, 0.9, 5)
+    assert main(base + ["--steps", "6", "--resume", "--weight-decay", "0.02", "--eval-every", "3"]) == 0
+    t = _train_meta(out)
+    assert (t["optimizer"], t["weight_decay"], t["steps"]) == ("adamw", 0.02, 6)
+    assert (t["eval_every"], t["checkpoint_every"]) == (3, 3)
+    assert main(base + ["--steps", "7", "--resume", "--checkpoint-every", "5"]) == 0
+    t = _train_meta(out)
+    assert (t["eval_every"], t["checkpoint_every"]) == (3, 5)
+
+
+def test_resume_without_steps_keeps_the_runs_target(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(TINY + ["--out", str(out), "--steps", "3", "--eval-every", "3"]) == 0
+    capsys.readouterr()
+    assert main(TINY + ["--out", str(out), "--resume", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["train"]["step"] == 3
+
+
+def test_patience_stops_the_run(tmp_path, capsys):
+    """An update of 1e-30 leaves every weight as it was, so the dev loss never improves after the first
+    evaluation: --patience 2 stops at the third."""
+    out = tmp_path / "run"
+    assert main(TINY + ["--out", str(out), "--steps", "50", "--eval-every", "1", "--optimizer", "sgd",
+                        "--lr", "1e-30", "--patience", "2", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert (res["train"]["stopped"], res["train"]["step"]) == ("early_stopping", 3)
+
+
+@pytest.mark.parametrize("flag,value,msg", [
+    ("--weight-decay", "-0.1", "--weight-decay: expected a number >= 0, got -0.1"),
+    ("--ema", "1", "--ema: expected a number in [0, 1)"),
+    ("--checkpoint-every", "0", "--checkpoint-every: expected a positive integer, got 0"),
+    ("--patience", "-1", "--patience: expected an integer >= 0, got -1"),
+    ("--lr", "0", "--lr: expected a positive number, got 0.0"),
+    ("--clip", "-1", "--clip: expected a number >= 0"),
+])
+def test_bad_training_flag_is_one_line_and_keeps_the_old_run(flag, value, msg, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last.json").write_text("{}")  # what --force would remove
+    assert main(TINY + ["--out", str(out), "--force", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"rnnkit: error: {msg}")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert (out / "last.json").exists()  # refused before the run directory was touched
+
+
+def test_unknown_optimizer_is_refused_by_name(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(TINY + ["--out", str(tmp_path / "r"), "--optimizer", "lion"])
+    assert e.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "argument --optimizer: invalid choice: 'lion'" in last and "adamw" in last

@@ -16,17 +16,46 @@ def explicit(args, defaults):
     return {k: getattr(args, k) for k in defaults if getattr(args, k, None) is not None}
 
 
-def add_optimization_args(group, defaults):
+def resolve(args, defaults, saved=None):
+    """A run's options: the flags given, else those of the resumed run (`saved`, e.g. its checkpoint's
+    meta["train"]), else `defaults`. --minutes without --steps lifts the step limit; a checkpoint_every
+    of None (in `defaults`) follows eval_every."""
+    given = explicit(args, defaults)
+    kept = {k: v for k, v in (saved or {}).items() if k in defaults}
+    follows = "checkpoint_every" in defaults and defaults["checkpoint_every"] is None
+    if follows and kept.get("checkpoint_every") == kept.get("eval_every"):
+        kept.pop("checkpoint_every", None)  # it followed eval_every: let it follow a new one
+    out = {**defaults, **kept, **given}
+    if "minutes" in given and "steps" not in given:
+        out["steps"] = None
+    if follows and out["checkpoint_every"] is None:
+        out["checkpoint_every"] = out["eval_every"]
+    return out
+
+
+def check(train_args):
+    """Refuse a bad training option (one line naming the flag) before any data is read or any old run
+    is removed; a task may still set the steps later (None here)."""
+    steps = 1 if train_args["steps"] is None else train_args["steps"]
+    train_config({**train_args, "steps": steps}, seed=0).validate()
+
+
+def _shown(value):
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def add_optimization_args(group, defaults, shown=None):
     """--steps --minutes --optimizer --lr --weight-decay --clip --schedule --warmup --eval-every
-    --checkpoint-every --patience, with this task's defaults in the help."""
-    d = defaults
+    --checkpoint-every --patience --ema, with this task's defaults in the help (`shown`: the help's
+    words for a default that is no one value, e.g. {"steps": "400 for the date task, else 10000"})."""
+    d = {k: _shown(v) for k, v in {**defaults, **(shown or {})}.items()}
     group.add_argument("--steps", type=int,
                        help=f"total updates ({d['steps']}; with --minutes only: no step limit)")
     group.add_argument("--minutes", type=float, help="wall-clock budget of this invocation")
     group.add_argument("--optimizer", choices=OPTIMIZERS, help=f"({d['optimizer']})")
-    group.add_argument("--lr", type=float, help=f"peak learning rate ({d['lr']:g})")
-    group.add_argument("--weight-decay", type=float, help=f"({d['weight_decay']:g})")
-    group.add_argument("--clip", type=float, help=f"global gradient-norm clip, 0 for none ({d['clip']:g})")
+    group.add_argument("--lr", type=float, help=f"peak learning rate ({d['lr']})")
+    group.add_argument("--weight-decay", type=float, help=f"({d['weight_decay']})")
+    group.add_argument("--clip", type=float, help=f"global gradient-norm clip, 0 for none ({d['clip']})")
     group.add_argument("--schedule", choices=["constant", "cosine", "step"],
                        help=f"learning-rate schedule ({d['schedule']})")
     group.add_argument("--warmup", type=int, help=f"warmup steps of the cosine schedule ({d['warmup']})")
@@ -35,10 +64,10 @@ def add_optimization_args(group, defaults):
     group.add_argument("--checkpoint-every", type=int,
                        help=f"steps between checkpoints ({d['checkpoint_every']})")
     group.add_argument("--patience", type=int,
-                       help="stop after this many evaluations without improvement")
+                       help="stop after this many evaluations without improvement (0: off)")
     group.add_argument("--ema", type=float,
                        help="evaluate and keep a moving average of the weights with this decay "
-                            f"(e.g. 0.999; {d.get('ema', 0.0):g}: off)")
+                            f"(e.g. 0.999; {d.get('ema', '0')}: off)")
 
 
 def train_config(train_args, seed, monitor="val_loss", monitor_mode="min"):

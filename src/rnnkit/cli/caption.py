@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnkit.cli._training import add_optimization_args, add_run_args, explicit, train_config
+from rnnkit.cli._training import add_optimization_args, add_run_args, check, explicit, resolve, \
+    train_config
 from rnnkit.errors import UserError
 
 MODEL_DEFAULTS = {"cell": "lstm", "embed": 128, "hidden": 256, "channels": "16,32,64", "pool": "avg",
@@ -211,15 +212,13 @@ def train(args):
         _, meta, _ = load_checkpoint(out, "last", "caption")
         saved = meta.get("config") or {}
         model_args, data_args = saved["model_args"], saved["data_args"]
-        train_args = {**saved["train_args"], **train_opts}
-        if "minutes" in train_opts and "steps" not in train_opts:
-            train_args["steps"] = None
+        train_args = resolve(args, TRAIN_DEFAULTS, saved["train_args"])
     else:
         model_args = {**MODEL_DEFAULTS, **model_opts}
         data_args = {**DATA_DEFAULTS, **data_opts}
-        train_args = {**TRAIN_DEFAULTS, **train_opts}
-        if "minutes" in train_opts and "steps" not in train_opts:
-            train_args["steps"] = None
+        train_args = resolve(args, TRAIN_DEFAULTS)
+    check(train_args)
+    if not args.resume:
         prepare_run_dir(out, resume=False, force=args.force)
 
     progress = not args.no_progress

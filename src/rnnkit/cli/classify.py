@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnkit.cli._training import add_optimization_args, add_run_args, check, resolve, train_config
 from rnnkit.data.subwords import SurfaceTable
 from rnnkit.data.tsv import read_labelled_tsv, read_text_lines
 from rnnkit.data.vocab import Vocab
@@ -32,6 +33,11 @@ from rnnkit.train.batches import LengthBatches
 from rnnkit.train.checkpoint import load_checkpoint, prepare_run_dir
 
 TASK = "classify"
+# Defaults of the training flags; a resumed run keeps its own (`rnnkit.cli._training.resolve`). steps
+# None: 5 epochs unless --epochs or --minutes; checkpoint_every None: --eval-every's.
+TRAIN_DEFAULTS = {"steps": None, "minutes": None, "optimizer": "adam", "lr": 2e-3, "weight_decay": 0.0,
+                  "clip": 5.0, "schedule": "constant", "warmup": 0, "eval_every": 200,
+                  "checkpoint_every": None, "patience": 0, "ema": 0.0}
 
 
 # --- argument parsing ----------------------------------------------------------------------------
@@ -76,33 +82,18 @@ def register(sub, train_sub):
     m.add_argument("--subword-n", default="3-5", metavar="MIN-MAX",
                    help="n-gram lengths, counting the word markers < and >")
     t = p.add_argument_group("training")
-    t.add_argument("--out", default="runs/classify", help="run directory")
     t.add_argument("--batch-size", type=int, default=64)
     t.add_argument("--epochs", type=float, default=None, help="stop after this many passes (sets --steps)")
-    t.add_argument("--steps", type=int, default=None, help="stop after this many updates")
-    t.add_argument("--minutes", type=float, default=None, help="stop after this much wall-clock time")
-    t.add_argument("--optimizer", default="adam")
-    t.add_argument("--lr", type=float, default=2e-3)
-    t.add_argument("--weight-decay", type=float, default=0.0)
-    t.add_argument("--ema", type=float, default=0.0,
-                   help="evaluate and keep a moving average of the weights with this decay "
-                        "(e.g. 0.99); 0: off")
-    t.add_argument("--clip", type=float, default=5.0, help="global gradient-norm clip; 0: off")
-    t.add_argument("--schedule", default="constant", choices=("constant", "cosine", "step"))
-    t.add_argument("--warmup", type=int, default=0)
-    t.add_argument("--eval-every", type=int, default=200, help="steps between dev evaluations")
-    t.add_argument("--patience", type=int, default=0,
-                   help="stop after this many evaluations without a better dev accuracy; 0: off")
+    add_optimization_args(t, TRAIN_DEFAULTS, {"steps": "5 epochs", "checkpoint_every": "--eval-every"})
     t.add_argument("--pretrain-epochs", type=float, default=0.0,
                    help="first train the embedding and recurrent layer as a language model on the "
                         "training text for this many epochs (Dai and Le 2015); 0: off")
     t.add_argument("--pretrain-dropout", type=float, default=0.1,
                    help="dropout on the embeddings and features while pretraining")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--resume", action="store_true", help="continue the run in --out")
-    t.add_argument("--force", action="store_true", help="overwrite the run in --out")
-    t.add_argument("--quiet", action="store_true", help="no progress output")
-    t.add_argument("--json", action="store_true", help="print the summary as JSON")
+    r = p.add_argument_group("run")
+    add_run_args(r, "runs/classify")
+    r.add_argument("--quiet", dest="no_progress", action="store_true", help="the same as --no-progress")
     p.set_defaults(func=train)
 
     q = sub.add_parser("predict", help="classify each line of a file (or stdin) with a trained run")
@@ -298,7 +289,7 @@ def pretrain(model, x_tr, x_dev, args, run_dir, train_cfg):
     cfg = replace(train_cfg, steps=steps, minutes=None, eval_every=steps, checkpoint_every=steps,
                   monitor="val_loss", monitor_mode="min", patience=0, ema=0.0)
     summary = fit(PretrainTask(lm, dev), source, cfg, run_dir, {"pretrain_of": TASK},
-                  progress=not args.quiet)
+                  progress=not args.no_progress)
     summary["texts"] = len(seqs)
     return summary
 
@@ -317,10 +308,9 @@ def _read(path, args, known=None):
 
 
 def train(args):
-    from rnnkit.train.loop import TrainConfig, fit
+    from rnnkit.train.loop import fit
 
-    _check_positive(args, "epochs", "steps", "minutes", "batch_size", "embed_dim", "hidden", "layers",
-                    "min_freq", "eval_every", "lr")
+    _check_positive(args, "epochs", "batch_size", "embed_dim", "hidden", "layers", "min_freq")
     if not args.pretrain_epochs >= 0:
         raise UserError(f"--pretrain-epochs: expected a number >= 0 (0: off), got {args.pretrain_epochs}")
     if not 0 <= args.pretrain_dropout < 1:
@@ -328,9 +318,13 @@ def train(args):
     if args.max_len is not None and args.max_len < 1:
         raise UserError(f"--max-len: expected a positive integer, got {args.max_len}")
     out = Path(args.out)
+    saved_train = {}
     if args.resume:
         # The vocabulary and labels come from the run, so the data must give the same ones.
         _, meta, _ = load_checkpoint(out, "last", TASK)
+        saved_train = meta.get("train") or {}
+    train_args = resolve(args, TRAIN_DEFAULTS, saved_train)
+    check(train_args)
     prepare_run_dir(out, resume=args.resume, force=args.force)
 
     t0 = time.perf_counter()
@@ -377,16 +371,12 @@ def train(args):
     source = LengthBatches([len(s) for s in x_tr.ids], args.batch_size, seed=args.seed + 1,
                            collate=collate, pool=50)
     steps_per_epoch = len(source.epoch_batches())
-    steps = args.steps
+    steps = train_args["steps"]
     if args.epochs is not None:
         steps = max(1, int(round(args.epochs * steps_per_epoch)))
-    if steps is None and args.minutes is None:
+    if steps is None and train_args["minutes"] is None:
         steps = 5 * steps_per_epoch
-    cfg = TrainConfig(steps=steps, minutes=args.minutes, optimizer=args.optimizer, lr=args.lr,
-                      weight_decay=args.weight_decay, clip=args.clip, schedule=args.schedule,
-                      warmup=args.warmup, eval_every=args.eval_every,
-                      checkpoint_every=args.eval_every, monitor="val_acc", monitor_mode="max",
-                      patience=args.patience, seed=args.seed, ema=args.ema)
+    cfg = train_config({**train_args, "steps": steps}, args.seed, "val_acc", "max")
     config = {"model": mcfg.to_dict(), "tokenizer": tokenizer.to_dict(), "vocab": vocab.to_dict(),
               "labels": labels, "label_names": _parse_label_names(args.label_names, labels),
               "data": {"train": str(args.train), "dev": str(args.dev), "encoding": args.encoding,
@@ -395,14 +385,14 @@ def train(args):
     pre = None
     if args.pretrain_epochs > 0 and not args.resume:
         pre = pretrain(model, x_tr.ids, x_dev.ids, args, out / "pretrain", cfg)
-        if not args.quiet:
+        if not args.no_progress:
             _note(f"pretrained as a language model on {pre['texts']} texts: {pre['step']} steps, dev "
                   f"loss {pre['last_eval'].get('val_loss', float('nan')):.3f} nats per word")
-    if not args.quiet:
+    if not args.no_progress:
         _note(f"{len(x_tr)} training sentences ({len(tr.skipped)} skipped), {len(x_dev)} dev, "
               f"{len(labels)} classes, vocabulary {len(vocab)} (dev unknown-word rate {dev_unk:.1%}), "
               f"{model.num_parameters():,} parameters, {steps_per_epoch} steps per epoch")
-    summary = fit(task, source, cfg, out, config, resume=args.resume, progress=not args.quiet)
+    summary = fit(task, source, cfg, out, config, resume=args.resume, progress=not args.no_progress)
     summary.update({"epochs": summary["step"] / steps_per_epoch, "wall_s": time.perf_counter() - t0,
                     "train_examples": len(x_tr), "train_skipped": len(tr.skipped),
                     "dev_examples": len(x_dev), "dev_skipped": len(dev.skipped), "vocab": len(vocab),

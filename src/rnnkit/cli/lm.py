@@ -17,7 +17,8 @@ import numpy as np
 
 from rnnkit.data.text import CharVocab, read_bytes, decode_bytes, check_encoding, split_ids, \
     stdlib_corpus, text_sha256
-from rnnkit.cli._training import add_optimization_args, add_run_args, explicit, train_config
+from rnnkit.cli._training import add_optimization_args, add_run_args, check, explicit, resolve, \
+    train_config
 from rnnkit.errors import UserError
 from rnnkit.models.lm import CharLM, LMConfig, LMTask, evaluate_stream, sample as sample_ids
 from rnnkit.train.batches import StreamBatches
@@ -161,17 +162,14 @@ def train(args):
         data_args = {k: saved_data.get(k, d) for k, d in DATA_DEFAULTS.items()}
         if "data" in data_opts:  # the text may have moved; its checksum is compared below
             data_args["data"] = data_opts["data"]
-        t = {**TRAIN_DEFAULTS, **{k: v for k, v in meta.get("train", {}).items() if k in TRAIN_DEFAULTS},
-             **cfg.get("train_extra", {})}
-        if "minutes" in train_opts and "steps" not in train_opts:
-            t["steps"] = None
-        train_args = {**t, **train_opts}
+        saved_train = {**meta.get("train", {}), **cfg.get("train_extra", {})}
+        train_args = resolve(args, TRAIN_DEFAULTS, saved_train)
     else:
         model_args = {**MODEL_DEFAULTS, **model_opts}
         data_args = {**DATA_DEFAULTS, **data_opts}
-        train_args = {**TRAIN_DEFAULTS, **train_opts}
-        if "minutes" in train_opts and "steps" not in train_opts:
-            train_args["steps"] = None
+        train_args = resolve(args, TRAIN_DEFAULTS)
+    check(train_args)
+    if not args.resume:
         prepare_run_dir(out, resume=False, force=args.force)
 
     check_encoding(data_args["encoding"])

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnkit.cli._training import add_optimization_args, add_run_args, check, resolve, train_config
 from rnnkit.data.parallel import (
     build_vocabs,
     collate,
@@ -224,57 +225,46 @@ def load_run(run_dir, which=None):
 
 def register(sub, train_sub):
     p = train_sub.add_parser("translate", help="encoder-decoder translation (default: the date task)")
-    p.add_argument("--data", help="parallel TSV, source<TAB>target (default: generated date task)")
-    p.add_argument("--reverse", action="store_true", help="swap the columns (target<TAB>source)")
-    p.add_argument("--encoding", default="utf-8")
-    p.add_argument("--max-words", type=int, default=10, help="skip pairs with a longer side")
-    p.add_argument("--min-freq", type=int, default=None,
+    g = p.add_argument_group("data")
+    g.add_argument("--data", help="parallel TSV, source<TAB>target (default: generated date task)")
+    g.add_argument("--reverse", action="store_true", help="swap the columns (target<TAB>source)")
+    g.add_argument("--encoding", default="utf-8")
+    g.add_argument("--max-words", type=int, default=10, help="skip pairs with a longer side")
+    g.add_argument("--min-freq", type=int, default=None,
                    help="vocabularies: keep the words seen at least this often in training (source 2, "
                         "target 3: a smaller output layer; the date task keeps every character)")
-    p.add_argument("--src-min-freq", type=int, default=None, help="the same, source side only")
-    p.add_argument("--tgt-min-freq", type=int, default=None, help="the same, target side only")
-    p.add_argument("--dev-frac", type=float, default=0.02)
-    p.add_argument("--test-frac", type=float, default=0.05)
-    p.add_argument("--max-test", type=int, default=None, help="cap on test sources")
-    p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--n-train", type=int, default=20000, help="date task: training pairs")
-    p.add_argument("--n-test", type=int, default=1000, help="date task: test pairs (dev: min(500, this))")
-    p.add_argument("--attention", choices=ATTENTIONS, default="general")
-    p.add_argument("--cell", choices=("lstm", "gru"), default="lstm")
-    p.add_argument("--unidirectional", action="store_true", help="one-directional encoder")
-    p.add_argument("--layers", type=int, default=1)
-    p.add_argument("--emb", type=int, default=None, help="embedding size (256; date task 32)")
-    p.add_argument("--hidden", type=int, default=None, help="hidden size (256; date task 64)")
-    p.add_argument("--dropout", type=float, default=None,
+    g.add_argument("--src-min-freq", type=int, default=None, help="the same, source side only")
+    g.add_argument("--tgt-min-freq", type=int, default=None, help="the same, target side only")
+    g.add_argument("--dev-frac", type=float, default=0.02)
+    g.add_argument("--test-frac", type=float, default=0.05)
+    g.add_argument("--max-test", type=int, default=None, help="cap on test sources")
+    g.add_argument("--split-seed", type=int, default=0)
+    g.add_argument("--n-train", type=int, default=20000, help="date task: training pairs")
+    g.add_argument("--n-test", type=int, default=1000, help="date task: test pairs (dev: min(500, this))")
+    m = p.add_argument_group("model")
+    m.add_argument("--attention", choices=ATTENTIONS, default="general")
+    m.add_argument("--cell", choices=("lstm", "gru"), default="lstm")
+    m.add_argument("--unidirectional", action="store_true", help="one-directional encoder")
+    m.add_argument("--layers", type=int, default=1)
+    m.add_argument("--emb", type=int, default=None, help="embedding size (256; date task 32)")
+    m.add_argument("--hidden", type=int, default=None, help="hidden size (256; date task 64)")
+    m.add_argument("--dropout", type=float, default=None,
                    help="on the embeddings, between layers and before the output layer (0.1; date "
                         "task 0)")
-    p.add_argument("--teacher-forcing", type=float, default=1.0, help="ratio of gold decoder inputs")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--batching", choices=BATCHINGS, default=None,
+    m.add_argument("--seed", type=int, default=0)
+    t = p.add_argument_group("training")
+    t.add_argument("--teacher-forcing", type=float, default=1.0, help="ratio of gold decoder inputs")
+    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--batching", choices=BATCHINGS, default=None,
                    help="random batches, or `length`: pairs of similar length (little padding, ~1.2x "
                         "the updates a minute); default length, date task random")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (2e-3)")
-    p.add_argument("--clip", type=float, default=None, help="global gradient-norm clip (5; 0: none)")
-    p.add_argument("--schedule", choices=("constant", "cosine"), default=None,
-                   help="learning rate: constant, or cosine decay to a tenth over --steps (over the "
-                        "minutes of this run when only --minutes is given); default cosine, date task "
-                        "constant")
-    p.add_argument("--warmup", type=int, default=None, help="steps of linear warmup (cosine; 0)")
-    p.add_argument("--label-smoothing", type=float, default=None,
+    t.add_argument("--label-smoothing", type=float, default=None,
                    help="training targets put this much mass evenly on all words (0.1; date task 0); "
                         "the dev loss stays plain cross-entropy")
-    p.add_argument("--steps", type=int, default=None,
-                   help="updates (default: 400 for the date task, else 10000 unless --minutes)")
-    p.add_argument("--minutes", type=float, default=None)
-    p.add_argument("--eval-every", type=int, default=None,
-                   help="steps between dev evaluations and checkpoints (1000; date task 100)")
-    p.add_argument("--beam", type=int, default=5, help="beam width for the final test evaluation")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/translate")
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--force", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--json", action="store_true")
+    add_optimization_args(t, TEXT_DEFAULTS, SHOWN)
+    r = p.add_argument_group("run")
+    r.add_argument("--beam", type=int, default=5, help="beam width for the final test evaluation")
+    add_run_args(r, "runs/translate")
     p.set_defaults(func=train)
 
     q = sub.add_parser("translate", help="translate lines with a trained run")
@@ -290,18 +280,17 @@ def register(sub, train_sub):
 
 
 # Defaults of the flags left unset. Real text: the recipe of docs/RESULTS.md (runs 7, 10, 11, 14); the
-# date task keeps the one it was measured with. A resumed run keeps its own (`_fill_defaults`).
-TEXT_DEFAULTS = {"dropout": 0.1, "label_smoothing": 0.1, "schedule": "cosine", "batching": "length",
-                 "lr": 2e-3, "clip": 5.0, "warmup": 0, "eval_every": 1000}
-DATE_DEFAULTS = {**TEXT_DEFAULTS, "dropout": 0.0, "label_smoothing": 0.0, "schedule": "constant",
-                 "batching": "random", "eval_every": 100}
-
-
-def _fill_defaults(args, dates: bool, saved_train: dict):
-    """Unset flags take the resumed run's training settings, else the task's defaults."""
-    for flag, value in (DATE_DEFAULTS if dates else TEXT_DEFAULTS).items():
-        if getattr(args, flag) is None:
-            setattr(args, flag, saved_train.get(flag, value))
+# date task keeps the one it was measured with. A resumed run keeps its own training settings
+# (`rnnkit.cli._training.resolve`); its model and data come from its checkpoint.
+TEXT_DEFAULTS = {"dropout": 0.1, "label_smoothing": 0.1, "batching": "length", "steps": 10000,
+                 "minutes": None, "optimizer": "adam", "lr": 2e-3, "weight_decay": 0.0, "clip": 5.0,
+                 "schedule": "cosine", "warmup": 0, "eval_every": 1000, "checkpoint_every": None,
+                 "patience": 0, "ema": 0.0}
+DATE_DEFAULTS = {**TEXT_DEFAULTS, "dropout": 0.0, "label_smoothing": 0.0, "batching": "random",
+                 "steps": 400, "schedule": "constant", "eval_every": 100}
+# The help's words for the defaults that differ between the two (checkpoint_every None: --eval-every's).
+SHOWN = {"steps": "400 for the date task, else 10000", "schedule": "cosine; date task constant",
+         "eval_every": "1000; date task 100", "checkpoint_every": "--eval-every"}
 
 
 def _check_args(args):
@@ -322,8 +311,6 @@ def _check_args(args):
         bad("dropout", "a number in [0, 1)", args.dropout)
     if args.label_smoothing is not None and not 0 <= args.label_smoothing < 1:
         bad("label-smoothing", "a number in [0, 1)", args.label_smoothing)
-    if args.lr is not None and not args.lr > 0:
-        bad("lr", "a positive number", args.lr)
     if args.beam < 1:
         bad("beam", "a positive integer", args.beam)
     for flag in ("layers", "batch_size", "n_train", "n_test"):
@@ -337,19 +324,22 @@ def _check_args(args):
 
 def train(args):
     from rnnkit.train.checkpoint import prepare_run_dir, read_json
-    from rnnkit.train.loop import TrainConfig, fit
+    from rnnkit.train.loop import fit
 
     _check_args(args)
-    run_dir = prepare_run_dir(args.out, args.resume, args.force)
     saved_train = {}
     if args.resume:
+        run_dir = prepare_run_dir(args.out, resume=True)
         meta = read_json(run_dir / "last.json", "checkpoint index")["meta"]
         config, saved_train = meta["config"], meta.get("train", {})
         ds = config["data"]
     else:
         ds = _data_settings(args)
     dates = ds["kind"] == "dates"
-    _fill_defaults(args, dates, saved_train)
+    opts = resolve(args, DATE_DEFAULTS if dates else TEXT_DEFAULTS, saved_train)
+    check(opts)
+    if not args.resume:
+        run_dir = prepare_run_dir(args.out, resume=False, force=args.force)
     t0 = time.perf_counter()
     train_pairs, dev_pairs, test_groups, dev_groups = load_split(ds)
     if args.resume:
@@ -362,10 +352,10 @@ def train(args):
         mcfg = Seq2SeqConfig(len(src_vocab), len(tgt_vocab), emb=args.emb or (32 if dates else 256),
                              hidden=args.hidden or (64 if dates else 256), cell=args.cell,
                              layers=args.layers, bidirectional=not args.unidirectional,
-                             attention=args.attention, dropout=args.dropout, seed=args.seed)
+                             attention=args.attention, dropout=opts["dropout"], seed=args.seed)
         config = {"model": asdict(mcfg), "src_vocab": src_vocab.to_dict(), "tgt_vocab": tgt_vocab.to_dict(),
                   "data": ds, "teacher_forcing": args.teacher_forcing, "batch_size": args.batch_size,
-                  "label_smoothing": args.label_smoothing, "batching": args.batching}
+                  "label_smoothing": opts["label_smoothing"], "batching": opts["batching"]}
     model = Seq2Seq(mcfg)
     items = encode_pairs(train_pairs, src_vocab, tgt_vocab)
     # Dev: the loss on up to 2000 pairs; greedy exact match on 500 sources only for the date task (on
@@ -377,12 +367,7 @@ def train(args):
     task.smoothing = config.get("label_smoothing", 0.0)
     source = make_batches(items, config.get("batch_size", args.batch_size), args.seed,
                           config.get("batching", "random"))
-    steps = args.steps if args.steps is not None else (400 if dates and args.minutes is None else None)
-    if steps is None and args.minutes is None:
-        steps = 10000
-    cfg = TrainConfig(steps=steps, minutes=args.minutes, lr=args.lr, clip=args.clip, seed=args.seed,
-                      schedule=args.schedule, warmup=args.warmup, eval_every=args.eval_every,
-                      checkpoint_every=args.eval_every, monitor="val_loss")
+    cfg = train_config(opts, args.seed, monitor="val_loss")
     print(f"rnnkit: {len(train_pairs)} training pairs, {len(dev_pairs)} dev, {len(test_groups)} test "
           f"sources; vocab {len(src_vocab)} -> {len(tgt_vocab)}; {model.num_parameters()} parameters "
           f"(data ready in {time.perf_counter() - t0:.1f}s)", file=sys.stderr)
