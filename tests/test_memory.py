@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from cli_checks import assert_refused, make_old_run
 from gradcheck import numerical_grad, rel_error
 from rnnkit.cli import main
 from rnnkit.data.synthetic import (
@@ -172,7 +173,8 @@ def test_experiment_vanishing_writes_table_and_plots(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "adding", "--length", "0"], "--length/-T: expected a positive integer"),
-    (["train", "copy", "--steps", "x"], "--steps: expected a positive integer"),
+    (["train", "copy", "--steps", "x"], "--steps: invalid int value: 'x'"),
+    (["train", "adding", "--optimizer", "lion"], "--optimizer: invalid choice: 'lion'"),
     (["experiment", "vanishing", "--cells", "rnn,tcn"], "--cells: expected a comma-separated subset"),
     (["experiment", "vanishing", "--lengths", "50,1"], "--lengths: expected comma-separated integers"),
 ])
@@ -195,3 +197,53 @@ def test_bad_run_directories(tmp_path, capsys):
     assert "--data" in capsys.readouterr().err
     assert main(["train", "adding", "--length", "3", "--steps", "1", "--out", str(out)]) == 2
     assert "--resume" in capsys.readouterr().err
+
+
+# --- the shared training flags (rnnkit.cli._training) -----------------------------------------------
+
+SMALL = ["--length", "3", "--hidden", "2", "--batch", "4", "--test-size", "4", "--no-progress"]
+TINY = ["train", "adding", *SMALL]
+
+
+def _train_meta(out):
+    return json.loads((out / "last.json").read_text())["meta"]["train"]
+
+
+def test_defaults_of_the_training_flags(tmp_path):
+    out = tmp_path / "run"
+    assert main(TINY + ["--steps", "1", "--out", str(out)]) == 0
+    t = _train_meta(out)
+    assert (t["optimizer"], t["lr"], t["clip"], t["weight_decay"], t["schedule"]) == \
+        ("adam", 1e-2, 1.0, 0.0, "constant")
+    assert (t["eval_every"], t["checkpoint_every"], t["patience"], t["ema"]) == (200, 200, 0, 0.0)
+
+
+@pytest.mark.parametrize("task", ["adding", "copy"])
+def test_shared_flags_reach_the_run_and_a_resumed_run_keeps_them(task, tmp_path):
+    out = tmp_path / "run"
+    base = ["train", task, *SMALL, "--out", str(out)]
+    assert main(base + ["--steps", "2", "--eval-every", "2", "--optimizer", "adamw", "--weight-decay",
+                        "0.01", "--lr", "0.005", "--ema", "0.9"]) == 0
+    t = _train_meta(out)
+    assert (t["optimizer"], t["weight_decay"], t["lr"], t["ema"]) == ("adamw", 0.01, 0.005, 0.9)
+    assert (t["eval_every"], t["checkpoint_every"]) == (2, 2)  # follows --eval-every
+    assert main(base + ["--steps", "4", "--resume"]) == 0  # flags not given: the run's own
+    t = _train_meta(out)
+    assert (t["optimizer"], t["weight_decay"], t["lr"], t["ema"], t["steps"]) == \
+        ("adamw", 0.01, 0.005, 0.9, 4)
+    assert t["eval_every"] == 2
+    assert main(base + ["--steps", "6", "--resume", "--lr", "0.002", "--checkpoint-every", "3"]) == 0
+    t = _train_meta(out)  # a flag given wins
+    assert (t["optimizer"], t["lr"], t["steps"], t["checkpoint_every"]) == ("adamw", 0.002, 6, 3)
+
+
+@pytest.mark.parametrize("flag,value,msg", [
+    ("--weight-decay", "-0.1", "--weight-decay: expected a number >= 0, got -0.1"),
+    ("--steps", "0", "--steps: expected a positive integer, got 0"),
+    ("--minutes", "0", "--minutes: expected a positive number, got 0.0"),
+    ("--eval-every", "0", "--eval-every: expected a positive integer, got 0"),
+    ("--ema", "1", "--ema: expected a number in [0, 1)"),
+])
+def test_bad_training_flag_is_one_line_and_keeps_the_old_run(flag, value, msg, tmp_path, capsys):
+    out = make_old_run(tmp_path / "run")
+    assert_refused(capsys, TINY + ["--out", str(out), "--force", flag, value], msg, out)

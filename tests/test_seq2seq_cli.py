@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from cli_checks import assert_refused, make_old_run
 from rnnkit.cli import main
 
 pytest.importorskip("safetensors")
@@ -230,14 +231,8 @@ def test_patience_stops_the_run(tmp_path, capsys):
     ("--clip", "-1", "--clip: expected a number >= 0"),
 ])
 def test_bad_training_flag_is_one_line_and_keeps_the_old_run(flag, value, msg, tmp_path, capsys):
-    out = tmp_path / "run"
-    out.mkdir()
-    (out / "last.json").write_text("{}")  # what --force would remove
-    assert main(TINY + ["--out", str(out), "--force", flag, value]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith(f"rnnkit: error: {msg}")
-    assert err.count("\n") == 1 and "Traceback" not in err
-    assert (out / "last.json").exists()  # refused before the run directory was touched
+    out = make_old_run(tmp_path / "run")
+    assert_refused(capsys, TINY + ["--out", str(out), "--force", flag, value], msg, out)
 
 
 def test_unknown_optimizer_is_refused_by_name(tmp_path, capsys):

@@ -6,6 +6,7 @@ override the saved run) from the defaults (which do not).
 
 from __future__ import annotations
 
+from rnnkit.errors import UserError
 from rnnkit.train.loop import TrainConfig
 
 OPTIMIZERS = ["sgd", "adam", "adamw", "rmsprop", "adagrad"]
@@ -31,6 +32,14 @@ def resolve(args, defaults, saved=None):
     if follows and out["checkpoint_every"] is None:
         out["checkpoint_every"] = out["eval_every"]
     return out
+
+
+def check_run_flags(args):
+    """Refuse --resume with --force, first thing in a verb: the one continues the run in --out and the
+    other removes it, so neither may read or remove anything before the choice is made."""
+    if args.resume and args.force:
+        raise UserError("--resume and --force: choose one (--resume continues the run in --out, "
+                        "--force starts it over)")
 
 
 def check(train_args):
@@ -83,9 +92,11 @@ def train_config(train_args, seed, monitor="val_loss", monitor_mode="min"):
                        monitor_mode=monitor_mode)
 
 
-def add_run_args(group, default_out):
-    """--out --resume --force --no-progress --json: where a run lives and how it reports."""
-    group.add_argument("--out", default=default_out, help=f"run directory ({default_out})")
+def add_run_args(group, default_out, shown=None):
+    """--out --resume --force --no-progress --json: where a run lives and how it reports (`shown`: the
+    help's words for a --out default that depends on other flags, `default_out` then None). A verb
+    calls `check_run_flags` before it reads or prepares the run directory."""
+    group.add_argument("--out", default=default_out, help=f"run directory ({shown or default_out})")
     group.add_argument("--resume", action="store_true", help="continue the run in --out")
     group.add_argument("--force", action="store_true", help="start over in an existing --out")
     group.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnkit.cli._training import add_optimization_args, add_run_args, check, explicit, resolve, \
-    train_config
+from rnnkit.cli._training import add_optimization_args, add_run_args, check, check_run_flags, \
+    explicit, resolve, train_config
 from rnnkit.errors import UserError
 
 MODEL_DEFAULTS = {"cell": "lstm", "embed": 128, "hidden": 256, "channels": "16,32,64", "pool": "avg",
@@ -201,12 +201,11 @@ def train(args):
     from rnnkit.train.checkpoint import load_checkpoint, prepare_run_dir
     from rnnkit.train.loop import fit
 
+    check_run_flags(args)
     out = Path(args.out)
     model_opts, data_opts = explicit(args, MODEL_DEFAULTS), explicit(args, DATA_DEFAULTS)
     train_opts = explicit(args, TRAIN_DEFAULTS)
     _check_args({**model_opts, **data_opts, **train_opts})
-    if args.resume and args.force:
-        raise UserError("--resume and --force: choose one")
     if args.resume:
         prepare_run_dir(out, resume=True)
         _, meta, _ = load_checkpoint(out, "last", "caption")

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnkit.cli._training import add_optimization_args, add_run_args, check, resolve, train_config
+from rnnkit.cli._training import add_optimization_args, add_run_args, check, check_run_flags, \
+    resolve, train_config
 from rnnkit.data.subwords import SurfaceTable
 from rnnkit.data.tsv import read_labelled_tsv, read_text_lines
 from rnnkit.data.vocab import Vocab
@@ -310,6 +311,7 @@ def _read(path, args, known=None):
 def train(args):
     from rnnkit.train.loop import fit
 
+    check_run_flags(args)
     _check_positive(args, "epochs", "batch_size", "embed_dim", "hidden", "layers", "min_freq")
     if not args.pretrain_epochs >= 0:
         raise UserError(f"--pretrain-epochs: expected a number >= 0 (0: off), got {args.pretrain_epochs}")

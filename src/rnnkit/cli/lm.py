@@ -17,8 +17,8 @@ import numpy as np
 
 from rnnkit.data.text import CharVocab, read_bytes, decode_bytes, check_encoding, split_ids, \
     stdlib_corpus, text_sha256
-from rnnkit.cli._training import add_optimization_args, add_run_args, check, explicit, resolve, \
-    train_config
+from rnnkit.cli._training import add_optimization_args, add_run_args, check, check_run_flags, \
+    explicit, resolve, train_config
 from rnnkit.errors import UserError
 from rnnkit.models.lm import CharLM, LMConfig, LMTask, evaluate_stream, sample as sample_ids
 from rnnkit.train.batches import StreamBatches
@@ -140,13 +140,12 @@ def apply_bptt_checkpoint(model, k):
 
 
 def train(args):
+    check_run_flags(args)
     out = Path(args.out)
     model_opts = explicit(args, MODEL_DEFAULTS)
     data_opts = explicit(args, DATA_DEFAULTS)
     train_opts = explicit(args, TRAIN_DEFAULTS)
     _check_positive({**model_opts, **data_opts, **train_opts})
-    if args.resume and args.force:
-        raise UserError("--resume and --force: choose one")
     if args.resume:
         prepare_run_dir(out, resume=True)
         _, meta, _ = load_checkpoint(out, "last", "lm")

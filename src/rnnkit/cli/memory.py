@@ -17,9 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnkit.cli._training import add_optimization_args, add_run_args, check, check_run_flags, \
+    resolve, train_config
 from rnnkit.errors import UserError
 
 SOLVED_MSE = 0.01  # the adding problem counts as solved below this test MSE (Le et al. 2015 use 0.01)
+# Defaults of the training flags; a resumed run keeps its own (`rnnkit.cli._training.resolve`).
+# checkpoint_every None: --eval-every's.
+TRAIN_DEFAULTS = {"steps": 2000, "minutes": None, "optimizer": "adam", "lr": 1e-2, "weight_decay": 0.0,
+                  "clip": 1.0, "schedule": "constant", "warmup": 0, "eval_every": 200,
+                  "checkpoint_every": None, "patience": 0, "ema": 0.0}
 
 
 def _positive_int(s):
@@ -61,30 +68,22 @@ def register(sub, train_sub):
     for task, what in (("adding", "the adding problem (regress the sum of two marked values)"),
                        ("copy", "the copy-memory task (repeat 10 symbols after T blanks)")):
         p = train_sub.add_parser(task, help=f"train a recurrent model on {what}")
-        p.add_argument("--cell", default="lstm", choices=CELLS, help="recurrent cell (default lstm)")
-        p.add_argument("--length", "-T", type=_positive_int, default=100,
+        m = p.add_argument_group("model and data (a resumed run keeps its own)")
+        m.add_argument("--cell", default="lstm", choices=CELLS, help="recurrent cell (default lstm)")
+        m.add_argument("--length", "-T", type=_positive_int, default=100,
                        help="sequence length T (the gap to remember; default 100)")
-        p.add_argument("--hidden", type=_positive_int, default=64, help="hidden size H")
-        p.add_argument("--layers", type=_positive_int, default=1, help="stacked layers")
-        p.add_argument("--forget-bias", type=float, default=1.0, help="LSTM forget-gate bias at init")
-        p.add_argument("--batch", type=_positive_int, default=64, help="batch size")
-        p.add_argument("--test-size", type=_positive_int, default=1000,
+        m.add_argument("--hidden", type=_positive_int, default=64, help="hidden size H")
+        m.add_argument("--layers", type=_positive_int, default=1, help="stacked layers")
+        m.add_argument("--forget-bias", type=float, default=1.0, help="LSTM forget-gate bias at init")
+        m.add_argument("--batch", type=_positive_int, default=64, help="batch size")
+        m.add_argument("--test-size", type=_positive_int, default=1000,
                        help="size of the fixed test set")
-        p.add_argument("--steps", type=_positive_int, default=2000, help="training updates")
-        p.add_argument("--minutes", type=float, default=None, help="wall-clock budget (also stops)")
-        p.add_argument("--optimizer", default="adam", help="sgd | adam | adamw | rmsprop | adagrad")
-        p.add_argument("--lr", type=float, default=1e-2, help="learning rate (default 1e-2)")
-        p.add_argument("--clip", type=float, default=1.0, help="global gradient-norm clip (0: off)")
-        p.add_argument("--eval-every", type=_positive_int, default=200,
-                       help="steps between test-set evaluations")
-        p.add_argument("--dtype", choices=["float64", "float32"], default="float64",
+        m.add_argument("--dtype", choices=["float64", "float32"], default="float64",
                        help="float64 by default: vanishing float32 gradients hit slow subnormal numbers")
-        p.add_argument("--seed", type=int, default=0, help="weights, batches and the test set")
-        p.add_argument("--out", default=None, help=f"run directory (default runs/{task}-<cell>-T<length>)")
-        p.add_argument("--resume", action="store_true", help="continue the run in --out")
-        p.add_argument("--force", action="store_true", help="overwrite the run in --out")
-        p.add_argument("--no-progress", action="store_true", help="no progress bar")
-        p.add_argument("--json", action="store_true", help="print the summary as JSON")
+        m.add_argument("--seed", type=int, default=0, help="weights, batches and the test set")
+        add_optimization_args(p.add_argument_group("training"), TRAIN_DEFAULTS,
+                              {"checkpoint_every": "--eval-every"})
+        add_run_args(p.add_argument_group("run"), None, f"runs/{task}-<cell>-T<length>")
         p.set_defaults(func=train, task=task)
 
     exp = sub.add_parser("experiment", help="run a packaged experiment (vanishing)")
@@ -126,26 +125,28 @@ def _config_from_args(args):
 def train(args):
     from rnnkit.data.synthetic import SyntheticSource
     from rnnkit.models.memory import MemoryConfig, MemoryTask
-    from rnnkit.train import TrainConfig, fit, load_checkpoint, prepare_run_dir
+    from rnnkit.train import fit, load_checkpoint, prepare_run_dir
 
-    if args.minutes is not None and not args.minutes > 0:
-        raise UserError(f"--minutes: expected a positive number, got {args.minutes}")
+    check_run_flags(args)
     out = Path(args.out or f"runs/{args.task}-{args.cell}-T{args.length}")
-    prepare_run_dir(out, resume=args.resume, force=args.force)
     cfg = _config_from_args(args)
+    saved_train = {}
     if args.resume:  # the model is the run's, whatever the flags say
+        prepare_run_dir(out, resume=True)
         _, meta, _ = load_checkpoint(out, "last", args.task)
         try:
             cfg = MemoryConfig(**meta["config"])
         except (KeyError, TypeError) as e:
             raise UserError(f"{out}/last.json: not a {args.task} run ({e})") from None
+        saved_train = meta.get("train") or {}
+    train_args = resolve(args, TRAIN_DEFAULTS, saved_train)
+    check(train_args)
+    if not args.resume:
+        prepare_run_dir(out, resume=False, force=args.force)
     task = MemoryTask(cfg)
     source = SyntheticSource(cfg.task, cfg.length, cfg.batch_size, seed=cfg.seed, dtype=task.model.dtype)
-    tcfg = TrainConfig(steps=args.steps, minutes=args.minutes, optimizer=args.optimizer, lr=args.lr,
-                       clip=args.clip, eval_every=args.eval_every, checkpoint_every=args.eval_every,
-                       seed=args.seed)
-    summary = fit(task, source, tcfg, out, asdict(cfg), resume=args.resume,
-                  progress=not args.no_progress and not args.json)
+    summary = fit(task, source, train_config(train_args, cfg.seed), out, asdict(cfg),
+                  resume=args.resume, progress=not args.no_progress and not args.json)
     last = summary["last_eval"]
     if cfg.task == "adding":
         last["solved"] = bool(last.get("test_mse", 1.0) < SOLVED_MSE)

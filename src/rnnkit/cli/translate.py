@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnkit.cli._training import add_optimization_args, add_run_args, check, resolve, train_config
+from rnnkit.cli._training import add_optimization_args, add_run_args, check, check_run_flags, \
+    resolve, train_config
 from rnnkit.data.parallel import (
     build_vocabs,
     collate,
@@ -326,6 +327,7 @@ def train(args):
     from rnnkit.train.checkpoint import prepare_run_dir, read_json
     from rnnkit.train.loop import fit
 
+    check_run_flags(args)
     _check_args(args)
     saved_train = {}
     if args.resume:
