@@ -1,7 +1,8 @@
 """`rnnkit <verb>`: a thin argparse layer over plain functions.
 
 Each task registers its own verbs from its own file (`rnnkit.cli.<task>`), so the command line grows one
-module at a time. A `UserError` becomes one line on stderr and exit status 2.
+module at a time. A `UserError`, like a flag argparse refuses, becomes one line on stderr and exit
+status 2.
 """
 
 from __future__ import annotations
@@ -27,8 +28,16 @@ VERB_MODULES = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its mistakes on one line: the usage block it prints first runs to thirty lines for
+    `rnnkit train translate`, burying the line that says what was wrong. Subparsers inherit the class."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="rnnkit", description="Recurrent networks on NumPy.")
+    parser = _Parser(prog="rnnkit", description="Recurrent networks on NumPy.")
     sub = parser.add_subparsers(dest="verb", metavar="<verb>", required=True)
     train = sub.add_parser("train", help="train a model for a task")
     train_sub = train.add_subparsers(dest="task", metavar="<task>", required=True)
