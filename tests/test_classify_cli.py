@@ -294,23 +294,3 @@ def test_patience_stops_the_run(tiny, tmp_path, capsys):
                         "--optimizer", "sgd", "--lr", "1e-30", "--patience", "2", "--quiet", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert (summary["stopped"], summary["step"]) == ("early_stopping", 3)
-
-
-@pytest.mark.parametrize("flag,value,msg", [
-    ("--weight-decay", "-1", "--weight-decay: expected a number >= 0, got -1.0"),
-    ("--ema", "1.5", "--ema: expected a number in [0, 1)"),
-    ("--checkpoint-every", "0", "--checkpoint-every: expected a positive integer, got 0"),
-    ("--steps", "0", "--steps: expected a positive integer, got 0"),
-])
-def test_bad_training_flag_is_one_line(tiny, tmp_path, capsys, flag, value, msg):
-    assert main(tiny + ["--out", str(tmp_path / "r"), "--quiet", flag, value]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith(f"rnnkit: error: {msg}") and err.count("\n") == 1
-    assert not (tmp_path / "r").exists()  # refused before anything was read or written
-
-
-def test_unknown_optimizer_is_refused_by_name(tiny, tmp_path, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(tiny + ["--out", str(tmp_path / "r"), "--optimizer", "lion"])
-    assert e.value.code == 2
-    assert "argument --optimizer: invalid choice: 'lion'" in capsys.readouterr().err.splitlines()[-1]

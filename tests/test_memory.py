@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 
-from cli_checks import assert_refused, make_old_run
 from gradcheck import numerical_grad, rel_error
 from rnnkit.cli import main
 from rnnkit.data.synthetic import (
@@ -235,15 +234,3 @@ def test_shared_flags_reach_the_run_and_a_resumed_run_keeps_them(task, tmp_path)
     assert main(base + ["--steps", "6", "--resume", "--lr", "0.002", "--checkpoint-every", "3"]) == 0
     t = _train_meta(out)  # a flag given wins
     assert (t["optimizer"], t["lr"], t["steps"], t["checkpoint_every"]) == ("adamw", 0.002, 6, 3)
-
-
-@pytest.mark.parametrize("flag,value,msg", [
-    ("--weight-decay", "-0.1", "--weight-decay: expected a number >= 0, got -0.1"),
-    ("--steps", "0", "--steps: expected a positive integer, got 0"),
-    ("--minutes", "0", "--minutes: expected a positive number, got 0.0"),
-    ("--eval-every", "0", "--eval-every: expected a positive integer, got 0"),
-    ("--ema", "1", "--ema: expected a number in [0, 1)"),
-])
-def test_bad_training_flag_is_one_line_and_keeps_the_old_run(flag, value, msg, tmp_path, capsys):
-    out = make_old_run(tmp_path / "run")
-    assert_refused(capsys, TINY + ["--out", str(out), "--force", flag, value], msg, out)

@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pytest
 
-from cli_checks import assert_refused, make_old_run
 from rnnkit.cli import main
 
 pytest.importorskip("safetensors")
@@ -220,24 +219,3 @@ def test_patience_stops_the_run(tmp_path, capsys):
                         "--lr", "1e-30", "--patience", "2", "--json"]) == 0
     res = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert (res["train"]["stopped"], res["train"]["step"]) == ("early_stopping", 3)
-
-
-@pytest.mark.parametrize("flag,value,msg", [
-    ("--weight-decay", "-0.1", "--weight-decay: expected a number >= 0, got -0.1"),
-    ("--ema", "1", "--ema: expected a number in [0, 1)"),
-    ("--checkpoint-every", "0", "--checkpoint-every: expected a positive integer, got 0"),
-    ("--patience", "-1", "--patience: expected an integer >= 0, got -1"),
-    ("--lr", "0", "--lr: expected a positive number, got 0.0"),
-    ("--clip", "-1", "--clip: expected a number >= 0"),
-])
-def test_bad_training_flag_is_one_line_and_keeps_the_old_run(flag, value, msg, tmp_path, capsys):
-    out = make_old_run(tmp_path / "run")
-    assert_refused(capsys, TINY + ["--out", str(out), "--force", flag, value], msg, out)
-
-
-def test_unknown_optimizer_is_refused_by_name(tmp_path, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(TINY + ["--out", str(tmp_path / "r"), "--optimizer", "lion"])
-    assert e.value.code == 2
-    last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "argument --optimizer: invalid choice: 'lion'" in last and "adamw" in last

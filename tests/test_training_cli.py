@@ -19,7 +19,10 @@ def _argv(task, tmp_path):
     }[task]
 
 
-@pytest.mark.parametrize("task", ["lm", "caption", "translate", "classify", "adding", "copy"])
+TASKS = ["lm", "caption", "translate", "classify", "adding", "copy"]
+
+
+@pytest.mark.parametrize("task", TASKS)
 def test_resume_with_force_is_refused_and_keeps_the_old_run(task, tmp_path, capsys):
     out = make_old_run(tmp_path / "run")
     assert_refused(capsys, _argv(task, tmp_path) + ["--out", str(out), "--resume", "--force"],
@@ -44,3 +47,34 @@ def test_a_flag_argparse_refuses_is_one_line(argv, message, capsys):
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1, err
     assert err.rstrip().endswith("--help`")
+
+
+@pytest.mark.parametrize("flag,value,msg", [
+    ("--steps", "0", "--steps: expected a positive integer, got 0"),
+    ("--minutes", "0", "--minutes: expected a positive number, got 0.0"),
+    ("--lr", "0", "--lr: expected a positive number, got 0.0"),
+    ("--weight-decay", "-0.1", "--weight-decay: expected a number >= 0, got -0.1"),
+    ("--clip", "-1", "--clip: expected a number >= 0"),
+    ("--eval-every", "0", "--eval-every: expected a positive integer, got 0"),
+    ("--checkpoint-every", "0", "--checkpoint-every: expected a positive integer, got 0"),
+    ("--patience", "-1", "--patience: expected an integer >= 0, got -1"),
+    ("--ema", "1", "--ema: expected a number in [0, 1)"),
+])
+@pytest.mark.parametrize("task", TASKS)
+def test_bad_training_flag_is_one_line_and_keeps_the_old_run(task, flag, value, msg, tmp_path, capsys):
+    """Every verb checks the shared training flags (`_training.check`) before it reads its data or
+    `--force` removes the old run."""
+    out = make_old_run(tmp_path / "run")
+    assert_refused(capsys, _argv(task, tmp_path) + ["--out", str(out), "--force", flag, value], msg, out)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_unknown_optimizer_is_refused_by_name(task, tmp_path, capsys):
+    from rnnkit.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(_argv(task, tmp_path) + ["--optimizer", "lion"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --optimizer: invalid choice: 'lion'" in err and "adamw" in err
+
