@@ -234,3 +234,17 @@ def test_shared_flags_reach_the_run_and_a_resumed_run_keeps_them(task, tmp_path)
     assert main(base + ["--steps", "6", "--resume", "--lr", "0.002", "--checkpoint-every", "3"]) == 0
     t = _train_meta(out)  # a flag given wins
     assert (t["optimizer"], t["lr"], t["steps"], t["checkpoint_every"]) == ("adamw", 0.002, 6, 3)
+
+
+def test_resume_refuses_a_model_flag_that_differs_from_the_run(tmp_path, capsys):
+    """A resumed run keeps its model and data: a flag that says otherwise is one line, not ignored;
+    the same value again is accepted."""
+    out = tmp_path / "run"
+    base = ["train", "adding", *SMALL, "--out", str(out), "--eval-every", "2"]
+    assert main(base + ["--steps", "2"]) == 0
+    assert main(["train", "adding", "--out", str(out), "--resume", "--steps", "3", "--hidden", "7"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rnnkit: error: --hidden 7 differs from the run's") and err.count("\n") == 1
+    assert _train_meta(out)["steps"] == 2  # nothing trained
+    assert main(base + ["--steps", "3", "--resume"]) == 0  # the run's own values again: fine
+    assert _train_meta(out)["steps"] == 3

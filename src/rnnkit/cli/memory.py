@@ -69,18 +69,17 @@ def register(sub, train_sub):
                        ("copy", "the copy-memory task (repeat 10 symbols after T blanks)")):
         p = train_sub.add_parser(task, help=f"train a recurrent model on {what}")
         m = p.add_argument_group("model and data (a resumed run keeps its own)")
-        m.add_argument("--cell", default="lstm", choices=CELLS, help="recurrent cell (default lstm)")
-        m.add_argument("--length", "-T", type=_positive_int, default=100,
-                       help="sequence length T (the gap to remember; default 100)")
-        m.add_argument("--hidden", type=_positive_int, default=64, help="hidden size H")
-        m.add_argument("--layers", type=_positive_int, default=1, help="stacked layers")
-        m.add_argument("--forget-bias", type=float, default=1.0, help="LSTM forget-gate bias at init")
-        m.add_argument("--batch", type=_positive_int, default=64, help="batch size")
-        m.add_argument("--test-size", type=_positive_int, default=1000,
-                       help="size of the fixed test set")
-        m.add_argument("--dtype", choices=["float64", "float32"], default="float64",
+        m.add_argument("--cell", choices=CELLS, help="recurrent cell (lstm)")
+        m.add_argument("--length", "-T", type=_positive_int,
+                       help="sequence length T (the gap to remember; 100)")
+        m.add_argument("--hidden", type=_positive_int, help="hidden size H (64)")
+        m.add_argument("--layers", type=_positive_int, help="stacked layers (1)")
+        m.add_argument("--forget-bias", type=float, help="LSTM forget-gate bias at init (1.0)")
+        m.add_argument("--batch", type=_positive_int, help="batch size (64)")
+        m.add_argument("--test-size", type=_positive_int, help="size of the fixed test set (1000)")
+        m.add_argument("--dtype", choices=["float64", "float32"],
                        help="float64 by default: vanishing float32 gradients hit slow subnormal numbers")
-        m.add_argument("--seed", type=int, default=0, help="weights, batches and the test set")
+        m.add_argument("--seed", type=int, help="weights, batches and the test set (0)")
         add_optimization_args(p.add_argument_group("training"), TRAIN_DEFAULTS,
                               {"checkpoint_every": "--eval-every"})
         add_run_args(p.add_argument_group("run"), None, f"runs/{task}-<cell>-T<length>")
@@ -114,12 +113,16 @@ def register(sub, train_sub):
 # --- train -----------------------------------------------------------------------------------------
 
 
-def _config_from_args(args):
-    from rnnkit.models.memory import MemoryConfig
+# the model and data flags (None when not given) and the MemoryConfig field each sets
+MODEL_FLAGS = {"cell": "cell", "length": "length", "hidden": "hidden", "layers": "layers",
+               "forget_bias": "forget_bias", "batch": "batch_size", "test_size": "test_size",
+               "dtype": "dtype", "seed": "seed"}
 
-    return MemoryConfig(task=args.task, length=args.length, cell=args.cell, hidden=args.hidden,
-                        layers=args.layers, forget_bias=args.forget_bias, seed=args.seed,
-                        batch_size=args.batch, test_size=args.test_size, dtype=args.dtype)
+
+def _model_flags(args):
+    """{MemoryConfig field: value} of the model and data flags the user gave."""
+    return {field: getattr(args, flag) for flag, field in MODEL_FLAGS.items()
+            if getattr(args, flag) is not None}
 
 
 def train(args):
@@ -128,16 +131,22 @@ def train(args):
     from rnnkit.train import fit, load_checkpoint, prepare_run_dir
 
     check_run_flags(args)
-    out = Path(args.out or f"runs/{args.task}-{args.cell}-T{args.length}")
-    cfg = _config_from_args(args)
+    given = _model_flags(args)
+    cfg = MemoryConfig(task=args.task, **given)
+    out = Path(args.out or f"runs/{args.task}-{cfg.cell}-T{cfg.length}")
     saved_train = {}
-    if args.resume:  # the model is the run's, whatever the flags say
+    if args.resume:  # the model and data are the run's: a flag that says otherwise is refused
         prepare_run_dir(out, resume=True)
         _, meta, _ = load_checkpoint(out, "last", args.task)
         try:
             cfg = MemoryConfig(**meta["config"])
         except (KeyError, TypeError) as e:
             raise UserError(f"{out}/last.json: not a {args.task} run ({e})") from None
+        flag = {field: name for name, field in MODEL_FLAGS.items()}
+        for field, value in given.items():
+            if value != getattr(cfg, field):
+                raise UserError(f"--{flag[field].replace('_', '-')} {value} differs from the run's "
+                                f"{getattr(cfg, field)!r}; a resumed run keeps its model and data")
         saved_train = meta.get("train") or {}
     train_args = resolve(args, TRAIN_DEFAULTS, saved_train)
     check(train_args)
