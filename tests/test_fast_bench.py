@@ -24,8 +24,27 @@ def test_bad_arguments_exit_2(capsys, argv, message):
 def test_interleaved_medians_runs_each_side_in_turn():
     order = []
     med = interleaved_medians({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, 3)
-    assert order == ["a", "b"] * 4  # one warm-up each, then turns
+    assert order == ["a", "b"] + ["a", "a", "b", "b"] * 3  # a warm-up each, then turns of two calls
     assert set(med) == {"a", "b"} and all(v >= 0 for v in med.values())
+
+
+@pytest.mark.parametrize("settle,timed", [(1, [3, 5, 7]), (0, [2, 3, 4]), (2, [4, 7, 10])])
+def test_interleaved_times_times_the_call_after_the_settling_ones(monkeypatch, settle, timed):
+    """On a clock that call k of a side moves by k: after the warm-up (call 1), each round's settling
+    calls go untimed and the next one is timed."""
+    from rnnkit import bench
+
+    clock, calls = [0.0], {"a": 0, "b": 0}
+
+    def side(name):
+        def fn():
+            calls[name] += 1
+            clock[0] += calls[name]
+        return fn
+
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+    times = bench.interleaved_times({"a": side("a"), "b": side("b")}, 3, settle=settle)
+    assert times == {"a": timed, "b": timed}
 
 
 def test_same_round_ratio_is_the_median_of_each_rounds_ratio():

@@ -42,14 +42,22 @@ def _torch_step(cell, T, N, D, H):
     return step
 
 
-def interleaved_times(fns: dict, repeats: int) -> dict:
+def interleaved_times(fns: dict, repeats: int, settle: int = 1) -> dict:
     """Seconds of each function in each of `repeats` rounds, run in turns (A B A B ...) after one
-    warm-up each, so that a load from other jobs on a shared machine falls on both sides alike."""
+    warm-up each, so that a load from other jobs on a shared machine falls on both sides alike.
+
+    settle: untimed calls of the same function just before each timed one, so that each is timed as
+    it runs in training, after a step of its own: what the previous side left behind is gone by then.
+    PyTorch's OpenMP workers keep spinning on the cores for a while after its step; a step timed right
+    after one ran 15-30% slower at (100,32,128,128) than after a step of its own (docs/BENCHMARKS.md,
+    session 9). 0 times each call straight after the other side's."""
     for fn in fns.values():
         fn()  # warm-up: first-call allocations, buffer pools, BLAS thread start-up
     times = {k: [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
+            for _ in range(settle):
+                fn()
             t0 = time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - t0)
