@@ -7,7 +7,7 @@ import pytest
 
 from gradcheck import numerical_grad, rel_error
 from rnnkit.diagnostics import activations, gate_stats, gradient_flow, run_layers
-from rnnkit.functional import gru_forward, lstm_forward, rnn_forward
+from rnnkit.functional import gru_forward, lstm_forward, mingru_forward, rnn_forward
 from rnnkit.layers import make_recurrent
 
 T, N, D, H = 6, 2, 3, 4
@@ -21,10 +21,12 @@ def _continue(rnn, k, x, h, c):
         return lstm_forward(x, h, c, p["Wx"], p["Wh"], p["b"])[0]
     if kind == "gru":
         return gru_forward(x, h, p["Wx"], p["Wh"], p["b"], p["bhn"])[0]
+    if kind == "mingru":
+        return mingru_forward(x, h, p["Wx"], p["b"])[0]
     return rnn_forward(x, h, p["Wx"], p["Wh"], p["b"])[0]
 
 
-@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm", "mingru"])
 def test_gradient_flow_is_dL_dh_t(cell, rng):
     """||dL/dh_t|| from the trace equals the norm of the numerical derivative of the last step's loss
     with respect to h_t (and c_t), found by rerunning the layer from step t."""
@@ -120,7 +122,7 @@ def test_bidirectional_activations_are_in_input_order(rng):
         gradient_flow(rnn, x, lambda o: o)
 
 
-@pytest.mark.parametrize("cell, gates", [("lstm", "ifog"), ("gru", "rzn"), ("rnn", "")])
+@pytest.mark.parametrize("cell, gates", [("lstm", "ifog"), ("gru", "rzn"), ("rnn", ""), ("mingru", "z")])
 def test_gate_stats(cell, gates, rng):
     rnn = make_recurrent(cell, D, H, seed=5, **({"forget_bias": 3.0} if cell == "lstm" else {}))
     x = rng.standard_normal((T, N, D)).astype(np.float32)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from gradcheck import numerical_grad, rel_error
-from rnnkit import GRU, LSTM, RNN, Embedding, Linear
+from rnnkit import GRU, LSTM, RNN, Embedding, Linear, MinGRU
 from rnnkit.functional import (
     affine_backward,
     affine_forward,
@@ -17,6 +17,8 @@ from rnnkit.functional import (
     gru_forward,
     lstm_backward,
     lstm_forward,
+    mingru_backward,
+    mingru_forward,
     rnn_backward,
     rnn_forward,
     rnn_step_backward,
@@ -201,7 +203,7 @@ def test_dropout(rng):
     assert same is x
 
 
-@pytest.mark.parametrize("cls", [RNN, LSTM, GRU])
+@pytest.mark.parametrize("cls", [RNN, LSTM, GRU, MinGRU])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_layer_stack_gradients(rng, cls, bidirectional):
     """Two layers, dropout between them, variable lengths, a given initial state and final-state gradient."""
@@ -262,7 +264,7 @@ def test_backward_accumulates(rng):
     assert not layer.grads["l0.Wx"].any()
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru", "mingru"])
 def test_trace_records_every_state_gradient(rng, cell):
     """trace["dh"][t] is dL/dh_t: with a loss on the last output only, trace["dh"][0] is dh0 and
     trace["dh"][T] the upstream gradient; checked numerically at a middle step via h0 of a suffix run."""
@@ -282,6 +284,11 @@ def test_trace_records_every_state_gradient(rng, cell):
         dh0 = lstm_backward(dh, cache, trace=trace)[1]
         cmid = c[2].copy()
         suffix = lambda: lstm_forward(x[2:], hmid, cmid, Wx, Wh, b)[0][-1]  # noqa: E731
+    elif cell == "mingru":
+        Wx, b = rng.standard_normal((D, 2 * H)), rng.standard_normal(2 * H)
+        h, cache = mingru_forward(x, h0, Wx, b)
+        dh0 = mingru_backward(dh, cache, trace=trace)[1]
+        suffix = lambda: mingru_forward(x[2:], hmid, Wx, b)[0][-1]  # noqa: E731
     else:
         Wx, Wh = rng.standard_normal((D, 3 * H)), rng.standard_normal((H, 3 * H))
         b, bhn = rng.standard_normal(3 * H), rng.standard_normal(H)

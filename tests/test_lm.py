@@ -13,7 +13,7 @@ from rnnkit.train import StreamBatches, TrainConfig, fit
 V, T, N = 7, 5, 3
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "mingru"])
 def test_gradients_match_numerical(rng, cell):
     model = CharLM(LMConfig(V, cell=cell, embed=4, hidden=5, layers=2, seed=3), dtype=np.float64)
     x = rng.integers(0, V, (T, N))
@@ -50,7 +50,7 @@ def test_one_hot_embedding_gradient_equals_add_at(rng):
     np.testing.assert_allclose(fast, model.embed.grads["W"], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "mingru"])
 def test_step_by_step_equals_forward_and_state_round_trips(rng, cell):
     model = CharLM(LMConfig(V, cell=cell, embed=4, hidden=6, layers=2, dropout=0.5), dtype=np.float64)
     model.eval()

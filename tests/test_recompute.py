@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from gradcheck import rel_error
-from rnnkit import GRU, LSTM, RNN, kernels
+from rnnkit import GRU, LSTM, RNN, MinGRU, kernels
 from rnnkit.functional import gru_forward, gru_recompute, lstm_forward, lstm_recompute
 
 T, N, D, H = 13, 3, 4, 5
@@ -30,7 +30,7 @@ def _flat(*items):
     return out
 
 
-@pytest.mark.parametrize("cls", [LSTM, GRU, RNN])
+@pytest.mark.parametrize("cls", [LSTM, GRU, RNN, MinGRU])
 @pytest.mark.parametrize("k", [1, 4, 5, "sqrt", 12])
 def test_recompute_gradients_equal_plain_bptt(cls, k):
     rng = np.random.default_rng(0)
@@ -69,7 +69,7 @@ def test_bad_recompute_value():
         layer.forward(np.ones((T, N, D), np.float32))
 
 
-@pytest.mark.parametrize("cls", [LSTM, GRU, RNN])
+@pytest.mark.parametrize("cls", [LSTM, GRU, RNN, MinGRU])
 def test_repeated_steps_with_pooled_buffers_equal_a_fresh_layer(cls):
     """Buffers reused from the previous step's pool must not leak old values into the new step."""
     rng = np.random.default_rng(1)
@@ -83,7 +83,7 @@ def test_repeated_steps_with_pooled_buffers_equal_a_fresh_layer(cls):
             assert np.array_equal(u, v)
 
 
-@pytest.mark.parametrize("cls", [LSTM, GRU, RNN])
+@pytest.mark.parametrize("cls", [LSTM, GRU, RNN, MinGRU])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_step_equals_forward(cls, dtype):
     rng = np.random.default_rng(2)
@@ -108,7 +108,7 @@ def test_step_checks_its_input():
         LSTM(D, H, bidirectional=True).step(np.ones((1, D), np.float32))
 
 
-@pytest.mark.parametrize("cls", [LSTM, GRU, RNN])
+@pytest.mark.parametrize("cls", [LSTM, GRU, RNN, MinGRU])
 def test_step_from_precomputed_input_gates(cls):
     rng = np.random.default_rng(3)
     layer = cls(D, H, num_layers=2, dtype=np.float64, seed=6)
@@ -122,7 +122,7 @@ def test_step_from_precomputed_input_gates(cls):
         assert rel_error(h1, h2) < 1e-13
 
 
-@pytest.mark.parametrize("cls", [LSTM, GRU, RNN])
+@pytest.mark.parametrize("cls", [LSTM, GRU, RNN, MinGRU])
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
 def test_recompute_rows_split_across_threads_equal_plain_bptt(cls, dtype, tol, monkeypatch):
     """With several threads, recompute runs each part of the batch rows through all its segments on

@@ -24,14 +24,17 @@ from rnnkit.functional import (
     gru_forward,
     lstm_backward,
     lstm_forward,
+    mingru_backward,
+    mingru_forward,
     reverse_padded,
     rnn_backward,
     rnn_forward,
 )
 from rnnkit.layers.recurrent import RNN_RELU
 
-GATE_NAMES = {"lstm": ("i", "f", "o", "g"), "gru": ("r", "z", "n"), "rnn": ()}
-SIGMOID_GATES = {"lstm": ("i", "f", "o"), "gru": ("r", "z"), "rnn": ()}
+# minGRU's second block, the candidate, is linear (unbounded): only its update gate is shown
+GATE_NAMES = {"lstm": ("i", "f", "o", "g"), "gru": ("r", "z", "n"), "rnn": (), "mingru": ("z",)}
+SIGMOID_GATES = {"lstm": ("i", "f", "o"), "gru": ("r", "z"), "rnn": (), "mingru": ("z",)}
 GATE_TITLES = {"i": "input gate", "f": "forget gate", "o": "output gate", "g": "candidate (tanh)",
                "r": "reset gate", "z": "update gate", "n": "candidate (tanh)"}
 
@@ -56,6 +59,9 @@ def _layer_forward(rnn, k, d, x, mask=None):
     if kind == "gru":
         h, cache = gru_forward(x, z, p["Wx"], p["Wh"], p["b"], p["bhn"], mask)
         return h, None, cache
+    if kind == "mingru":
+        h, cache = mingru_forward(x, z, p["Wx"], p["b"], mask)
+        return h, None, cache
     h, cache = rnn_forward(x, z, p["Wx"], p["Wh"], p["b"], mask, _nonlinearity(rnn))
     return h, None, cache
 
@@ -67,6 +73,8 @@ def _layer_backward(rnn, dh, cache, trace):
         return lstm_backward(dh, cache, trace=trace)[0]
     if kind == "gru":
         return gru_backward(dh, cache, trace=trace)[0]
+    if kind == "mingru":
+        return mingru_backward(dh, cache, trace=trace)[0]
     return rnn_backward(dh, cache, trace=trace)[0]
 
 

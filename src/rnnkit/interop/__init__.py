@@ -25,9 +25,17 @@ def _suffix(k, d):
     return f"_l{k}{'_reverse' if d else ''}"
 
 
+def _torch_kind(layer):
+    """The layer's cell name, where PyTorch has the same cell (minGRU: none)."""
+    if layer.kind.name not in ("lstm", "gru", "rnn"):
+        raise ValueError(f"a {layer.kind.name} layer has no PyTorch counterpart (nn.RNN, nn.LSTM or "
+                         f"nn.GRU) to convert to or from")
+    return layer.kind.name
+
+
 def load_torch_state_dict(layer: Recurrent, state_dict):
     """Load a torch RNN/LSTM/GRU state_dict (tensors or arrays) into `layer`, in place."""
-    H, name = layer.hidden_size, layer.kind.name
+    H, name = layer.hidden_size, _torch_kind(layer)
     sd = {k: to_numpy(v) for k, v in state_dict.items()}
     ours = {}
     for k in range(layer.num_layers):
@@ -57,7 +65,7 @@ def load_torch_state_dict(layer: Recurrent, state_dict):
 
 def to_torch_state_dict(layer: Recurrent):
     """Return the torch-keyed state_dict of `layer` as NumPy arrays (wrap with torch.from_numpy)."""
-    H, name = layer.hidden_size, layer.kind.name
+    H, name = layer.hidden_size, _torch_kind(layer)
     out = {}
     for k in range(layer.num_layers):
         for d in range(layer.num_directions):
@@ -105,7 +113,7 @@ def to_torch_module(layer: Recurrent):
         import torch
     except ImportError:
         raise ImportError("to_torch_module needs PyTorch: pip install 'rnnkit[torch]'") from None
-    cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[layer.kind.name]
+    cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[_torch_kind(layer)]
     kwargs = dict(num_layers=layer.num_layers, bidirectional=layer.bidirectional, dropout=layer.dropout)
     if layer.kind.name == "rnn":
         kwargs["nonlinearity"] = layer.nonlinearity

@@ -1,5 +1,5 @@
-"""Recurrent layers: `RNN`, `LSTM`, `GRU`, each with `num_layers`, dropout between layers, and a
-bidirectional option. They own the weights; the math is in `rnnkit.functional`.
+"""Recurrent layers: `RNN`, `LSTM`, `GRU` and `MinGRU`, each with `num_layers`, dropout between layers,
+and a bidirectional option. They own the weights; the math is in `rnnkit.functional`.
 
 Dimensions, declared once for this module:
     T  time steps    N  batch size    D  input size    H  hidden size    L  layers    K  directions (1 or 2)
@@ -33,6 +33,9 @@ from rnnkit.functional import (
     lstm_backward,
     lstm_forward,
     lstm_recompute,
+    mingru_backward,
+    mingru_forward,
+    mingru_recompute,
     reverse_padded,
     rnn_backward,
     rnn_forward,
@@ -41,6 +44,7 @@ from rnnkit.functional import (
 from rnnkit.functional._checks import check_mask, expect_shape
 from rnnkit.functional.gru import gru_step
 from rnnkit.functional.lstm import lstm_step
+from rnnkit.functional.mingru import mingru_step
 from rnnkit.functional.rnn import rnn_step
 from rnnkit.kernels import blas_single_thread, row_parts
 from rnnkit.kernels.workspace import Workspace, empty
@@ -52,7 +56,7 @@ class CellKind:
     """How one cell type plugs into the shared stacking / direction logic."""
 
     name: str
-    gates: int  # weight blocks per cell: 1 (RNN), 3 (GRU), 4 (LSTM)
+    gates: int  # weight blocks per cell: 1 (RNN), 3 (GRU), 4 (LSTM), 2 (minGRU)
     has_cell_state: bool  # the LSTM carries (h, c)
     # (x, state, params, mask, workspace=None, scan_weights=True) -> (h (T+1, N, H), final state, cache)
     forward: Callable
@@ -61,6 +65,7 @@ class CellKind:
     #  params, mask, workspace) -> forward's cache, rebuilt
     recompute: Callable
     scratch: tuple = ()  # cache fields that are the cell's own buffers (pooled once backward used them)
+    recurrent_weights: bool = True  # False: no Wh, the gates read the input only (minGRU)
 
 
 def _rnn_fw(nonlinearity):
@@ -115,6 +120,20 @@ def _gru_bw(dy, cache, dstate, workspace=None, into=None):
     return dx, (dh0,), {"Wx": dWx, "Wh": dWh, "b": db, "bhn": dbhn}
 
 
+def _mingru_fw(x, state, p, mask, workspace=None, scan_weights=True):
+    h, cache = mingru_forward(x, state[0], p["Wx"], p["b"], mask, scan_weights=scan_weights)
+    return h, (h[-1],), cache
+
+
+def _mingru_re(x, h, kept, p, mask, workspace=None):
+    return mingru_recompute(x, h, p["Wx"], p["b"], mask)
+
+
+def _mingru_bw(dy, cache, dstate, workspace=None, into=None):
+    dx, dh0, dWx, db = mingru_backward(dy, cache, dstate[0], into=into)
+    return dx, (dh0,), {"Wx": dWx, "b": db}
+
+
 class _Checkpointed(NamedTuple):
     """What a layer run with `recompute=k` keeps for backward: the input, the hidden states (the
     output) and, every k steps, the part of the state they do not hold (the LSTM's cell state)."""
@@ -133,7 +152,8 @@ SMALL_PASS_MACS = 16 * 2**20
 class Recurrent(Module):
     """A stack of `num_layers` recurrent layers of one cell kind, optionally bidirectional.
 
-    Parameters are named `l{k}.Wx`, `l{k}.Wh`, `l{k}.b` (and `l{k}.bhn` for the GRU); the reverse
+    Parameters are named `l{k}.Wx`, `l{k}.Wh`, `l{k}.b` (`l{k}.bhn` too for the GRU, no `Wh` for
+    minGRU); the reverse
     direction of layer k is `l{k}_reverse.*`. Initialisation follows PyTorch: U(-1/sqrt(H), 1/sqrt(H)).
     recompute: None for plain BPTT; an int k (or "sqrt") keeps, beyond the hidden states (the output),
     the state every k steps and rebuilds each segment's gates in backward from the hidden states: the
@@ -163,7 +183,8 @@ class Recurrent(Module):
                 pre = self._prefix(k, d)
                 u = lambda *shape: self.rng.uniform(-bound, bound, shape).astype(dtype)  # noqa: E731
                 self.add_param(pre + "Wx", u(D, G * H))
-                self.add_param(pre + "Wh", u(H, G * H))
+                if kind.recurrent_weights:
+                    self.add_param(pre + "Wh", u(H, G * H))
                 self.add_param(pre + "b", u(G * H))
                 if kind.name == "gru":
                     self.add_param(pre + "bhn", u(H))
@@ -373,7 +394,8 @@ class Recurrent(Module):
         xp = get_array_module(dy)
         # Wh^T made contiguous once for all segments, not by each segment's backward: the caches carry
         # Wh as the transpose of that copy, whose .T the backward then finds contiguous as it is.
-        p = dict(p, Wh=xp.ascontiguousarray(p["Wh"].T).T)
+        if "Wh" in p:
+            p = dict(p, Wh=xp.ascontiguousarray(p["Wh"].T).T)
         dx = xp.empty(x.shape, dtype=dy.dtype)
         parts = self._row_parts(T, N, xp)
 
@@ -454,6 +476,7 @@ RNN_TANH = CellKind("rnn", 1, False, _rnn_fw("tanh"), _rnn_bw, _rnn_re("tanh"))
 RNN_RELU = CellKind("rnn", 1, False, _rnn_fw("relu"), _rnn_bw, _rnn_re("relu"))
 LSTM_KIND = CellKind("lstm", 4, True, _lstm_fw, _lstm_bw, _lstm_re, ("c", "gates", "tanh_c"))
 GRU_KIND = CellKind("gru", 3, False, _gru_fw, _gru_bw, _gru_re, ("gates", "hn"))
+MINGRU_KIND = CellKind("mingru", 2, False, _mingru_fw, _mingru_bw, _mingru_re, recurrent_weights=False)
 
 
 def _lstm_step(layer, x, state, pre, xg):
@@ -473,7 +496,12 @@ def _rnn_step(layer, x, state, pre, xg):
                      x_gates=xg),)
 
 
-_STEPS = {"lstm": _lstm_step, "gru": _gru_step, "rnn": _rnn_step}
+def _mingru_step(layer, x, state, pre, xg):
+    P = layer.params
+    return (mingru_step(x, state[0], P[pre + "Wx"], P[pre + "b"], x_gates=xg),)
+
+
+_STEPS = {"lstm": _lstm_step, "gru": _gru_step, "rnn": _rnn_step, "mingru": _mingru_step}
 
 
 class RNN(Recurrent):
@@ -513,8 +541,20 @@ class GRU(Recurrent):
                          seed, recompute)
 
 
+class MinGRU(Recurrent):
+    """minGRU (Feng et al. 2024): h_t = (1 - z_t) h_{t-1} + z_t c_t with z_t = sigmoid(x_t Wz + bz) and
+    c_t = x_t Wc + bc, Wx = [Wz | Wc] (D, 2H), b = [bz | bc]: no recurrent weights, so the time loop
+    is an element-wise linear scan (rnnkit.functional.mingru). Stacked layers give the depth that lets
+    it model what a GRU does with its state (the paper's models stack three or more)."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bidirectional=False, dropout=0.0,
+                 dtype=DEFAULT_DTYPE, seed=0, recompute=None):
+        super().__init__(MINGRU_KIND, input_size, hidden_size, num_layers, bidirectional, dropout,
+                         dtype, seed, recompute)
+
+
 def make_recurrent(cell: str, input_size, hidden_size, **kwargs) -> Recurrent:
-    """Build a recurrent layer by name: 'lstm', 'gru', 'rnn' (tanh) or 'rnn_relu'."""
+    """Build a recurrent layer by name: 'lstm', 'gru', 'rnn' (tanh), 'rnn_relu' or 'mingru'."""
     cell = cell.lower()
     if cell != "lstm":
         kwargs.pop("forget_bias", None)
@@ -524,4 +564,6 @@ def make_recurrent(cell: str, input_size, hidden_size, **kwargs) -> Recurrent:
         return GRU(input_size, hidden_size, **kwargs)
     if cell in ("rnn", "rnn_tanh", "rnn_relu"):
         return RNN(input_size, hidden_size, nonlinearity="relu" if cell == "rnn_relu" else "tanh", **kwargs)
-    raise ValueError(f"cell must be one of lstm, gru, rnn, rnn_relu; got {cell!r}")
+    if cell == "mingru":
+        return MinGRU(input_size, hidden_size, **kwargs)
+    raise ValueError(f"cell must be one of lstm, gru, rnn, rnn_relu, mingru; got {cell!r}")

@@ -34,7 +34,7 @@ from rnnkit.functional import embedding_backward_into, softmax_cross_entropy
 from rnnkit.layers import BagEmbedding, Dropout, Embedding, Linear, Module, make_recurrent
 
 POOLINGS = ("last", "mean", "max")
-CELLS = ("lstm", "gru", "rnn", "rnn_relu")
+CELLS = ("lstm", "gru", "rnn", "rnn_relu", "mingru")
 
 
 # --- pooling over valid steps --------------------------------------------------------------------
@@ -109,7 +109,7 @@ class ClassifierConfig:
     num_classes: int
     embed_dim: int = 128  # E
     hidden: int = 128  # H per direction
-    cell: str = "lstm"  # lstm | gru | rnn | rnn_relu
+    cell: str = "lstm"  # lstm | gru | rnn | rnn_relu | mingru
     layers: int = 1
     bidirectional: bool = False
     pooling: str = "last"  # last | mean | max (over valid steps)

@@ -31,7 +31,7 @@ from rnnkit.layers.module import Module
 @dataclass
 class LMConfig:
     vocab_size: int
-    cell: str = "lstm"  # lstm | gru | rnn
+    cell: str = "lstm"  # lstm | gru | rnn | mingru
     embed: int = 64  # embedding size E
     hidden: int = 256  # hidden size H
     layers: int = 2  # recurrent layers L
@@ -142,7 +142,8 @@ class CharLM(Module):
 
     def _cell_step(self, k, x, new, parts):
         """One time step of layer k: x (N, D) and the state parts[.][k] -> h (N, H), written to new[.][k].
-        The equations are those of rnnkit.functional (gate order [i, f, o, g]; GRU [r, z, n])."""
+        The equations are those of rnnkit.functional (gate order [i, f, o, g]; GRU [r, z, n]; minGRU
+        [z, c])."""
         rnn = self.rnn
         p = rnn.params
         pre = f"l{k}."
@@ -164,6 +165,9 @@ class CharLM(Module):
             r, z = rz[:, :H], rz[:, H:]
             n = np.tanh(a[:, 2 * H:] + r * (hw[:, 2 * H:] + p[pre + "bhn"]))
             h = n + z * (h0 - n)  # h = (1 - z) n + z h_prev
+        elif name == "mingru":
+            z = 0.5 * np.tanh(0.5 * a[:, :H]) + 0.5  # the gates read x only: no h Wh product
+            h = (1 - z) * h0 + z * a[:, H:]  # h = (1 - z) h_prev + z c
         else:
             a += h0 @ p[pre + "Wh"]
             h = np.maximum(a, 0) if getattr(rnn, "nonlinearity", "tanh") == "relu" else np.tanh(a)
