@@ -11,6 +11,8 @@ from rnnkit.functional import (
     gru_forward,
     lstm_backward,
     lstm_forward,
+    mingru_backward,
+    mingru_forward,
     rnn_backward,
     rnn_forward,
     softmax_cross_entropy,
@@ -25,7 +27,7 @@ if not kernels.status()["available"]:
 def _run(cell, dtype, masked, rng, nonlinearity="tanh", shape=(T, N, D, H)):
     """Forward + backward (with final-state gradients and a trace) of one cell; every array it yields."""
     T, N, D, H = shape
-    G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
+    G = {"lstm": 4, "gru": 3, "rnn": 1, "mingru": 2}[cell]
     r = lambda *s: rng.standard_normal(s).astype(dtype)  # noqa: E731
     x, h0, c0, dh, dhT, dcT = r(T, N, D), r(N, H), r(N, H), r(T, N, H), r(N, H), r(N, H)
     # Wh scaled down as H grows: a recurrence that blows up amplifies float32 rounding past any tolerance
@@ -40,6 +42,10 @@ def _run(cell, dtype, masked, rng, nonlinearity="tanh", shape=(T, N, D, H)):
         h, cache = gru_forward(x, h0, Wx, Wh, b, bhn, mask)
         grads = gru_backward(dh, cache, dhT, trace=trace)
         return [h, cache.gates, cache.hn, *grads, trace["dh"]]
+    if cell == "mingru":
+        h, cache = mingru_forward(x, h0, Wx, b, mask)
+        grads = mingru_backward(dh, cache, dhT, trace=trace)
+        return [h, cache.gates, *grads, trace["dh"]]
     h, cache = rnn_forward(x, h0, Wx, Wh, b, mask, nonlinearity)
     grads = rnn_backward(dh, cache, dhT, trace=trace)
     return [h, *grads, trace["dh"]]
@@ -51,7 +57,7 @@ def _run(cell, dtype, masked, rng, nonlinearity="tanh", shape=(T, N, D, H)):
 @pytest.mark.parametrize("shape", [(T, N, D, H), (6, 11, 7, 20), (4, 9, 3, 72)])
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-13), (np.float32, 2e-6)])
 @pytest.mark.parametrize("masked", [False, True])
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "rnn_relu"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "rnn_relu", "mingru"])
 def test_fast_equals_reference(cell, dtype, tol, masked, shape):
     nl = "relu" if cell == "rnn_relu" else "tanh"
     cell = cell.replace("_relu", "")
@@ -68,7 +74,7 @@ def test_fast_equals_reference(cell, dtype, tol, masked, shape):
 
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-13), (np.float32, 2e-6)])
 @pytest.mark.parametrize("masked", [False, True])
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "mingru"])
 def test_rows_split_across_threads_equal_reference(cell, dtype, tol, masked, monkeypatch):
     """The time loop cut into row ranges run on worker threads (here three uneven parts of 19 rows,
     whatever this machine's thread count) gives what the reference gives."""

@@ -25,7 +25,7 @@ from typing import NamedTuple
 from rnnkit import kernels
 from rnnkit.backend import get_array_module
 from rnnkit.functional._checks import check_recurrent_args, expect_float, expect_shape
-from rnnkit.functional.lstm import _step_gates, input_grad, sigmoid_, summed
+from rnnkit.functional.lstm import _bytes, _step_gates, input_grad, sigmoid_, summed
 
 
 class MinGRUCache(NamedTuple):
@@ -84,6 +84,12 @@ def mingru_forward(x, h0, Wx, b, mask=None, *, scan_weights=True, parallel=False
     gates = xp.empty((T, N, 2 * H), dtype=x.dtype)
     kernels.matmul(x.reshape(T * N, D), Wx, out=gates.reshape(T * N, 2 * H))  # every step at once
     gates += b
+    fast = None if parallel else kernels.kernel("mingru_fw", x.dtype, x)
+    if fast is not None:  # the same step compiled (rnnkit.kernels): gates and scan in one pass
+        h = xp.empty((T + 1, N, H), dtype=x.dtype)
+        h[0] = h0
+        fast(T, N, H, gates, h, _bytes(mask))
+        return h, MinGRUCache(x, h, gates, Wx, mask)
     z, c = gates[..., :H], gates[..., H:]
     sigmoid_(z, xp)
     a = 1 - z                       # a_t = 1 - z_t
@@ -122,37 +128,54 @@ def mingru_backward(dh, cache, dhT=None, trace=None, *, into=None):
     xp = get_array_module(dh)
     expect_shape("dh", dh, (T, N, H), ("T", "N", "H"))
     expect_float("dh", dh, x.dtype)
-    z, c = gates[..., :H], gates[..., H:]
-    a = 1 - z
-    if mask is not None:
-        xp.copyto(a, 1, where=~mask[:, :, None])
-    # The reverse scan: g_t = dL/dh_t (all paths) = dh_t + a_{t+1} g_{t+1}, from g_T = dh_T + dhT.
-    g = xp.empty((T, N, H), dtype=x.dtype)  # g[t] = dL/dh[t+1]
     g_next = xp.zeros((N, H), dtype=x.dtype)
     if dhT is not None:
         expect_shape("dhT", dhT, (N, H), ("N", "H"))
         g_next += dhT
-    for t in reversed(range(T)):
-        if mask is None:
-            xp.add(dh[t], g_next, out=g[t])
-        else:  # the loss never reads a padded output
-            xp.add(xp.where(mask[t][:, None], dh[t], 0), g_next, out=g[t])
-        g_next = g[t] * a[t]        # dh_{t-1} = g_t a_t
-    if trace is not None:
-        trace["dh"] = xp.concatenate([g_next[None], g])
-    dgates = xp.empty((T, N, 2 * H), dtype=x.dtype)
-    dz, dc = dgates[..., :H], dgates[..., H:]
-    xp.multiply(g, c - h[:-1], out=dz)   # dz = g (c - h_{t-1}), then through the sigmoid:
-    dz *= z * (1 - z)
-    xp.multiply(g, z, out=dc)            # dc = g z
-    if mask is not None:                 # a padded step's gates were not used
-        xp.copyto(dgates, 0, where=~mask[:, :, None])
+    fast = kernels.kernel("mingru_bw", x.dtype, dh, gates)
+    if fast is not None:  # the same loop compiled (rnnkit.kernels), tested equal to the one below
+        dgates = xp.empty((T, N, 2 * H), dtype=x.dtype)
+        trace_dh = None if trace is None else xp.empty((T + 1, N, H), dtype=x.dtype)
+        fast(T, N, H, xp.ascontiguousarray(dh), gates, h, _bytes(mask), g_next, dgates, trace_dh)
+        if trace is not None:
+            trace_dh[0] = g_next
+            trace["dh"] = trace_dh
+    else:
+        dgates = _mingru_backward_loop(dh, gates, h, mask, g_next, trace, xp)
     dg2 = dgates.reshape(T * N, 2 * H)
     dx, acc = into if into is not None else (None, None)
     dx = input_grad(dg2, Wx, dx, (T, N, D))
     dWx = summed(acc, "Wx", x.reshape(T * N, D).T, dg2)
     db = summed(acc, "b", dg2.sum(axis=0))
     return dx, g_next, dWx, db
+
+
+def _mingru_backward_loop(dh, gates, h, mask, g_next, trace, xp):
+    """The reference of `mingru_backward`'s loop (plain NumPy): the gates' gradient (T, N, 2H); g_next
+    (N, H) turns from the gradient of h[T] into that of h[0] (in place)."""
+    T, N, H = dh.shape
+    z, c = gates[..., :H], gates[..., H:]
+    a = 1 - z
+    if mask is not None:
+        xp.copyto(a, 1, where=~mask[:, :, None])
+    # The reverse scan: g_t = dL/dh_t (all paths) = dh_t + a_{t+1} g_{t+1}, from g_T = dh_T + dhT.
+    g = xp.empty((T, N, H), dtype=dh.dtype)  # g[t] = dL/dh[t+1]
+    for t in reversed(range(T)):
+        if mask is None:
+            xp.add(dh[t], g_next, out=g[t])
+        else:  # the loss never reads a padded output
+            xp.add(xp.where(mask[t][:, None], dh[t], 0), g_next, out=g[t])
+        xp.multiply(g[t], a[t], out=g_next)  # dh_{t-1} = g_t a_t
+    if trace is not None:
+        trace["dh"] = xp.concatenate([g_next[None], g])
+    dgates = xp.empty((T, N, 2 * H), dtype=dh.dtype)
+    dz, dc = dgates[..., :H], dgates[..., H:]
+    xp.multiply(g, c - h[:-1], out=dz)   # dz = g (c - h_{t-1}), then through the sigmoid:
+    dz *= z * (1 - z)
+    xp.multiply(g, z, out=dc)            # dc = g z
+    if mask is not None:                 # a padded step's gates were not used
+        xp.copyto(dgates, 0, where=~mask[:, :, None])
+    return dgates
 
 
 def mingru_step(x, h, Wx, b, *, x_gates=None):

@@ -251,7 +251,7 @@ def _load():
         if not path.exists():
             _compile(path)
         lib = ctypes.CDLL(str(path))
-        if lib.rnnkit_kernels_version() != 14:
+        if lib.rnnkit_kernels_version() != 15:
             raise RuntimeError(f"{path} is not this version of the kernels")
         _declare(lib)
         numpy_blas = _numpy_blas()  # its thread count is set below, whichever BLAS rnnkit calls
@@ -282,6 +282,8 @@ _SIGNATURES = {
     "gru_bw": _ROWS + [_P] * 11 + [_P, _I],
     "rnn_fw": _ROWS + [_P, _P, _P, _I, _P, _I],
     "rnn_bw": _ROWS + [_P, _P, _P, _P, _I, _P, _P, _P, _P, _P, _I],
+    "mingru_fw": _ROWS + [_P] * 3 + [_P, _I],
+    "mingru_bw": _ROWS + [_P] * 7 + [_P, _I],
 }
 # element-wise passes over a range [i0, i1); the real-valued scalars are declared per dtype
 _FLAT_SIGNATURES = {
@@ -419,7 +421,9 @@ def _run_parallel(fn, calls):
         f.result()
 
 
-_GATE_BLOCKS = {"lst": 4, "gru": 3, "rnn": 1}
+# the per-step product's weight blocks, for row_parts' estimate of a call's work; minGRU's loop has no
+# product: its O(N H) element-wise step is counted as one block, H times its work, so long loops split
+_GATE_BLOCKS = {"lst": 4, "gru": 3, "rnn": 1, "min": 1}
 # Time loops are split across threads by batch rows (RNNKIT_SPLIT_ROWS=0: never) when the call has at
 # least this many multiply-adds in its per-step products and each worker gets SPLIT_MIN_ROWS rows.
 SPLIT_ROWS = os.environ.get("RNNKIT_SPLIT_ROWS", "1") != "0"

@@ -150,7 +150,7 @@ static double *dpack(int flags, long M, const double *B, long K, long Nc) {
     return NULL;
 }
 
-EXPORT int rnnkit_kernels_version(void) { return 14; }
+EXPORT int rnnkit_kernels_version(void) { return 15; }
 
 /* Subnormal floats (below 1.2e-38 in float32) take a slow microcode path, ~100x, in every product and
  * sum they enter; attention weights and softmax gradients reach them within a few dozen updates of a
