@@ -81,9 +81,7 @@ def mingru_forward(x, h0, Wx, b, mask=None, *, scan_weights=True, parallel=False
         scan_weights,
     )
     xp = get_array_module(x)
-    gates = xp.empty((T, N, 2 * H), dtype=x.dtype)
-    kernels.matmul(x.reshape(T * N, D), Wx, out=gates.reshape(T * N, 2 * H))  # every step at once
-    gates += b
+    gates = _input_gates(x, Wx, b, xp)
     fast = None if parallel else kernels.kernel("mingru_fw", x.dtype, x)
     if fast is not None:  # the same step compiled (rnnkit.kernels): gates and scan in one pass
         h = xp.empty((T + 1, N, H), dtype=x.dtype)
@@ -105,14 +103,19 @@ def mingru_forward(x, h0, Wx, b, mask=None, *, scan_weights=True, parallel=False
 def mingru_recompute(x, h, Wx, b, mask=None):
     """The cache of `mingru_forward` rebuilt from the hidden states it produced: only the gates, one
     product and a sigmoid (they do not depend on h), for exact BPTT in bounded memory."""
-    T, N, D = x.shape
-    H = b.shape[0] // 2
     xp = get_array_module(x)
-    gates = xp.empty((T, N, 2 * H), dtype=x.dtype)
-    kernels.matmul(x.reshape(T * N, D), Wx, out=gates.reshape(T * N, 2 * H))
-    gates += b
-    sigmoid_(gates[..., :H], xp)
+    gates = _input_gates(x, Wx, b, xp)
+    sigmoid_(gates[..., :b.shape[0] // 2], xp)
     return MinGRUCache(x, h, gates, Wx, mask)
+
+
+def _input_gates(x, Wx, b, xp):
+    """x Wx + b (T, N, 2H) for every step at once: the only product of the forward."""
+    T, N, D = x.shape
+    gates = xp.empty((T, N, Wx.shape[1]), dtype=x.dtype)
+    kernels.matmul(x.reshape(T * N, D), Wx, out=gates.reshape(T * N, Wx.shape[1]))
+    gates += b
+    return gates
 
 
 def mingru_backward(dh, cache, dhT=None, trace=None, *, into=None):
