@@ -248,3 +248,17 @@ def test_resume_refuses_a_model_flag_that_differs_from_the_run(tmp_path, capsys)
     assert _train_meta(out)["steps"] == 2  # nothing trained
     assert main(base + ["--steps", "3", "--resume"]) == 0  # the run's own values again: fine
     assert _train_meta(out)["steps"] == 3
+
+
+def test_vanishing_summary_says_what_each_cell_learned():
+    from rnnkit.cli.memory import markdown_table
+
+    row = dict(flow_ratio_init=1e-3, flow_ratio_trained=0.5, seconds=1.0, steps=5, test_mse=0.005,
+               diverged=False)
+    rows = [dict(row, cell="gru", length=50, solved=True, solved_at=5),
+            dict(row, cell="gru", length=100, solved=True, solved_at=5),
+            dict(row, cell="rnn", length=50, solved=False, solved_at=None)]
+    settings = {"steps": 5, "batch": 4, "lr": 0.01, "hidden": 4, "threshold": 0.01}
+    text = markdown_table({"settings": settings, "rows": rows, "seconds": 2.0})
+    assert "- gru: learns at T = 50, 100\n" in text
+    assert "- rnn: learns at no length; not within the budget at T = 50\n" in text

@@ -140,3 +140,24 @@ def test_command_line_trains_and_samples_with_mingru(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["val_loss"] > 0
     assert main(["sample", str(out), "--prime", "the ", "--length", "20", "--seed", "1"]) == 0
     assert capsys.readouterr().out.startswith("the ")
+
+
+def test_update_bias_sets_the_update_gate_of_every_layer_and_direction():
+    plain = MinGRU(D, H, num_layers=2, bidirectional=True, seed=4)
+    kept = MinGRU(D, H, num_layers=2, bidirectional=True, seed=4, update_bias=-4.0)
+    for name in ("l0.b", "l0_reverse.b", "l1.b", "l1_reverse.b"):
+        assert np.all(kept.params[name][:H] == -4.0)
+        assert np.array_equal(kept.params[name][H:], plain.params[name][H:])  # the candidate's: as drawn
+    assert np.array_equal(kept.params["l1.Wx"], plain.params["l1.Wx"])
+
+
+def test_update_bias_flag_reaches_the_adding_run(tmp_path, capsys):
+    from rnnkit.cli import main
+    from rnnkit.train import load_checkpoint
+
+    out = tmp_path / "add"
+    assert main(["train", "adding", "--cell", "mingru", "--update-bias", "-3", "--length", "5", "--hidden",
+                 "4", "--batch", "4", "--test-size", "8", "--steps", "2", "--eval-every", "2", "--out",
+                 str(out), "--no-progress"]) == 0
+    _, meta, _ = load_checkpoint(out, "last", "adding")
+    assert meta["config"]["update_bias"] == -3.0

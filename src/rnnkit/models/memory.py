@@ -57,6 +57,7 @@ class MemoryConfig:
     hidden: int = 64  # H
     layers: int = 1  # stacked recurrent layers
     forget_bias: float = 1.0  # LSTM forget-gate bias at initialisation
+    update_bias: float | None = None  # minGRU update-gate bias at initialisation (None: uniform)
     seed: int = 0  # weights
     batch_size: int = 64  # training batch
     test_size: int = 1000  # fixed test set drawn from its own seed
@@ -89,7 +90,8 @@ class MemoryModel(Module):
         self.cfg = cfg
         self.dtype = np.dtype(dtype)
         self.rnn = make_recurrent(cfg.cell, cfg.input_size(), cfg.hidden, num_layers=cfg.layers,
-                                  forget_bias=cfg.forget_bias, seed=cfg.seed, dtype=dtype)
+                                  forget_bias=cfg.forget_bias, update_bias=cfg.update_bias,
+                                  seed=cfg.seed, dtype=dtype)
         self.head = Linear(cfg.hidden, cfg.output_size(), seed=cfg.seed + 1, dtype=dtype)
         self._shape = None
 
