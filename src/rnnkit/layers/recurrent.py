@@ -232,7 +232,8 @@ class Recurrent(Module):
         then a second BLAS thread only adds hand-offs, ruinous on a busy machine (50x at (50,1,64,64))."""
         G, H = self.kind.gates, self.hidden_size
         D = max(self.input_size, H * self.num_directions)
-        return T * N * G * H * (D + H) < SMALL_PASS_MACS
+        K = D + H if self.kind.recurrent_weights else D  # [x, h] against [Wx; Wh], or x alone
+        return T * N * G * H * K < SMALL_PASS_MACS
 
     def forward(self, x, state=None, mask=None):
         """x: (T, N, D) -> out (T, N, K*H), final state (L*K, N, H) (a pair for the LSTM)."""
@@ -394,7 +395,7 @@ class Recurrent(Module):
         xp = get_array_module(dy)
         # Wh^T made contiguous once for all segments, not by each segment's backward: the caches carry
         # Wh as the transpose of that copy, whose .T the backward then finds contiguous as it is.
-        if "Wh" in p:
+        if self.kind.recurrent_weights:
             p = dict(p, Wh=xp.ascontiguousarray(p["Wh"].T).T)
         dx = xp.empty(x.shape, dtype=dy.dtype)
         parts = self._row_parts(T, N, xp)
