@@ -5,6 +5,9 @@ present (skipped elsewhere, CI included); the device check of docs/DEVELOPING.md
 import numpy as np
 import pytest
 
+from rnnkit.cells.gru import gru_backward, gru_forward, gru_recompute
+from rnnkit.cells.lstm import lstm_backward, lstm_forward, lstm_recompute
+from rnnkit.cells.rnn import rnn_backward, rnn_forward
 from rnnkit.functional import (
     affine_backward,
     affine_forward,
@@ -15,14 +18,6 @@ from rnnkit.functional import (
     embedding_backward,
     embedding_backward_into,
     embedding_forward,
-    gru_backward,
-    gru_forward,
-    gru_recompute,
-    lstm_backward,
-    lstm_forward,
-    lstm_recompute,
-    rnn_backward,
-    rnn_forward,
     softmax_cross_entropy,
 )
 from rnnkit.functional.attention import attention_backward, attention_forward, attention_params

@@ -7,23 +7,16 @@ import pytest
 
 from gradcheck import numerical_grad, rel_error
 from rnnkit.diagnostics import activations, gate_stats, gradient_flow, run_layers
-from rnnkit.functional import gru_forward, lstm_forward, mingru_forward, rnn_forward
 from rnnkit.layers import make_recurrent
 
 T, N, D, H = 6, 2, 3, 4
 
 
 def _continue(rnn, k, x, h, c):
-    """Run layer k of `rnn` over x from the state (h, c): the loss's future as a function of the state."""
-    p = rnn._layer_params(k, 0)
-    kind = rnn.kind.name
-    if kind == "lstm":
-        return lstm_forward(x, h, c, p["Wx"], p["Wh"], p["b"])[0]
-    if kind == "gru":
-        return gru_forward(x, h, p["Wx"], p["Wh"], p["b"], p["bhn"])[0]
-    if kind == "mingru":
-        return mingru_forward(x, h, p["Wx"], p["b"])[0]
-    return rnn_forward(x, h, p["Wx"], p["Wh"], p["b"])[0]
+    """Run layer k of `rnn` over x from the state (h, c): the loss's future as a function of the state
+    (its outputs (T, N, H))."""
+    state = (h, c) if len(rnn.cell.state) == 2 else (h,)
+    return rnn.cell.forward(x, state, rnn.layer_params(k, 0))[0]
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm", "mingru"])
@@ -36,8 +29,8 @@ def test_gradient_flow_is_dL_dh_t(cell, rng):
     flow = gradient_flow(rnn, x, lambda out_last: w)
     layer = run_layers(rnn, x)[0][0]
     for t in (0, 2, T - 1, T):
-        h_t = layer["h"][t].copy()
-        c_t = layer["c"][t].copy() if cell == "lstm" else None
+        h_t = layer["cache"].h[t].copy()
+        c_t = layer["cache"].c[t].copy() if cell == "lstm" else None
 
         def loss():
             h = _continue(rnn, 0, x[t:], h_t, c_t) if t < T else h_t[None]
@@ -67,12 +60,13 @@ def test_gradient_flow_of_the_lower_layer_includes_the_path_through_the_upper(rn
     flow = gradient_flow(rnn, x, lambda out_last: w)
     low, up = run_layers(rnn, x)
     t = 3
-    h_t, c_t = low[0]["h"][t].copy(), low[0]["c"][t].copy()
+    h_t, c_t = low[0]["cache"].h[t].copy(), low[0]["cache"].c[t].copy()
 
     def loss():
-        h_low = _continue(rnn, 0, x[t:], h_t, c_t)  # h_t, then the lower layer's future from it
+        # h_t, then the lower layer's future from it
+        h_low = np.concatenate([h_t[None], _continue(rnn, 0, x[t:], h_t, c_t)])
         # the upper layer reads h_t at step t (from its state at t-1) and the lower layer's future
-        h_up = _continue(rnn, 1, h_low, up[0]["h"][t - 1], up[0]["c"][t - 1])
+        h_up = _continue(rnn, 1, h_low, up[0]["cache"].h[t - 1], up[0]["cache"].c[t - 1])
         return np.array(np.sum(w * h_up[-1]))
 
     num = numerical_grad(loss, h_t, np.array(1.0))

@@ -140,7 +140,7 @@ def test_gemm_rate_takes_the_fastest(numpy_gemm, torch_too, fastest, monkeypatch
     monkeypatch.setattr(bench, "interleaved_medians", fake_medians)
     monkeypatch.setattr(bench.time, "sleep", lambda s: None)
     monkeypatch.setattr(bench, "have_torch", lambda: torch_too)
-    monkeypatch.setattr(kernels, "_numpy_gemm", lambda: numpy_gemm)
+    monkeypatch.setattr(kernels.blas, "numpy_gemm", lambda: numpy_gemm)
     assert bench.gemm_rate(4, 5, 6, 1) == 2 * 4 * 5 * 6 / seconds[fastest]
     assert ("rnnkit" in timed) == (not numpy_gemm) and ("torch" in timed) == torch_too
 

@@ -6,17 +6,11 @@ import pytest
 
 from gradcheck import numerical_grad, rel_error
 from rnnkit import GRU, LSTM, RNN, kernels
-from rnnkit.functional import (
-    gru_backward,
-    gru_forward,
-    lstm_backward,
-    lstm_forward,
-    mingru_backward,
-    mingru_forward,
-    rnn_backward,
-    rnn_forward,
-    softmax_cross_entropy,
-)
+from rnnkit.cells.gru import gru_backward, gru_forward
+from rnnkit.cells.lstm import lstm_backward, lstm_forward
+from rnnkit.cells.mingru import mingru_backward, mingru_forward
+from rnnkit.cells.rnn import rnn_backward, rnn_forward
+from rnnkit.functional import softmax_cross_entropy
 
 T, N, D, H = 9, 4, 5, 6
 
@@ -78,12 +72,12 @@ def test_fast_equals_reference(cell, dtype, tol, masked, shape):
 def test_rows_split_across_threads_equal_reference(cell, dtype, tol, masked, monkeypatch):
     """The time loop cut into row ranges run on worker threads (here three uneven parts of 19 rows,
     whatever this machine's thread count) gives what the reference gives."""
-    monkeypatch.setattr(kernels, "SPLIT_MIN_MACS", 0)
-    monkeypatch.setattr(kernels, "SPLIT_MIN_ROWS", 1)
-    monkeypatch.setattr(kernels, "threads", lambda: 3)
+    monkeypatch.setattr(kernels.pool, "SPLIT_MIN_MACS", 0)
+    monkeypatch.setattr(kernels.pool, "SPLIT_MIN_ROWS", 1)
+    monkeypatch.setattr(kernels.pool, "threads", lambda: 3)
     assert kernels.row_parts(6, 19, 1, 3) == [(0, 4), (4, 12), (12, 19)]  # cut at whole 4-row tiles
-    split_calls, run_parallel = [], kernels._run_parallel
-    monkeypatch.setattr(kernels, "_run_parallel",
+    split_calls, run_parallel = [], kernels.pool.run_parallel
+    monkeypatch.setattr(kernels.pool, "run_parallel",
                         lambda fn, calls: (split_calls.append(len(calls)), run_parallel(fn, calls)))
     shape = (6, 19, 7, 36)
     fast = _run(cell, dtype, masked, np.random.default_rng(4), "tanh", shape)
@@ -95,7 +89,7 @@ def test_rows_split_across_threads_equal_reference(cell, dtype, tol, masked, mon
 
 
 def test_row_parts_keep_register_tiles_and_skip_small_work(monkeypatch):
-    monkeypatch.setattr(kernels, "SPLIT_MIN_MACS", 1000)
+    monkeypatch.setattr(kernels.pool, "SPLIT_MIN_MACS", 1000)
     assert kernels.row_parts(100, 32, 512 * 2048, 2) == [(0, 16), (16, 32)]
     assert kernels.row_parts(100, 40, 512 * 2048, 2) == [(0, 20), (20, 40)]
     assert kernels.row_parts(100, 42, 512 * 2048, 2) == [(0, 20), (20, 42)]
@@ -105,11 +99,16 @@ def test_row_parts_keep_register_tiles_and_skip_small_work(monkeypatch):
 
 
 def test_reference_switch_really_switches():
-    """Guard for the test above: the fast path is on by default here, and off under reference()."""
-    assert kernels.kernel("lstm_fw", np.float64) is not None
+    """Guard for the tests above: the fast path is on by default here, and off under reference()."""
+    from rnnkit.backend import COMPILED, REFERENCE, get_ops
+    from rnnkit.cells.rnn import RNN_FW
+
+    h, Wh = np.zeros((3, 2, 4)), np.zeros((4, 4))
+    args = dict(T=2, N=2, H=4, h=h, Wh=Wh, mask=None, relu=0)
+    assert get_ops(h) is COMPILED and RNN_FW.compiled(args) is not None
     with kernels.reference():
-        assert kernels.kernel("lstm_fw", np.float64) is None
-    assert kernels.kernel("lstm_fw", np.float64) is not None
+        assert get_ops(h) is REFERENCE and RNN_FW.compiled(args) is None
+    assert get_ops(h) is COMPILED and RNN_FW.compiled(args) is not None
 
 
 @pytest.mark.parametrize("cls", [LSTM, GRU, RNN])
@@ -140,8 +139,8 @@ def test_layer_gradient_check_on_both_paths(cls, fast):
 def test_matmul_cut_across_threads_equals_numpy(M, K, Nc, transposed, monkeypatch):
     """kernels.matmul cuts a product into row blocks (or column blocks, when B is the wider side) run on
     rnnkit's threads; each block is NumPy's own product, so the result is NumPy's, into `out` too."""
-    monkeypatch.setattr(kernels, "MATMUL_SPLIT_MIN_MACS", 0)
-    monkeypatch.setattr(kernels, "threads", lambda: 3)
+    monkeypatch.setattr(kernels.products, "MATMUL_SPLIT_MIN_MACS", 0)
+    monkeypatch.setattr(kernels.pool, "threads", lambda: 3)
     rng = np.random.default_rng(0)
     a = rng.standard_normal((K, M)).T if transposed else rng.standard_normal((M, K))  # x^T da-like views
     b = rng.standard_normal((K, Nc)).astype(np.float32)
@@ -182,8 +181,8 @@ def _operand_layouts(r, split, monkeypatch):
     """Operand pairs (a, b) for matmul in every layout a layer passes (contiguous, or a transposed
     view), with the products cut across three threads when `split`."""
     if split:
-        monkeypatch.setattr(kernels, "MATMUL_SPLIT_MIN_MACS", 0)
-        monkeypatch.setattr(kernels, "threads", lambda: 3)
+        monkeypatch.setattr(kernels.products, "MATMUL_SPLIT_MIN_MACS", 0)
+        monkeypatch.setattr(kernels.pool, "threads", lambda: 3)
     for M, K, Nc in [(40, 24, 70), (90, 33, 20)]:
         for a in (r(M, K), r(K, M).T):
             for b in (r(K, Nc), r(Nc, K).T):
@@ -211,7 +210,7 @@ def test_thread_settings_at_load(env, rnnkit_threads, blas_threads):
     import subprocess
     import sys
 
-    code = ("import numpy as np; from rnnkit import kernels; kernels.kernel('lstm_fw', np.float32); "
+    code = ("import numpy as np; from rnnkit import kernels; kernels.threads(); "
             "print(kernels.threads(), kernels.blas_threads())")
     run_env = {**os.environ, "OPENBLAS_NUM_THREADS": "2", "RNNKIT_NUM_THREADS": env}
     r = subprocess.run([sys.executable, "-c", code], env=run_env, capture_output=True, text=True,
@@ -223,13 +222,13 @@ def test_thread_settings_at_load(env, rnnkit_threads, blas_threads):
 @pytest.fixture
 def blas_restored():
     """The BLAS in use before the test comes back after it."""
-    before = kernels._state["blas"]
+    before = kernels.blas.state["blas"]
     yield
-    kernels._state["blas"] = before
+    kernels.blas.state["blas"] = before
 
 
 def _numpy_blas_path():
-    return kernels._numpy_blas()[3]
+    return kernels.blas.numpy_blas()[3]
 
 
 @pytest.mark.parametrize("split", [False, True])
@@ -239,8 +238,8 @@ def test_products_through_another_blas(split, dtype, tol, blas_restored, monkeyp
     matmul's plain products go through its gemm with beta = 0 (not np.matmul), for every layout, cut
     across threads or not; and the cells' fast path still equals the reference."""
     assert kernels.set_blas(_numpy_blas_path()) == _numpy_blas_path()
-    monkeypatch.setitem(kernels._state, "numpy_blas", "/elsewhere/libopenblas.so")
-    assert not kernels._numpy_gemm()
+    monkeypatch.setitem(kernels.blas.state, "numpy_blas", "/elsewhere/libopenblas.so")
+    assert not kernels.blas.numpy_gemm()
     calls = []
     monkeypatch.setattr(np, "matmul", lambda *a, **k: calls.append(1))  # must not be reached
     for a, b in _operand_layouts(_random(dtype, 8), split, monkeypatch):
@@ -291,17 +290,17 @@ def test_blas_choice_at_load(choice, said):
 @pytest.mark.skipif(kernels.mkl_path() is None, reason="Intel's mkl wheel not installed (rnnkit[mkl])")
 @pytest.mark.parametrize("intel", [True, False])
 def test_default_blas_is_mkl_on_intel_cpus_only(intel, monkeypatch):
-    monkeypatch.setattr(kernels, "_intel_cpu", lambda: intel)
-    assert kernels._find_blas("")[3] == (kernels.mkl_path() if intel else _numpy_blas_path())
-    assert kernels._find_blas("mkl")[3] == kernels.mkl_path()  # by name: on any CPU
+    monkeypatch.setattr(kernels.blas, "intel_cpu", lambda: intel)
+    assert kernels.blas.find_blas("")[3] == (kernels.mkl_path() if intel else _numpy_blas_path())
+    assert kernels.blas.find_blas("mkl")[3] == kernels.mkl_path()  # by name: on any CPU
 
 
 def test_default_blas_without_mkl_is_numpys(monkeypatch):
-    monkeypatch.setattr(kernels, "mkl_path", lambda: None)
-    monkeypatch.setattr(kernels, "_intel_cpu", lambda: True)
-    assert kernels._find_blas("")[3] == _numpy_blas_path()
+    monkeypatch.setattr(kernels.blas, "mkl_path", lambda: None)
+    monkeypatch.setattr(kernels.blas, "intel_cpu", lambda: True)
+    assert kernels.blas.find_blas("")[3] == _numpy_blas_path()
     with pytest.raises(ValueError, match="mkl wheel is not installed"):
-        kernels._find_blas("mkl")
+        kernels.blas.find_blas("mkl")
 
 
 def test_set_blas_refuses_what_it_cannot_load(blas_restored):
@@ -313,8 +312,8 @@ def test_set_blas_refuses_what_it_cannot_load(blas_restored):
 
 def _split_flat(monkeypatch):
     """Cut every element-wise kernel call into three ranges, as three threads would."""
-    monkeypatch.setattr(kernels, "FLAT_SPLIT_MIN", 1)
-    monkeypatch.setattr(kernels, "threads", lambda: 3)
+    monkeypatch.setattr(kernels.pool, "FLAT_SPLIT_MIN", 1)
+    monkeypatch.setattr(kernels.pool, "threads", lambda: 3)
 
 
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-14), (np.float32, 2e-6)])

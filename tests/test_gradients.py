@@ -5,6 +5,10 @@ import pytest
 
 from gradcheck import numerical_grad, rel_error
 from rnnkit import GRU, LSTM, RNN, Embedding, Linear, MinGRU
+from rnnkit.cells.gru import gru_backward, gru_forward
+from rnnkit.cells.lstm import lstm_backward, lstm_forward
+from rnnkit.cells.mingru import mingru_backward, mingru_forward
+from rnnkit.cells.rnn import rnn_backward, rnn_forward, rnn_step_backward, rnn_step_forward
 from rnnkit.functional import (
     affine_backward,
     affine_forward,
@@ -13,16 +17,6 @@ from rnnkit.functional import (
     embedding_backward,
     embedding_backward_into,
     embedding_forward,
-    gru_backward,
-    gru_forward,
-    lstm_backward,
-    lstm_forward,
-    mingru_backward,
-    mingru_forward,
-    rnn_backward,
-    rnn_forward,
-    rnn_step_backward,
-    rnn_step_forward,
     softmax_cross_entropy,
 )
 

@@ -8,7 +8,8 @@ import pytest
 
 from gradcheck import numerical_grad, rel_error
 from rnnkit import MinGRU
-from rnnkit.functional import linear_scan, mingru_backward, mingru_forward
+from rnnkit.cells.mingru import mingru_backward, mingru_forward
+from rnnkit.functional import linear_scan
 
 T, N, D, H = 6, 3, 4, 5
 

@@ -6,7 +6,8 @@ import pytest
 
 from gradcheck import rel_error
 from rnnkit import GRU, LSTM, RNN, MinGRU, kernels
-from rnnkit.functional import gru_forward, gru_recompute, lstm_forward, lstm_recompute
+from rnnkit.cells.gru import gru_forward, gru_recompute
+from rnnkit.cells.lstm import lstm_forward, lstm_recompute
 
 T, N, D, H = 13, 3, 4, 5
 
@@ -126,13 +127,13 @@ def test_step_from_precomputed_input_gates(cls):
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
 def test_recompute_rows_split_across_threads_equal_plain_bptt(cls, dtype, tol, monkeypatch):
     """With several threads, recompute runs each part of the batch rows through all its segments on
-    one thread (kernels.split_rows): here three uneven parts of 19 rows, whatever this machine has."""
-    monkeypatch.setattr(kernels, "SPLIT_MIN_MACS", 0)
-    monkeypatch.setattr(kernels, "SPLIT_MIN_ROWS", 1)
+    one thread (kernels.pool.split_rows): here three uneven parts of 19 rows, whatever this machine has."""
+    monkeypatch.setattr(kernels.pool, "SPLIT_MIN_MACS", 0)
+    monkeypatch.setattr(kernels.pool, "SPLIT_MIN_ROWS", 1)
     old = kernels.threads()
     kernels.set_threads(3)
-    parts, split_rows = [], kernels.split_rows
-    monkeypatch.setattr(kernels, "split_rows", lambda fn, p: (parts.append(len(p)), split_rows(fn, p))[1])
+    parts, split_rows = [], kernels.pool.split_rows
+    monkeypatch.setattr(kernels.pool, "split_rows", lambda fn, p: (parts.append(len(p)), split_rows(fn, p))[1])
     try:
         rng = np.random.default_rng(5)
         T, N = 11, 19
@@ -203,8 +204,8 @@ def test_recompute_keeps_a_fraction_of_plain_bptts_memory(cls):
 def test_recompute_bad_input_is_one_clear_error_with_rows_split(monkeypatch):
     """A NaN in the input is reported as the layer's usual ValueError even when the batch rows run on
     separate threads, and the layer still works afterwards."""
-    monkeypatch.setattr(kernels, "SPLIT_MIN_MACS", 0)
-    monkeypatch.setattr(kernels, "SPLIT_MIN_ROWS", 1)
+    monkeypatch.setattr(kernels.pool, "SPLIT_MIN_MACS", 0)
+    monkeypatch.setattr(kernels.pool, "SPLIT_MIN_ROWS", 1)
     old = kernels.threads()
     kernels.set_threads(2)
     try:

@@ -5,7 +5,9 @@ import pytest
 
 from gradcheck import rel_error
 from rnnkit import GRU, LSTM, RNN
-from rnnkit.functional import lstm_forward, reverse_padded, rnn_forward
+from rnnkit.cells.lstm import lstm_forward
+from rnnkit.cells.rnn import rnn_forward
+from rnnkit.functional import reverse_padded
 
 T, N, D, H = 12, 3, 4, 5
 

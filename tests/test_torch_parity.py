@@ -29,7 +29,7 @@ def _grads_as_torch(layer):
     for k in list(g):
         if k.startswith("bias_hh"):
             b_ih = g["bias_ih" + k[len("bias_hh"):]]
-            if layer.kind.name == "gru":
+            if layer.cell.name == "gru":
                 g[k][: 2 * H] = b_ih[: 2 * H]
             else:
                 g[k] = b_ih.copy()

@@ -28,3 +28,46 @@ def to_numpy(a):
     if hasattr(a, "get") and type(a).__module__.startswith("cupy"):
         return a.get()
     return np.asarray(a)
+
+
+class NumpyOps:
+    """The reference backend: every loop runs its NumPy reference, on whatever array module the
+    arrays come from (so CuPy arrays run here too, step by step, until a CuPy backend exists)."""
+
+    name = "numpy"
+
+    def run(self, kernel, **args):
+        """Run `kernel` (a `rnnkit.kernels.LoopKernel`) on arguments passed by name."""
+        return kernel.reference(**args)
+
+    def matmul(self, a, b, out=None, accumulate=False):
+        from rnnkit.kernels import matmul
+
+        return matmul(a, b, out=out, accumulate=accumulate)
+
+
+class CompiledOps(NumpyOps):
+    """The compiled CPU backend: each loop's C entry point (rnnkit.kernels), the reference where a
+    call cannot take it (another dtype, or a library that did not build)."""
+
+    name = "compiled"
+
+    def run(self, kernel, **args):
+        run = kernel.compiled(args)
+        return kernel.reference(**args) if run is None else run()
+
+
+REFERENCE, COMPILED = NumpyOps(), CompiledOps()
+
+
+def get_ops(*arrays):
+    """The backend for these arrays: the compiled CPU kernels for NumPy arrays while the fast path is
+    on (`rnnkit.kernels.set_enabled`, RNNKIT_FAST), else the NumPy reference."""
+    from rnnkit.kernels import build
+
+    if not build.enabled():
+        return REFERENCE
+    for a in arrays:
+        if a is not None and type(a) is not np.ndarray:
+            return REFERENCE
+    return COMPILED

@@ -30,8 +30,10 @@ def _rnnkit_step(cell, T, N, D, H):
 def _torch_step(cell, T, N, D, H):
     import torch
 
-    cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell]
-    m = cls(D, H)
+    from rnnkit import cells
+
+    c = cells.create(cell)  # the PyTorch module of the same cell (RNN_TANH and RNN_RELU: nn.RNN)
+    m = getattr(torch.nn, c.torch_mode.split("_")[0])(D, H, **c.torch_kwargs())
     x = torch.randn(T, N, D, requires_grad=True)
     dout = torch.randn(T, N, H)
 
@@ -131,7 +133,7 @@ def gemm_rate(M=6400, K=512, Nn=2048, repeats=5):
             kernels.set_blas_threads(before)
     time.sleep(0.5)
     others = {}
-    if not kernels._numpy_gemm():
+    if not kernels.blas.numpy_gemm():
         others["rnnkit"] = lambda: kernels.matmul(a, b, out=c)
     if have_torch():
         import torch
@@ -160,7 +162,7 @@ def sampling(chars=1000, H=512, L=2, V=65, round_chars=100, torch_too=True):
     -> softmax -> draw; rnnkit's `LSTM.step` (its first layer's input product read from the table
     `LSTM.input_gates(embedding)`) against `nn.LSTM` stepped one character at a time under no_grad,
     interleaved in rounds of `round_chars`; medians of the rounds."""
-    from rnnkit.layers.recurrent import LSTM
+    from rnnkit import LSTM
 
     rng = np.random.default_rng(0)
     emb = rng.standard_normal((V, H)).astype(np.float32)

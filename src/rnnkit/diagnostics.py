@@ -4,13 +4,15 @@ Dimensions, declared once for this module:
     T  time steps    N  batch size    D  input size    H  hidden size    L  layers
 
 Everything here runs one recurrent stack (`rnnkit.layers.Recurrent`, unidirectional for the gradient
-flow) layer by layer through the stateless `rnnkit.functional` forward and backward with the layer's own
-parameters, so the numbers are those of the model's real BPTT:
+flow) layer by layer through its cell's own forward and backward (`rnnkit.cells`) with the layer's own
+parameters, so the numbers are those of the model's real BPTT, for any registered cell: what is shown
+(the state's parts, the gates and their ranges) is what the cell declares.
 
 - `gradient_flow`: for a loss at the last step, ||dL/dh_t|| (and ||dL/dc_t|| for the LSTM) at every step
   t, taken from the backward's `trace`. Plotted against the lag T - t on a log scale it shows the vanilla
   RNN's gradient vanishing geometrically while the LSTM's cell state carries it (lecture 7).
-- `activations`: h (and c) and the activated gates of every layer at every step.
+- `activations`: the state's parts (h, and c for the LSTM) and the activated gates of every layer at
+  every step.
 - `gate_stats`: per gate, the mean and the fraction of values below 0.1 and above 0.9 (a gate saturated
   shut or open), with a histogram.
 """
@@ -19,69 +21,24 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnkit.functional import (
-    gru_backward,
-    gru_forward,
-    lstm_backward,
-    lstm_forward,
-    mingru_backward,
-    mingru_forward,
-    reverse_padded,
-    rnn_backward,
-    rnn_forward,
-)
-from rnnkit.layers.recurrent import RNN_RELU
-
-# minGRU's second block, the candidate, is linear (unbounded): only its update gate is shown
-GATE_NAMES = {"lstm": ("i", "f", "o", "g"), "gru": ("r", "z", "n"), "rnn": (), "mingru": ("z",)}
-SIGMOID_GATES = {"lstm": ("i", "f", "o"), "gru": ("r", "z"), "rnn": (), "mingru": ("z",)}
-GATE_TITLES = {"i": "input gate", "f": "forget gate", "o": "output gate", "g": "candidate (tanh)",
-               "r": "reset gate", "z": "update gate", "n": "candidate (tanh)"}
-
-
-def _kind(rnn):
-    return rnn.kind.name
-
-
-def _nonlinearity(rnn):
-    return "relu" if rnn.kind is RNN_RELU else "tanh"
+from rnnkit.functional import reverse_padded
 
 
 def _layer_forward(rnn, k, d, x, mask=None):
-    """One layer, one direction, from a zero state: (h (T+1, N, H), c or None, cache)."""
-    p = {name: v.astype(x.dtype, copy=False) for name, v in rnn._layer_params(k, d).items()}
+    """One layer, one direction, from a zero state: (y (T, N, H), cache)."""
+    p = {name: v.astype(x.dtype, copy=False) for name, v in rnn.layer_params(k, d).items()}
     N, H = x.shape[1], rnn.hidden_size
-    z = np.zeros((N, H), dtype=x.dtype)
-    kind = _kind(rnn)
-    if kind == "lstm":
-        h, c, cache = lstm_forward(x, z, z, p["Wx"], p["Wh"], p["b"], mask)
-        return h, c, cache
-    if kind == "gru":
-        h, cache = gru_forward(x, z, p["Wx"], p["Wh"], p["b"], p["bhn"], mask)
-        return h, None, cache
-    if kind == "mingru":
-        h, cache = mingru_forward(x, z, p["Wx"], p["b"], mask)
-        return h, None, cache
-    h, cache = rnn_forward(x, z, p["Wx"], p["Wh"], p["b"], mask, _nonlinearity(rnn))
-    return h, None, cache
-
-
-def _layer_backward(rnn, dh, cache, trace):
-    """The layer's BPTT with the trace on; returns dx (T, N, D)."""
-    kind = _kind(rnn)
-    if kind == "lstm":
-        return lstm_backward(dh, cache, trace=trace)[0]
-    if kind == "gru":
-        return gru_backward(dh, cache, trace=trace)[0]
-    if kind == "mingru":
-        return mingru_backward(dh, cache, trace=trace)[0]
-    return rnn_backward(dh, cache, trace=trace)[0]
+    state = tuple(np.zeros(shape, dtype=x.dtype) for shape in rnn.cell.state_shape(N, H).values())
+    y, _, cache = rnn.cell.forward(x, state, p, mask)
+    return y, cache
 
 
 def run_layers(rnn, x, mask=None):
     """Forward through every layer and direction (no dropout: diagnostics look at the eval model).
 
-    Returns a list over layers of lists over directions of dicts {"h", "c", "cache"}; h is (T+1, N, H).
+    Returns a list over layers of lists over directions of dicts {"y": the output (T, N, H), "cache",
+    "views": the cell's named arrays (its state parts and gates), each (T, N, H) in the order the
+    direction ran}.
     """
     out = []
     inp = x
@@ -89,9 +46,9 @@ def run_layers(rnn, x, mask=None):
         dirs, outs = [], []
         for d in range(rnn.num_directions):
             xin = reverse_padded(inp, mask) if d else inp
-            h, c, cache = _layer_forward(rnn, k, d, xin, mask)
-            dirs.append({"h": h, "c": c, "cache": cache})
-            outs.append(reverse_padded(h[1:], mask) if d else h[1:])
+            y, cache = _layer_forward(rnn, k, d, xin, mask)
+            dirs.append({"y": y, "cache": cache, "views": rnn.cell.views(cache)})
+            outs.append(reverse_padded(y, mask) if d else y)
         out.append(dirs)
         inp = np.concatenate(outs, axis=-1) if len(outs) == 2 else outs[0]
     return out
@@ -112,20 +69,21 @@ def gradient_flow(rnn, x, last_grad, dtype=np.float64):
         raise ValueError("gradient_flow needs a unidirectional stack (a loss at the last step has no "
                          "meaning for the reverse direction)")
     layers = run_layers(rnn, x)
-    top = layers[-1][0]["h"]
-    T, N, H = top.shape[0] - 1, top.shape[1], top.shape[2]
+    top = layers[-1][0]["y"]
+    T, N, H = top.shape
     dh = np.zeros((T, N, H), dtype=top.dtype)
     dh[-1] = last_grad(top[-1])  # the loss reads only the last step
+    cell = rnn.cell
+    zeros = tuple(np.zeros(shape, dtype=top.dtype) for shape in cell.state_shape(N, H).values())
     result = [None] * rnn.num_layers
     for k in reversed(range(rnn.num_layers)):
         trace = {}
-        dx = _layer_backward(rnn, dh, layers[k][0]["cache"], trace)
-        rec = {"dh": np.linalg.norm(trace["dh"], axis=-1).mean(axis=1)}
-        if "dc" in trace:
-            rec["dc"] = np.linalg.norm(trace["dc"], axis=-1).mean(axis=1)
-        result[k] = rec
-        dh = dx  # the gradient of the layer below's outputs h[1:]
-    return {"lag": np.arange(T, -1, -1), "layers": result, "cell": _kind(rnn)}
+        dx, _, _ = cell.backward(dh, layers[k][0]["cache"], zeros, trace=trace)
+        # one curve per state part the backward traces: dh, and dc for the LSTM's cell state
+        result[k] = {f"d{part}": np.linalg.norm(trace[f"d{part}"].reshape(T + 1, N, -1), axis=-1)
+                     .mean(axis=1) for part in cell.state if f"d{part}" in trace}
+        dh = dx  # the gradient of the layer below's outputs
+    return {"lag": np.arange(T, -1, -1), "layers": result, "cell": cell.name}
 
 
 def activations(rnn, x, mask=None):
@@ -133,18 +91,10 @@ def activations(rnn, x, mask=None):
 
     Returns a list of (name, dict) with names like "layer 0" ("layer 0 reverse" for a reverse direction).
     """
-    H = rnn.hidden_size
-    kind = _kind(rnn)
     out = []
     for k, dirs in enumerate(run_layers(rnn, x, mask)):
         for d, rec in enumerate(dirs):
-            acts = {"h": rec["h"][1:]}
-            if rec["c"] is not None:
-                acts["c"] = rec["c"][1:]
-            gates = getattr(rec["cache"], "gates", None)
-            if gates is not None:
-                for j, g in enumerate(GATE_NAMES[kind]):
-                    acts[g] = gates[:, :, j * H:(j + 1) * H]
+            acts = dict(rec["views"])
             if d:  # back to the input's time order
                 acts = {name: reverse_padded(a, mask) for name, a in acts.items()}
             out.append((f"layer {k}" + (" reverse" if d else ""), acts))
@@ -154,20 +104,21 @@ def activations(rnn, x, mask=None):
 def gate_stats(rnn, x, mask=None, bins=20):
     """Per layer and gate: mean, fraction < 0.1, fraction > 0.9, and a histogram over [0, 1]
     (the tanh candidates over [-1, 1]). Padded steps are left out."""
-    kind = _kind(rnn)
+    shown = [g for g in rnn.cell.gates if g.activation in ("sigmoid", "tanh")]
     out = []
     for name, acts in activations(rnn, x, mask):
         gates = {}
-        for g in GATE_NAMES[kind]:
-            a = acts[g]
+        for g in shown:
+            a = acts[g.name]
             v = a[mask] if mask is not None else a.reshape(-1, a.shape[-1])
             v = v.ravel().astype(np.float64)
-            lo, hi = (0.0, 1.0) if g in SIGMOID_GATES[kind] else (-1.0, 1.0)
+            sigmoid = g.activation == "sigmoid"
+            lo, hi = (0.0, 1.0) if sigmoid else (-1.0, 1.0)
             counts, edges = np.histogram(v, bins=bins, range=(lo, hi))
             rec = {"mean": float(v.mean()), "frac_below_0.1": float((v < 0.1).mean()),
                    "frac_above_0.9": float((v > 0.9).mean()), "hist": counts.tolist(),
-                   "edges": edges.tolist(), "sigmoid": g in SIGMOID_GATES[kind]}
-            gates[g] = rec
+                   "edges": edges.tolist(), "sigmoid": sigmoid, "title": g.title}
+            gates[g.name] = rec
         out.append((name, gates))
     return out
 
@@ -220,7 +171,7 @@ def plot_gate_histograms(stats, path):
             ax = axes[r][c]
             edges = np.asarray(rec["edges"])
             ax.bar(edges[:-1], rec["hist"], width=np.diff(edges), align="edge", color="#4c78a8")
-            ax.set_title(f"{name}: {g} ({GATE_TITLES[g]})", fontsize=8)
+            ax.set_title(f"{name}: {g} ({rec['title']})", fontsize=8)
             ax.tick_params(labelsize=7)
             ax.set_yticks([])
         for c in range(len(gates), cols):

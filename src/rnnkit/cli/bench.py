@@ -12,9 +12,17 @@ from rnnkit.bench import CONFIGS, RECOMPUTE_SHAPE, format_recompute, format_tabl
 from rnnkit.errors import UserError
 
 
+def _torch_cells():
+    """The registered cells with a PyTorch counterpart to time against."""
+    from rnnkit import cells
+
+    return [n for n in cells.names() if cells.create(n).torch_mode is not None]
+
+
 def register(sub, train_sub):
     p = sub.add_parser("bench", help="time rnnkit's cells against PyTorch's on this machine")
-    p.add_argument("--cells", default="lstm,gru,rnn", help="comma-separated: lstm,gru,rnn")
+    p.add_argument("--cells", default="lstm,gru,rnn",
+                   help=f"comma-separated, of the cells PyTorch has too: {','.join(_torch_cells())}")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per configuration (median)")
     p.add_argument("--threads", type=int, default=None,
                    help="threads for NumPy's BLAS and PyTorch (default: leave as they are)")
@@ -37,9 +45,10 @@ def register(sub, train_sub):
 
 def run(args):
     cells = [c.strip() for c in args.cells.split(",") if c.strip()]
-    bad = [c for c in cells if c not in ("lstm", "gru", "rnn")]
+    bad = [c for c in cells if c not in _torch_cells()]
     if bad or not cells:
-        raise UserError(f"--cells: expected a comma-separated list of lstm, gru, rnn; got {args.cells!r}")
+        raise UserError(f"--cells: expected a comma-separated list of {', '.join(_torch_cells())}; "
+                        f"got {args.cells!r}")
     if args.repeats < 1:
         raise UserError(f"--repeats: expected a positive integer, got {args.repeats}")
     if args.threads is not None:

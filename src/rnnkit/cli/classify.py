@@ -28,7 +28,8 @@ from rnnkit.data.vocab import Vocab
 from rnnkit.data.words import MODES, Tokenizer, pad_batch
 from rnnkit.errors import UserError
 from rnnkit.functional import softmax_cross_entropy
-from rnnkit.models.classifier import CELLS, POOLINGS, ClassifierConfig, EncoderLM, SentenceClassifier
+from rnnkit import cells
+from rnnkit.models.classifier import POOLINGS, ClassifierConfig, EncoderLM, SentenceClassifier
 from rnnkit.report.classification import classification_report, format_report
 from rnnkit.train.batches import LengthBatches
 from rnnkit.train.checkpoint import load_checkpoint, prepare_run_dir
@@ -63,7 +64,7 @@ def register(sub, train_sub):
     d.add_argument("--label-names", default=None,
                    help="display names, e.g. '0=negative,1=positive' (labels stay as in the file)")
     m = p.add_argument_group("model")
-    m.add_argument("--cell", default="lstm", choices=CELLS)
+    m.add_argument("--cell", default="lstm", choices=cells.names(), help=cells.describe())
     m.add_argument("--bidirectional", action="store_true")
     m.add_argument("--embed-dim", type=int, default=128)
     m.add_argument("--hidden", type=int, default=128, help="hidden size per direction")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnkit import cells
 from rnnkit.data.text import CharVocab, read_bytes, decode_bytes, check_encoding, split_ids, \
     stdlib_corpus, text_sha256
 from rnnkit.cli._training import add_optimization_args, add_run_args, check, check_run_flags, \
@@ -46,7 +47,7 @@ def register(sub, train_sub):
                    help="model raw bytes (vocabulary of 256) instead of characters")
     g.add_argument("--val-frac", type=float, help="the last fraction of the text for validation (0.1)")
     m = p.add_argument_group("model")
-    m.add_argument("--cell", choices=["lstm", "gru", "rnn", "mingru"], help="recurrent cell (lstm)")
+    m.add_argument("--cell", choices=cells.names(), help=f"recurrent cell (lstm): {cells.describe()}")
     m.add_argument("--hidden", type=int, help="hidden units per layer (256)")
     m.add_argument("--layers", type=int, help="recurrent layers (2)")
     m.add_argument("--embed", type=int, help="character embedding size (64)")

@@ -52,24 +52,25 @@ def _lengths(s):
 
 
 def _cell_list(s):
-    from rnnkit.models.memory import CELLS
+    from rnnkit import cells as registry
 
+    known = registry.names()
     cells = [c.strip().lower() for c in s.split(",") if c.strip()]
-    bad = [c for c in cells if c not in CELLS]
+    bad = [c for c in cells if c not in known]
     if not cells or bad:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {','.join(CELLS)}, "
+        raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {','.join(known)}, "
                                          f"got {s!r}")
     return cells
 
 
 def register(sub, train_sub):
-    from rnnkit.models.memory import CELLS
+    from rnnkit import cells
 
     for task, what in (("adding", "the adding problem (regress the sum of two marked values)"),
                        ("copy", "the copy-memory task (repeat 10 symbols after T blanks)")):
         p = train_sub.add_parser(task, help=f"train a recurrent model on {what}")
         m = p.add_argument_group("model and data (a resumed run keeps its own)")
-        m.add_argument("--cell", choices=CELLS, help="recurrent cell (lstm)")
+        m.add_argument("--cell", choices=cells.names(), help=f"recurrent cell (lstm): {cells.describe()}")
         m.add_argument("--length", "-T", type=_positive_int,
                        help="sequence length T (the gap to remember; 100)")
         m.add_argument("--hidden", type=_positive_int, help="hidden size H (64)")

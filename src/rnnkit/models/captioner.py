@@ -23,7 +23,8 @@ fed into the cell with the word instead:
         h_t = LSTM/GRU([x_t; ctx_t], h_{t-1}),               z_t = h_t
     (a_l here standardised over its channels first: the raw ReLU map would saturate the gates)
     which makes the recurrence itself depend on the attention, so the sequence runs step by step
-    (one-step `lstm_forward` / `gru_forward` calls, BPTT by one-step backward calls carrying dh, dc).
+    (the cell's forward over one step at a time, BPTT by its one-step backward calls carrying the
+    state's gradient).
     Xu et al. score with a small MLP and add a gating scalar and a deep output; here the score is the
     same bilinear one as "luong", and the output reads h_t alone.
 """
@@ -37,13 +38,8 @@ from typing import NamedTuple
 import numpy as np
 
 from rnnkit.backend import DEFAULT_DTYPE
-from rnnkit.functional import (
-    gru_backward,
-    gru_forward,
-    lstm_backward,
-    lstm_forward,
-    softmax_cross_entropy,
-)
+from rnnkit import cells
+from rnnkit.functional import softmax_cross_entropy
 from rnnkit.functional.conv import global_avgpool_backward, global_avgpool_forward
 from rnnkit.layers import Dropout, Embedding, Linear, Module, make_recurrent
 from rnnkit.layers.conv import Conv2d, MaxPool2d, ReLU, Sequential
@@ -52,7 +48,7 @@ from rnnkit.layers.conv import Conv2d, MaxPool2d, ReLU, Sequential
 @dataclass
 class CaptionerConfig:
     vocab_size: int
-    cell: str = "lstm"  # lstm | gru
+    cell: str = "lstm"  # any registered cell whose state is parts of (N, H): lstm, gru, ...
     embed: int = 128  # word embedding size E
     hidden: int = 256  # decoder hidden size H
     encoder: str = "conv"  # conv: trained end to end from pixels; features: precomputed vectors / maps
@@ -236,8 +232,11 @@ class Captioner(Module):
         self.bos_id, self.eos_id, self.pad_id, self.unk_id = bos_id, eos_id, pad_id, unk_id
         self.dtype = np.dtype(dtype)
         s = cfg.seed
-        if cfg.cell not in ("lstm", "gru"):
-            raise ValueError(f"cell must be lstm or gru, got {cfg.cell!r}")
+        cell = cells.create(cfg.cell)
+        if not cell.output_is_state or any(shape != (1, cfg.hidden)
+                                           for shape in cell.state_shape(1, cfg.hidden).values()):
+            raise ValueError(f"the captioner's decoder needs a cell whose state is (N, H) arrays, the "
+                             f"first its output; {cfg.cell} is not")
         if cfg.encoder == "conv":
             if cfg.image_size % (2 ** len(cfg.channels)):
                 raise ValueError(f"image_size {cfg.image_size} must be divisible by 2^{len(cfg.channels)}")
@@ -262,9 +261,9 @@ class Captioner(Module):
             raise ValueError(f"pool must be avg or flatten, got {cfg.pool!r}")
         H, E, V = cfg.hidden, cfg.embed, cfg.vocab_size
         self.feat_dim = C
-        # the LSTM gets both h0 and c0 from the image: the cell state carries it further than h0 alone
-        K = 2 if cfg.cell == "lstm" else 1
-        self.img_proj = Linear(Dv, K * H, dtype=dtype, seed=s + 1)
+        # every part of the state comes from the image (the LSTM's c0 too: the cell state carries it
+        # further than h0 alone)
+        self.img_proj = Linear(Dv, len(cell.state) * H, dtype=dtype, seed=s + 1)
         self.embed = Embedding(V, E, dtype=dtype, seed=s + 2)
         self.sat = cfg.attention == "sat"
         self.rnn = make_recurrent(cfg.cell, E + (C if self.sat else 0), H, dtype=dtype, seed=s + 3)
@@ -324,7 +323,8 @@ class Captioner(Module):
         return feature_norm_forward(v, self.norm_mean, self.norm_var)
 
     def initial_state(self, v):
-        """[h0; c0] = tanh(v Wp + bp) for the LSTM, h0 = tanh(v Wp + bp) for the GRU; each (1, N, H).
+        """Every part of the state from the image: [h0; c0] = tanh(v Wp + bp) for the LSTM, h0 for the
+        GRU; each (1, N, H).
 
         The tanh keeps the initial state in the range of the states the cell produces itself: an
         unbounded projection of ReLU features (|h0| ~ 10-100) saturates every gate at the first step,
@@ -332,7 +332,8 @@ class Captioner(Module):
         s = np.tanh(self.img_proj.forward(v))[None]
         self._s0 = s
         H = self.cfg.hidden
-        return (s[..., :H].copy(), s[..., H:].copy()) if self.cfg.cell == "lstm" else s
+        return self.rnn.join_state(tuple(s[..., i * H:(i + 1) * H].copy()
+                                         for i in range(len(self.rnn.cell.state))))
 
     def _attend(self, out, A):
         if self.cfg.attention != "luong":
@@ -389,7 +390,7 @@ class Captioner(Module):
         if not self.sat:
             dx, dstate0 = self.rnn.backward(dout)
         self.embed.backward(self.drop_emb.backward(dx))
-        ds0 = np.concatenate(dstate0, axis=-1) if self.cfg.cell == "lstm" else dstate0
+        ds0 = np.concatenate(self.rnn.state_parts(dstate0), axis=-1)
         ds0 = ds0 * (1 - self._s0 * self._s0)  # through the tanh
         dv = feature_norm_backward(self.drop_img.backward(self.img_proj.backward(ds0[0])), norm_cache)
         if rows is not None:  # an image shared by several captions gets the sum of their gradients
@@ -417,66 +418,53 @@ class Captioner(Module):
 
     # --- show-attend-tell: the recurrence step by step -------------------------------------------------
 
-    def _cell_params(self):
-        return {k[3:]: v for k, v in self.rnn.params.items() if k.startswith("l0.")}
-
     def _sat_forward(self, x, state, A):
-        """x (T, N, E) embedded words; state the initial state; A (N, L, C). Returns out (T, N, H)."""
-        if self.rnn.num_layers != 1 or self.rnn.bidirectional:
+        """x (T, N, E) embedded words; state the initial state; A (N, L, C). Returns out (T, N, H).
+        Each step is the cell's own forward over one step, which keeps the cache its backward needs."""
+        rnn = self.rnn
+        if rnn.num_layers != 1 or rnn.bidirectional:
             raise ValueError("show-attend-tell runs one unidirectional layer")
-        p = self._cell_params()
-        lstm = self.cfg.cell == "lstm"
-        h, c = (state[0][0], state[1][0]) if lstm else (state[0], None)
+        cell, p = rnn.cell, rnn.layer_params(0)
+        s = tuple(part[0] for part in rnn.state_parts(state))  # (N, H) each; s[0] is h
         K = A @ self.params["att_Wa"]  # (N, L, H): the keys, projected once for every step
-        steps, out = [], np.empty((x.shape[0],) + h.shape, dtype=x.dtype)
+        steps, out = [], np.empty((x.shape[0],) + s[0].shape, dtype=x.dtype)
         for t in range(x.shape[0]):
-            ctx, acache = sat_context_forward(h, A, K)
+            ctx, acache = sat_context_forward(s[0], A, K)
             xt = np.concatenate([x[t], ctx], axis=-1)[None]  # (1, N, E + C)
-            if lstm:
-                hs, cs, cache = lstm_forward(xt, h, c, p["Wx"], p["Wh"], p["b"])
-                h, c = hs[1], cs[1]
-            else:
-                hs, cache = gru_forward(xt, h, p["Wx"], p["Wh"], p["b"], p["bhn"])
-                h = hs[1]
-            out[t] = h
+            y, s, cache = cell.forward(xt, s, p)
+            out[t] = y[0]
             steps.append((acache, cache))
         return out, (steps, A, K)
 
     def _sat_backward(self, dout, sat_cache):
         """dout (T, N, H) -> dx (T, N, E), the initial state's gradient (like Recurrent.backward), dA.
-        Step t's cell backward gets dout[t] plus the carried dh (and dc) from step t+1; the context
+        Step t's cell backward gets dout[t] plus the carried state gradient from step t+1; the context
         read at step t adds its share to dh_{t-1}."""
         steps, A, K = sat_cache
-        lstm = self.cfg.cell == "lstm"
+        rnn = self.rnn
+        cell = rnn.cell
         E = self.cfg.embed
         T, N, H = dout.shape
-        dh = np.zeros((N, H), dout.dtype)
-        dc = np.zeros((N, H), dout.dtype) if lstm else None
+        ds = tuple(np.zeros((N, H), dout.dtype) for _ in cell.state)
         dx = np.empty((T, N, E), dout.dtype)
         dK, dA = np.zeros_like(K), np.zeros_like(A)
-        g = {k: np.zeros_like(v) for k, v in self._cell_params().items()}
+        g = {k: np.zeros_like(v) for k, v in rnn.layer_params(0).items()}
         for t in reversed(range(T)):
             acache, cache = steps[t]
-            if lstm:
-                dxt, dh, dc, dWx, dWh, db = lstm_backward(dout[t][None], cache, dh, dc)
-            else:
-                dxt, dh, dWx, dWh, db, dbhn = gru_backward(dout[t][None], cache, dh)
-                g["bhn"] += dbhn
-            g["Wx"] += dWx
-            g["Wh"] += dWh
-            g["b"] += db
+            dxt, ds, grads = cell.backward(dout[t][None], cache, ds)
+            for k, v in grads.items():
+                g[k] += v
             dx[t] = dxt[0, :, :E]
             dh_att, dA_t, dK_t = sat_context_backward(dxt[0, :, E:], acache)
-            dh = dh + dh_att
+            ds = (ds[0] + dh_att,) + tuple(ds[1:])
             dA += dA_t
             dK += dK_t
         for k, v in g.items():
-            self.rnn.grads["l0." + k] += v
+            rnn.grads["l0." + k] += v
         # K = A Wa
         self.grads["att_Wa"] += A.reshape(-1, A.shape[-1]).T @ dK.reshape(-1, H)
         dA += dK @ self.params["att_Wa"].T
-        dstate0 = (dh[None], dc[None]) if lstm else dh[None]
-        return dx, dstate0, dA
+        return dx, rnn.join_state(tuple(d[None] for d in ds)), dA
 
     # --- decoding -----------------------------------------------------------------------------------
 

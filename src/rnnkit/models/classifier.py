@@ -28,13 +28,13 @@ from typing import NamedTuple
 
 import numpy as np
 
+from rnnkit import cells
 from rnnkit.backend import DEFAULT_DTYPE, get_array_module
 from rnnkit.data.subwords import SubwordBag, SubwordHasher
 from rnnkit.functional import embedding_backward_into, softmax_cross_entropy
 from rnnkit.layers import BagEmbedding, Dropout, Embedding, Linear, Module, make_recurrent
 
 POOLINGS = ("last", "mean", "max")
-CELLS = ("lstm", "gru", "rnn", "rnn_relu", "mingru")
 
 
 # --- pooling over valid steps --------------------------------------------------------------------
@@ -109,7 +109,7 @@ class ClassifierConfig:
     num_classes: int
     embed_dim: int = 128  # E
     hidden: int = 128  # H per direction
-    cell: str = "lstm"  # lstm | gru | rnn | rnn_relu | mingru
+    cell: str = "lstm"  # any registered cell: rnnkit.cells.names()
     layers: int = 1
     bidirectional: bool = False
     pooling: str = "last"  # last | mean | max (over valid steps)
@@ -136,8 +136,8 @@ class ClassifierConfig:
             raise ValueError(f"vocab_size must be >= 2, got {self.vocab_size}")
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {', '.join(CELLS)}; got {self.cell!r}")
+        if self.cell not in cells.names():
+            raise ValueError(f"cell must be one of {', '.join(cells.names())}; got {self.cell!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}; got {self.pooling!r}")
         for name in ("embed_dropout", "word_dropout", "dropout", "layer_dropout"):

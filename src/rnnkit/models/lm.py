@@ -6,7 +6,8 @@ Dimensions, declared once for this module:
     T  time steps    N  batch (parallel streams)    E  embedding size    H  hidden size    V  vocabulary
     L  layers
 
-    tokens  (T, N) int       logits  (T, N, V)       state  LMState: h (L, N, H) (and c for the LSTM)
+    tokens  (T, N) int       logits  (T, N, V)       state  LMState: the cell's state parts, (L, N, H)
+                                                            each (h; h and c for the LSTM)
 
 `CharLM.forward` / `backward` train it (truncated BPTT: pass the previous chunk's final state in; no
 gradient crosses the boundary). `CharLM.step(tokens, state)` is the streaming inference API: feed one
@@ -31,7 +32,7 @@ from rnnkit.layers.module import Module
 @dataclass
 class LMConfig:
     vocab_size: int
-    cell: str = "lstm"  # lstm | gru | rnn | mingru
+    cell: str = "lstm"  # any registered cell: rnnkit.cells.names()
     embed: int = 64  # embedding size E
     hidden: int = 256  # hidden size H
     layers: int = 2  # recurrent layers L
@@ -45,28 +46,26 @@ class LMConfig:
 
 @dataclass
 class LMState:
-    """The recurrent state between calls: h (L, N, H), and c (L, N, H) for the LSTM (else None)."""
+    """The recurrent state between calls: the cell's state parts by name, each (L, N, H): {"h": ...},
+    and "c" too for the LSTM."""
 
-    h: np.ndarray
-    c: np.ndarray | None = None
+    parts: dict
 
-    def as_layer_state(self):
-        return self.h if self.c is None else (self.h, self.c)
-
-    @classmethod
-    def from_layer_state(cls, s):
-        return cls(s[0], s[1]) if isinstance(s, tuple) else cls(s, None)
+    @property
+    def h(self):
+        """The hidden state (L, N, H), which every cell has."""
+        return self.parts["h"]
 
     def copy(self):
-        return LMState(self.h.copy(), None if self.c is None else self.c.copy())
+        return LMState({k: v.copy() for k, v in self.parts.items()})
 
     def to_dict(self) -> dict:
         """Arrays by name (safetensors-ready; `np.savez` works too)."""
-        return {"h": self.h} if self.c is None else {"h": self.h, "c": self.c}
+        return dict(self.parts)
 
     @classmethod
     def from_dict(cls, d: dict) -> "LMState":
-        return cls(np.asarray(d["h"]), None if d.get("c") is None else np.asarray(d["c"]))
+        return cls({k: np.asarray(v) for k, v in d.items() if v is not None})
 
 
 class CharLM(Module):
@@ -75,22 +74,33 @@ class CharLM(Module):
         self.cfg = cfg
         s = cfg.seed
         self.embed = Embedding(cfg.vocab_size, cfg.embed, dtype=dtype, seed=s)
-        kw = {"forget_bias": 1.0} if cfg.cell == "lstm" else {}
+        # forget_bias applies to the LSTM only (make_recurrent leaves out options a cell lacks)
         self.rnn = make_recurrent(cfg.cell, cfg.embed, cfg.hidden, num_layers=cfg.layers,
-                                  dropout=cfg.dropout, dtype=dtype, seed=s + 1, **kw)
+                                  dropout=cfg.dropout, dtype=dtype, seed=s + 1, forget_bias=1.0)
         self.drop = Dropout(cfg.dropout, seed=s + 2)
         self.head = Linear(cfg.hidden, cfg.vocab_size, dtype=dtype, seed=s + 3)
 
     def init_state(self, N) -> LMState:
-        return LMState.from_layer_state(self.rnn.init_state(N))
+        return self._lm_state(self.rnn.init_state(N))
+
+    def _lm_state(self, layer_state) -> LMState:
+        return LMState(dict(zip(self.rnn.cell.state, self.rnn.state_parts(layer_state))))
+
+    def _layer_state(self, state: LMState):
+        try:
+            parts = tuple(state.parts[name] for name in self.rnn.cell.state)
+        except KeyError as e:
+            raise ValueError(f"the state has no part {e.args[0]!r}; a {self.rnn.cell.name} state has "
+                             f"{', '.join(self.rnn.cell.state)}") from None
+        return self.rnn.join_state(parts)
 
     # --- training -----------------------------------------------------------------------------
 
     def forward(self, tokens, state: LMState | None = None):
         """tokens (T, N) -> logits (T, N, V), final LMState. Keeps the caches for one backward."""
-        s = None if state is None else state.as_layer_state()
+        s = None if state is None else self._layer_state(state)
         out, final = self.rnn.forward(self.embed.forward(tokens), s)
-        return self.head.forward(self.drop.forward(out)), LMState.from_layer_state(final)
+        return self.head.forward(self.drop.forward(out)), self._lm_state(final)
 
     def backward(self, dlogits):
         """Adds the gradients of every parameter; no gradient flows into the initial state (truncated
@@ -115,64 +125,29 @@ class CharLM(Module):
         -> logits (T, N, V); returns (logits, new state). No dropout, no caches kept, the input state is
         not modified.
 
-        A single step runs the cell equations directly (one x Wx + h Wh product per layer and a few
-        element-wise operations on (N, H) arrays), skipping the whole-sequence functions' argument and
-        finiteness checks, which would read every weight on every step. A chunk goes through the
-        sequence functions (their input projection is one product for the whole chunk)."""
+        A single step goes through the layer's one-step function (`Recurrent.step`, the cell's own
+        `step`: one x Wx + h Wh product per layer and the element-wise update, without the whole-
+        sequence functions' scan of every weight for NaN/inf); a chunk goes through each layer's
+        sequence forward (its input projection is one product for the whole chunk)."""
         tokens = np.asarray(tokens)
-        single = tokens.ndim == 1
         if state is None:
             state = self.init_state(tokens.shape[-1])
         rnn = self.rnn
         x = self.embed.params["W"][tokens]  # (N, E) or (T, N, E)
-        parts = (state.h, state.c) if state.c is not None else (state.h,)
-        new = [np.empty_like(p) for p in parts]
-        for k in range(rnn.num_layers):
-            if single:
-                x = self._cell_step(k, x, new, parts)
-            else:
-                h, final, _ = rnn.kind.forward(x, tuple(p[k] for p in parts), rnn._layer_params(k, 0),
-                                               None)
+        s = self._layer_state(state)
+        if tokens.ndim == 1:
+            x, new = rnn.step(x, s)
+        else:
+            parts = rnn.state_parts(s)
+            new = [np.empty_like(p) for p in parts]
+            for k in range(rnn.num_layers):
+                x, final, _ = rnn.cell.forward(x, tuple(p[k] for p in parts), rnn.layer_params(k, 0))
                 for dst, src in zip(new, final):
                     dst[k] = src
-                x = h[1:]
+            new = rnn.join_state(new)
         head = self.head.params
         logits = x @ head["W"] + head["b"]
-        return logits, LMState(new[0], new[1] if len(new) > 1 else None)
-
-    def _cell_step(self, k, x, new, parts):
-        """One time step of layer k: x (N, D) and the state parts[.][k] -> h (N, H), written to new[.][k].
-        The equations are those of rnnkit.functional (gate order [i, f, o, g]; GRU [r, z, n]; minGRU
-        [z, c])."""
-        rnn = self.rnn
-        p = rnn.params
-        pre = f"l{k}."
-        H = rnn.hidden_size
-        h0 = parts[0][k]
-        a = x @ p[pre + "Wx"]
-        a += p[pre + "b"]
-        name = rnn.kind.name
-        if name == "lstm":
-            a += h0 @ p[pre + "Wh"]
-            ifo = 0.5 * np.tanh(0.5 * a[:, :3 * H]) + 0.5  # sigmoid
-            g = np.tanh(a[:, 3 * H:])
-            c = ifo[:, H:2 * H] * parts[1][k] + ifo[:, :H] * g  # c = f * c_prev + i * g
-            h = ifo[:, 2 * H:] * np.tanh(c)  # h = o * tanh(c)
-            new[1][k] = c
-        elif name == "gru":
-            hw = h0 @ p[pre + "Wh"]
-            rz = 0.5 * np.tanh(0.5 * (a[:, :2 * H] + hw[:, :2 * H])) + 0.5
-            r, z = rz[:, :H], rz[:, H:]
-            n = np.tanh(a[:, 2 * H:] + r * (hw[:, 2 * H:] + p[pre + "bhn"]))
-            h = n + z * (h0 - n)  # h = (1 - z) n + z h_prev
-        elif name == "mingru":
-            z = 0.5 * np.tanh(0.5 * a[:, :H]) + 0.5  # the gates read x only: no h Wh product
-            h = (1 - z) * h0 + z * a[:, H:]  # h = (1 - z) h_prev + z c
-        else:
-            a += h0 @ p[pre + "Wh"]
-            h = np.maximum(a, 0) if getattr(rnn, "nonlinearity", "tanh") == "relu" else np.tanh(a)
-        new[0][k] = h
-        return h
+        return logits, self._lm_state(new)
 
 
 def evaluate_stream(model: CharLM, ids, batch: int = 64, chunk: int = 256, min_stream: int = 512) -> dict:

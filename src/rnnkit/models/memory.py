@@ -23,7 +23,6 @@ from rnnkit.functional import softmax_cross_entropy
 from rnnkit.functional._checks import expect_shape
 from rnnkit.layers import Linear, Module, make_recurrent
 
-CELLS = ("rnn", "rnn_relu", "lstm", "gru", "mingru")
 
 
 # --- mean squared error ----------------------------------------------------------------------------
@@ -53,7 +52,7 @@ def mse_backward(cache, dloss=1.0):
 class MemoryConfig:
     task: str = "adding"  # adding | copy
     length: int = 100  # T of the task (copy sequences are T+20 long)
-    cell: str = "lstm"  # rnn | rnn_relu | lstm | gru | mingru
+    cell: str = "lstm"  # any registered cell: rnnkit.cells.names()
     hidden: int = 64  # H
     layers: int = 1  # stacked recurrent layers
     forget_bias: float = 1.0  # LSTM forget-gate bias at initialisation

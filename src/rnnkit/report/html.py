@@ -25,7 +25,6 @@ import numpy as np
 
 from rnnkit.errors import UserError
 
-SIGNED_KINDS = ("h", "c", "g", "n")  # tanh-like: coloured blue (<0) to red (>0); gates 0 -> 1 in green
 
 
 # --- reading a run -----------------------------------------------------------------------------------
@@ -163,13 +162,15 @@ def _quantize(a, signed):
     return q.astype(np.uint8).tobytes(), scale
 
 
-def viewer_channels(acts):
-    """acts: `diagnostics.activations` over a (T, 1, D) sequence -> JSON-able channel list."""
+def viewer_channels(acts, unsigned=()):
+    """acts: `diagnostics.activations` over a (T, 1, D) sequence -> JSON-able channel list.
+    unsigned: the names of the sigmoid gates (values in [0, 1], coloured 0 -> 1 in green); everything
+    else (states, tanh candidates) is signed, coloured blue (< 0) to red (> 0)."""
     channels = []
     for layer, kinds in acts:
         for kind, a in kinds.items():
             a = a[:, 0, :]  # (T, H) of the one sequence
-            signed = kind in SIGNED_KINDS
+            signed = kind not in unsigned
             data, scale = _quantize(a, signed)
             channels.append({"layer": layer, "kind": kind, "T": a.shape[0], "H": a.shape[1],
                              "signed": signed,
@@ -280,7 +281,8 @@ def build_report(run_dir, records, task=None, meta=None, probe=None):
         acts = activations(rnn, probe.view_x)
         data["tokens"] = list(probe.tokens)
         data["marks"] = probe.marks
-        data["channels"] = viewer_channels(acts)
+        data["channels"] = viewer_channels(
+            acts, {g.name for g in rnn.cell.gates if g.activation == "sigmoid"})
         data["telling"] = telling_units(acts, probe.features)
         data["features"] = list(probe.features)
         sections.append(VIEWER_HTML)

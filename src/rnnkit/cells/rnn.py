@@ -1,5 +1,5 @@
-"""Vanilla RNN over a whole sequence: `rnn_step_forward`/`rnn_step_backward` for one step (as in CS231n)
-and `rnn_forward`/`rnn_backward` for the unrolled sequence.
+"""The vanilla RNN: `rnn_step_forward`/`rnn_step_backward` for one step (as in CS231n),
+`rnn_forward`/`rnn_backward` for the unrolled sequence, and its declaration, `RNNCell`.
 
 Dimensions, declared once for this module:
     T  time steps        N  batch size        D  input size        H  hidden size
@@ -7,18 +7,26 @@ Dimensions, declared once for this module:
     h_t = tanh(x_t Wx + h_{t-1} Wh + b)       (or relu)
 
 Buffers: x (T, N, D); h (T+1, N, H) with h[0] the initial state; Wx (D, H); Wh (H, H); b (H,).
-The one set of weights (Wx, Wh, b) is shared by every step. Derivation in docs/derivations/rnn.md.
+The one set of weights (Wx, Wh, b) is shared by every step. Derivation in docs/derivations/rnn.md. The
+time loops are written twice, here in NumPy (the reference) and in rnn.c (compiled), and tested equal.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
-from rnnkit import kernels
-from rnnkit.backend import get_array_module
+import numpy as np
+
+from rnnkit.backend import get_array_module, get_ops
+from rnnkit.cells.cell import Cell
+from rnnkit.cells.common import wh_transposed_once, final_grad, input_and_weight_grads, step_gates
 from rnnkit.functional._checks import check_recurrent_args, expect_float, expect_shape
-from rnnkit.functional.lstm import _bytes, _step_gates, input_and_weight_grads
+from rnnkit.kernels import LoopKernel
 from rnnkit.kernels.workspace import empty
+
+SOURCE = Path(__file__).with_name("rnn.c")
 
 NONLINEARITIES = ("tanh", "relu")
 
@@ -63,15 +71,12 @@ def rnn_forward(x, h0, Wx, Wh, b, mask=None, nonlinearity="tanh", *, scan_weight
         scan_weights,
     )
     xp = get_array_module(x)
+    ops = get_ops(x, Wh)
     h = xp.empty((T + 1, N, H), dtype=x.dtype)
     h[0] = h0
-    kernels.matmul(x.reshape(T * N, D), Wx, out=h[1:].reshape(T * N, H))  # hoisted input projection
+    ops.matmul(x.reshape(T * N, D), Wx, out=h[1:].reshape(T * N, H))  # hoisted input projection
     h[1:] += b
-    fast = kernels.kernel("rnn_fw", x.dtype, x, Wh)
-    if fast is not None:  # the same loop compiled (rnnkit.kernels), tested equal to the one below
-        fast(T, N, H, h, xp.ascontiguousarray(Wh), _bytes(mask), int(nonlinearity == "relu"))
-    else:
-        _rnn_forward_loop(h, Wh, mask, nonlinearity, xp)
+    ops.run(RNN_FW, T=T, N=N, H=H, h=h, Wh=Wh, mask=mask, relu=int(nonlinearity == "relu"))
     return h, RNNCache(x, h, Wx, Wh, mask, nonlinearity)
 
 
@@ -81,14 +86,15 @@ def rnn_recompute(x, h, Wx, Wh, mask=None, nonlinearity="tanh"):
     return RNNCache(x, h, Wx, Wh, mask, nonlinearity)
 
 
-def _rnn_forward_loop(h, Wh, mask, nonlinearity, xp):
-    """The reference time loop of `rnn_forward` (plain NumPy, in place); h[1:] holds x Wx + b."""
-    T, N, H = h.shape[0] - 1, h.shape[1], h.shape[2]
+def rnn_fw(T, N, H, h, Wh, mask, relu):
+    """The forward time loop (the reference of rnn.c's `rnn_fw`, in place): h (T+1, N, H) with h[0] the
+    initial state and h[1:] holding x_t Wx + b on entry; relu 1 for relu, 0 for tanh."""
+    xp = get_array_module(h)
     hW = xp.empty((N, H), dtype=h.dtype)
     for t in range(T):
         xp.matmul(h[t], Wh, out=hW)
         h[t + 1] += hW
-        if nonlinearity == "tanh":
+        if not relu:
             xp.tanh(h[t + 1], out=h[t + 1])
         else:
             xp.maximum(h[t + 1], 0, out=h[t + 1])
@@ -109,32 +115,25 @@ def rnn_backward(dh, cache, dhT=None, trace=None, *, workspace=None, into=None):
     xp = get_array_module(dh)
     expect_shape("dh", dh, (T, N, H), ("T", "N", "H"))
     expect_float("dh", dh, x.dtype)
-    dh_next = xp.zeros((N, H), dtype=x.dtype)
-    if dhT is not None:
-        expect_shape("dhT", dhT, (N, H), ("N", "H"))
-        dh_next += dhT
+    dh_next = final_grad("dhT", dhT, N, H, x.dtype, xp)
     da = empty(workspace, (T, N, H), x.dtype, xp)  # workspace: see lstm_forward
     WhT = xp.ascontiguousarray(Wh.T)  # contiguous once: faster than the transposed view at every step
     trace_dh = None
     if trace is not None:
         trace_dh = trace["dh"] = xp.zeros((T + 1, N, H), dtype=x.dtype)
-    fast = kernels.kernel("rnn_bw", x.dtype, dh, h, WhT)
-    if fast is not None:  # the same loop compiled (rnnkit.kernels), tested equal to the one below
-        dht = xp.empty((N, H), dtype=x.dtype)
-        fast(T, N, H, xp.ascontiguousarray(dh), h, WhT, _bytes(mask), int(nonlinearity == "relu"),
-             dh_next, da, dht, trace_dh)
-    else:
-        _rnn_backward_loop(dh, h, WhT, mask, nonlinearity, dh_next, da, trace_dh, xp)
+    get_ops(dh, h, WhT).run(RNN_BW, T=T, N=N, H=H, dh=dh, h=h, WhT=WhT, mask=mask,
+                            relu=int(nonlinearity == "relu"), dh_next=dh_next, da=da,
+                            dht=xp.empty((N, H), dtype=x.dtype), trace_dh=trace_dh)
     if trace is not None:
         trace_dh[0] = dh_next
     dx, dWx, dWh, db = input_and_weight_grads(x, h, da, Wx, workspace, xp, into)
     return dx, dh_next, dWx, dWh, db
 
 
-def _rnn_backward_loop(dh, h, WhT, mask, nonlinearity, dh_next, da, trace_dh, xp):
-    """The reference time loop of `rnn_backward` (plain NumPy, in place): fills da, and dh_next with
-    the initial state's gradient."""
-    T = dh.shape[0]
+def rnn_bw(T, N, H, dh, h, WhT, mask, relu, dh_next, da, dht, trace_dh):
+    """The BPTT loop (the reference of rnn.c's `rnn_bw`, in place): fills da (T, N, H), and turns
+    dh_next (N, H) from the final state's gradient into the initial state's; dht (N, H) scratch."""
+    xp = get_array_module(dh)
     for t in reversed(range(T)):
         dat = da[t]
         if mask is None:
@@ -143,10 +142,10 @@ def _rnn_backward_loop(dh, h, WhT, mask, nonlinearity, dh_next, da, trace_dh, xp
             m = mask[t][:, None]
             xp.multiply(dh[t], m, out=dat)
             dat += dh_next
-            dht = dat.copy()
+            dht[...] = dat
         if trace_dh is not None:
             trace_dh[t + 1] = dat
-        if nonlinearity == "tanh":
+        if not relu:
             dat *= 1 - h[t + 1] * h[t + 1]  # tanh'(a) = 1 - h^2
         else:
             dat *= h[t + 1] > 0
@@ -163,14 +162,65 @@ def rnn_step(x, h, Wx, Wh, b, nonlinearity="tanh", *, x_gates=None):
     x_gates: (N, H) x Wx + b computed ahead, used in place of x."""
     xp = get_array_module(h)
     H = Wh.shape[0]
-    a = _step_gates(x, x_gates, {"h": h}, Wx, b, H, xp)
+    a = step_gates(x, x_gates, {"h": h}, Wx, b, H)
     N = a.shape[1]
     hh = xp.empty((2, N, H), dtype=a.dtype)
     hh[0] = h
     hh[1] = a[0]
-    fast = kernels.kernel("rnn_fw", a.dtype, a, Wh)
-    if fast is not None:
-        fast(1, N, H, hh, xp.ascontiguousarray(Wh), None, int(nonlinearity == "relu"))
-    else:
-        _rnn_forward_loop(hh, Wh, None, nonlinearity, xp)
+    get_ops(hh, Wh).run(RNN_FW, T=1, N=N, H=H, h=hh, Wh=Wh, mask=None, relu=int(nonlinearity == "relu"))
     return hh[1]
+
+
+# The compiled time loops: each the entry point of the same name in rnn.c, with the function above as
+# its reference (the same arguments by name).
+RNN_FW = LoopKernel("rnn_fw", SOURCE, rnn_fw, blocks=1)
+RNN_BW = LoopKernel("rnn_bw", SOURCE, rnn_bw, blocks=1)
+
+
+@dataclass
+class RNNCell(Cell):
+    """The vanilla RNN: one layer and direction has Wx (D, H), Wh (H, H), b (H,)."""
+
+    nonlinearity: str = "tanh"  # tanh | relu
+
+    name = "rnn"
+    title = "RNN"
+    summary = "the vanilla RNN, h_t = tanh(x_t Wx + h_{t-1} Wh + b)"
+    torch_mode = "RNN_TANH"
+    writes_into = True
+
+    def __post_init__(self):
+        if self.nonlinearity not in NONLINEARITIES:
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {self.nonlinearity!r}")
+        self.torch_mode = "RNN_RELU" if self.nonlinearity == "relu" else "RNN_TANH"
+
+    def param_shapes(self, D, H):
+        return {"Wx": (D, H), "Wh": (H, H), "b": (H,)}
+
+    def forward(self, x, state, p, mask=None, *, workspace=None, scan_weights=True):
+        h, cache = rnn_forward(x, state[0], p["Wx"], p["Wh"], p["b"], mask, self.nonlinearity,
+                               scan_weights=scan_weights)
+        return h[1:], (h[-1],), cache
+
+    def backward(self, dy, cache, dstate, *, workspace=None, into=None, trace=None):
+        dx, dh0, dWx, dWh, db = rnn_backward(dy, cache, dstate[0], trace, workspace=workspace, into=into)
+        return dx, (dh0,), {"Wx": dWx, "Wh": dWh, "b": db}
+
+    def backward_params(self, p, xp):
+        return wh_transposed_once(p, xp)
+
+    def recompute(self, x, h, kept, p, mask=None, *, workspace=None):
+        return rnn_recompute(x, h, p["Wx"], p["Wh"], mask, self.nonlinearity)
+
+    def step(self, x, state, p, *, x_gates=None):
+        h = rnn_step(x, state[0], p["Wx"], p["Wh"], p["b"], self.nonlinearity, x_gates=x_gates)
+        return h, (h,)
+
+    def to_torch(self, p, H):
+        return p["Wx"].T, p["Wh"].T, p["b"].copy(), np.zeros_like(p["b"])
+
+    def from_torch(self, w_ih, w_hh, b_ih, b_hh, H):
+        return {"Wx": w_ih.T, "Wh": w_hh.T, "b": b_ih + b_hh}
+
+    def torch_kwargs(self):
+        return {"nonlinearity": self.nonlinearity}

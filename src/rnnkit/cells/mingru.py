@@ -15,17 +15,24 @@ neither gate nor candidate reads h_{t-1}: the input projection of all steps is o
 loop, the loop is element-wise (a first-order linear recurrence, `linear_scan`, which is associative and
 so can also run as a parallel prefix scan in log2 T passes), and BPTT is one reverse scan followed by
 two products. What it gives up: the state cannot choose what to forget from what it holds, only from
-what it reads. Derivation in docs/derivations/mingru.md.
+what it reads. Derivation in docs/derivations/mingru.md. The cell's declaration is `MinGRUCell`; its
+time loops are written twice, here in NumPy (the reference) and in mingru.c (compiled), tested equal.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
-from rnnkit import kernels
-from rnnkit.backend import get_array_module
+from rnnkit.backend import get_array_module, get_ops
+from rnnkit.cells.cell import Cell, Gate
+from rnnkit.cells.common import final_grad, input_grad, sigmoid_, step_gates, summed
 from rnnkit.functional._checks import check_recurrent_args, expect_float, expect_shape
-from rnnkit.functional.lstm import _bytes, _step_gates, input_grad, sigmoid_, summed
+from rnnkit.functional.scan import linear_scan
+from rnnkit.kernels import LoopKernel
+
+SOURCE = Path(__file__).with_name("mingru.c")
 
 
 class MinGRUCache(NamedTuple):
@@ -34,33 +41,6 @@ class MinGRUCache(NamedTuple):
     gates: object  # (T, N, 2H): [z | c] after the sigmoid
     Wx: object  # (D, 2H)
     mask: object  # (T, N) bool or None
-
-
-def linear_scan(a, b, h0, parallel=False):
-    """h_t = a_t h_{t-1} + b_t for t = 1..T: a, b (T, ...), h0 (...) -> h (T+1, ...) with h[0] = h0.
-
-    parallel=False: one step after another (T element-wise passes over (N, H); the fastest on a CPU).
-    parallel=True: Hillis and Steele's prefix scan over the pairs (a, b), composed as
-    (a2, b2) o (a1, b1) = (a2 a1, a2 b1 + b2), in ceil(log2 T) passes over all steps at once: the form
-    that lets a GPU run the recurrence in parallel over time. Equal up to rounding (tested).
-    """
-    xp = get_array_module(a)
-    T = a.shape[0]
-    h = xp.empty((T + 1,) + h0.shape, dtype=b.dtype)
-    h[0] = h0
-    if not parallel:
-        for t in range(T):
-            xp.multiply(a[t], h[t], out=h[t + 1])
-            h[t + 1] += b[t]
-        return h
-    A, B = a.copy(), b.copy()  # after the pass with offset d, (A_t, B_t) composes steps t-2d+1..t
-    d = 1
-    while d < T:
-        B[d:] = A[d:] * B[:-d] + B[d:]  # right-hand sides read the previous pass (NumPy copies)
-        A[d:] = A[d:] * A[:-d]
-        d *= 2
-    h[1:] = A * h0 + B
-    return h
 
 
 def mingru_forward(x, h0, Wx, b, mask=None, *, scan_weights=True, parallel=False):
@@ -82,12 +62,20 @@ def mingru_forward(x, h0, Wx, b, mask=None, *, scan_weights=True, parallel=False
     )
     xp = get_array_module(x)
     gates = _input_gates(x, Wx, b, xp)
-    fast = None if parallel else kernels.kernel("mingru_fw", x.dtype, x)
-    if fast is not None:  # the same step compiled (rnnkit.kernels): gates and scan in one pass
-        h = xp.empty((T + 1, N, H), dtype=x.dtype)
-        h[0] = h0
-        fast(T, N, H, gates, h, _bytes(mask))
-        return h, MinGRUCache(x, h, gates, Wx, mask)
+    h = xp.empty((T + 1, N, H), dtype=x.dtype)
+    h[0] = h0
+    if parallel:
+        mingru_fw(T, N, H, gates, h, mask, parallel=True)
+    else:
+        get_ops(x, gates).run(MINGRU_FW, T=T, N=N, H=H, gates=gates, h=h, mask=mask)
+    return h, MinGRUCache(x, h, gates, Wx, mask)
+
+
+def mingru_fw(T, N, H, gates, h, mask, parallel=False):
+    """The forward (the reference of mingru.c's `mingru_fw`, in place): gates (T, N, 2H) = [z | c]
+    pre-activations in, z through the sigmoid out; h (T+1, N, H) with h[0] set, filled by the scan
+    (`linear_scan`, sequential or parallel)."""
+    xp = get_array_module(gates)
     z, c = gates[..., :H], gates[..., H:]
     sigmoid_(z, xp)
     a = 1 - z                       # a_t = 1 - z_t
@@ -96,8 +84,7 @@ def mingru_forward(x, h0, Wx, b, mask=None, *, scan_weights=True, parallel=False
         pad = ~mask[:, :, None]
         xp.copyto(a, 1, where=pad)
         xp.copyto(bt, 0, where=pad)
-    h = linear_scan(a, bt, h0, parallel)
-    return h, MinGRUCache(x, h, gates, Wx, mask)
+    h[:] = linear_scan(a, bt, h[0], parallel)
 
 
 def mingru_recompute(x, h, Wx, b, mask=None):
@@ -113,7 +100,7 @@ def _input_gates(x, Wx, b, xp):
     """x Wx + b (T, N, 2H) for every step at once: the only product of the forward."""
     T, N, D = x.shape
     gates = xp.empty((T, N, Wx.shape[1]), dtype=x.dtype)
-    kernels.matmul(x.reshape(T * N, D), Wx, out=gates.reshape(T * N, Wx.shape[1]))
+    get_ops(x, Wx).matmul(x.reshape(T * N, D), Wx, out=gates.reshape(T * N, Wx.shape[1]))
     gates += b
     return gates
 
@@ -131,20 +118,14 @@ def mingru_backward(dh, cache, dhT=None, trace=None, *, into=None):
     xp = get_array_module(dh)
     expect_shape("dh", dh, (T, N, H), ("T", "N", "H"))
     expect_float("dh", dh, x.dtype)
-    g_next = xp.zeros((N, H), dtype=x.dtype)
-    if dhT is not None:
-        expect_shape("dhT", dhT, (N, H), ("N", "H"))
-        g_next += dhT
-    fast = kernels.kernel("mingru_bw", x.dtype, dh, gates)
-    if fast is not None:  # the same loop compiled (rnnkit.kernels), tested equal to the one below
-        dgates = xp.empty((T, N, 2 * H), dtype=x.dtype)
-        trace_dh = None if trace is None else xp.empty((T + 1, N, H), dtype=x.dtype)
-        fast(T, N, H, xp.ascontiguousarray(dh), gates, h, _bytes(mask), g_next, dgates, trace_dh)
-        if trace is not None:
-            trace_dh[0] = g_next
-            trace["dh"] = trace_dh
-    else:
-        dgates = _mingru_backward_loop(dh, gates, h, mask, g_next, trace, xp)
+    g_next = final_grad("dhT", dhT, N, H, x.dtype, xp)
+    dgates = xp.empty((T, N, 2 * H), dtype=x.dtype)
+    trace_dh = None if trace is None else xp.empty((T + 1, N, H), dtype=x.dtype)
+    get_ops(dh, gates, h).run(MINGRU_BW, T=T, N=N, H=H, dh=dh, gates=gates, h=h, mask=mask,
+                              dh_next=g_next, dgates=dgates, trace_dh=trace_dh)
+    if trace is not None:
+        trace_dh[0] = g_next
+        trace["dh"] = trace_dh
     dg2 = dgates.reshape(T * N, 2 * H)
     dx, acc = into if into is not None else (None, None)
     dx = input_grad(dg2, Wx, dx, (T, N, D))
@@ -153,10 +134,12 @@ def mingru_backward(dh, cache, dhT=None, trace=None, *, into=None):
     return dx, g_next, dWx, db
 
 
-def _mingru_backward_loop(dh, gates, h, mask, g_next, trace, xp):
-    """The reference of `mingru_backward`'s loop (plain NumPy): the gates' gradient (T, N, 2H); g_next
-    (N, H) turns from the gradient of h[T] into that of h[0] (in place)."""
-    T, N, H = dh.shape
+def mingru_bw(T, N, H, dh, gates, h, mask, dh_next, dgates, trace_dh):
+    """The BPTT loop (the reference of mingru.c's `mingru_bw`, in place): dgates (T, N, 2H) out, the
+    pre-activations' gradient; dh_next (N, H) turns from the gradient of h[T] into that of h[0];
+    trace_dh (T+1, N, H) or None: dL/dh_t at t >= 1."""
+    xp = get_array_module(dh)
+    g_next = dh_next
     z, c = gates[..., :H], gates[..., H:]
     a = 1 - z
     if mask is not None:
@@ -169,16 +152,14 @@ def _mingru_backward_loop(dh, gates, h, mask, g_next, trace, xp):
         else:  # the loss never reads a padded output
             xp.add(xp.where(mask[t][:, None], dh[t], 0), g_next, out=g[t])
         xp.multiply(g[t], a[t], out=g_next)  # dh_{t-1} = g_t a_t
-    if trace is not None:
-        trace["dh"] = xp.concatenate([g_next[None], g])
-    dgates = xp.empty((T, N, 2 * H), dtype=dh.dtype)
+    if trace_dh is not None:
+        trace_dh[1:] = g
     dz, dc = dgates[..., :H], dgates[..., H:]
     xp.multiply(g, c - h[:-1], out=dz)   # dz = g (c - h_{t-1}), then through the sigmoid:
     dz *= z * (1 - z)
     xp.multiply(g, z, out=dc)            # dc = g z
     if mask is not None:                 # a padded step's gates were not used
         xp.copyto(dgates, 0, where=~mask[:, :, None])
-    return dgates
 
 
 def mingru_step(x, h, Wx, b, *, x_gates=None):
@@ -186,6 +167,62 @@ def mingru_step(x, h, Wx, b, *, x_gates=None):
     ahead (an embedding's rows, `Recurrent.input_gates`); x is then None."""
     xp = get_array_module(h)
     H = h.shape[-1]
-    gates = _step_gates(x, x_gates, {"h": h}, Wx, b, 2 * H, xp)[0]
-    z = sigmoid_(gates[:, :H], xp)
-    return (1 - z) * h + z * gates[:, H:]
+    gates = step_gates(x, x_gates, {"h": h}, Wx, b, 2 * H)
+    N = gates.shape[1]
+    hh = xp.empty((2, N, H), dtype=gates.dtype)
+    hh[0] = h
+    get_ops(gates, hh).run(MINGRU_FW, T=1, N=N, H=H, gates=gates, h=hh, mask=None)
+    return hh[1]
+
+
+# The compiled time loops: each the entry point of the same name in mingru.c, with the function above
+# as its reference (the same arguments by name). No product in the loop: its O(N H) element-wise step
+# is counted as one H x H block, so that long loops split across threads.
+MINGRU_FW = LoopKernel("mingru_fw", SOURCE, mingru_fw, blocks=1)
+MINGRU_BW = LoopKernel("mingru_bw", SOURCE, mingru_bw, blocks=1)
+
+
+@dataclass
+class MinGRUCell(Cell):
+    """minGRU (Feng et al. 2024): h_t = (1 - z_t) h_{t-1} + z_t c_t with z_t = sigmoid(x_t Wz + bz) and
+    c_t = x_t Wc + bc; one layer and direction has Wx = [Wz | Wc] (D, 2H) and b = [bz | bc] (2H,), no
+    recurrent weights, so the time loop is an element-wise linear scan. Stacked layers give the depth
+    that lets it model what a GRU does with its state (the paper's models stack three or more)."""
+
+    # the update gate's bias bz at initialisation: negative keeps the state by default (z = sigmoid(bz)
+    # small, h_t ~ h_{t-1}), as the LSTM's forget bias does; -4 (a state that decays by 2% a step) took
+    # minGRU from T=50 to T=400 on the adding problem (docs/RESULTS.md); None: uniform like the rest
+    update_bias: float | None = None
+
+    name = "mingru"
+    title = "MinGRU"
+    summary = "minGRU (Feng et al. 2024): gates from the input only, the loop a linear scan"
+    # the candidate c is linear (unbounded): only the update gate is shown
+    gates = (Gate("z", "update gate"),)
+    writes_into = True
+    blocks = 2
+    step_blocks = 2
+
+    def param_shapes(self, D, H):
+        return {"Wx": (D, 2 * H), "b": (2 * H,)}
+
+    def init_params(self, rng, D, H, dtype):
+        p = super().init_params(rng, D, H, dtype)
+        if self.update_bias is not None:
+            p["b"][:H] = self.update_bias
+        return p
+
+    def forward(self, x, state, p, mask=None, *, workspace=None, scan_weights=True):
+        h, cache = mingru_forward(x, state[0], p["Wx"], p["b"], mask, scan_weights=scan_weights)
+        return h[1:], (h[-1],), cache
+
+    def backward(self, dy, cache, dstate, *, workspace=None, into=None, trace=None):
+        dx, dh0, dWx, db = mingru_backward(dy, cache, dstate[0], trace, into=into)
+        return dx, (dh0,), {"Wx": dWx, "b": db}
+
+    def recompute(self, x, h, kept, p, mask=None, *, workspace=None):
+        return mingru_recompute(x, h, p["Wx"], p["b"], mask)
+
+    def step(self, x, state, p, *, x_gates=None):
+        h = mingru_step(x, state[0], p["Wx"], p["b"], x_gates=x_gates)
+        return h, (h,)

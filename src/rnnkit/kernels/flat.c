@@ -1,5 +1,5 @@
 /* Element-wise passes over flat arrays, for one real type R (float or double): the Adam update and the
- * softmax cross-entropy. Included twice by cells.c with R / SFX / SQRT / EXP / LOG defined.
+ * softmax cross-entropy. Compiled through instantiate.c for float and double (R / SFX / SQRT / EXP / LOG).
  *
  * Each mirrors a NumPy reference that stays the specification (rnnkit/optim/optimizers.py `Adam`,
  * rnnkit/functional/layers.py `softmax_cross_entropy`), and tests/test_fast_kernels.py checks the two

@@ -1,4 +1,6 @@
-"""GRU over a whole sequence, in PyTorch's formulation so that weights are interchangeable.
+"""The GRU (Cho et al. 2014) in PyTorch's formulation, so that weights are interchangeable: its math over
+a whole sequence (`gru_forward` beside `gru_backward`, `gru_recompute`, `gru_step`) and its declaration,
+`GRUCell`.
 
 Dimensions, declared once for this module:
     T  time steps        N  batch size        D  input size        H  hidden size
@@ -13,18 +15,26 @@ Buffers:
     gates  (T, N, 3H)      activated [r, z, n] per step
     hn     (T, N, H)       h_{t-1} W_hn + b_hn, needed by the backward of r
     Wx (D, 3H)  Wh (H, 3H)  b (3H,) input-side biases (with b_hr, b_hz folded in)  bhn (H,)
-b_hn cannot be folded into b because r multiplies it. Derivation in docs/derivations/gru.md.
+b_hn cannot be folded into b because r multiplies it. Derivation in docs/derivations/gru.md. The time
+loops are written twice, here in NumPy (the reference) and in gru.c (compiled), and tested equal.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
-from rnnkit import kernels
-from rnnkit.backend import get_array_module
+import numpy as np
+
+from rnnkit.backend import get_array_module, get_ops
+from rnnkit.cells.cell import Cell, Gate
+from rnnkit.cells.common import wh_transposed_once, final_grad, input_grad, sigmoid_, step_gates, summed
 from rnnkit.functional._checks import check_recurrent_args, expect_float, expect_shape
-from rnnkit.functional.lstm import _bytes, _step_gates, input_grad, sigmoid_, summed
+from rnnkit.kernels import LoopKernel
 from rnnkit.kernels.workspace import empty
+
+SOURCE = Path(__file__).with_name("gru.c")
 
 
 class GRUCache(NamedTuple):
@@ -56,25 +66,23 @@ def gru_forward(x, h0, Wx, Wh, b, bhn, mask=None, *, workspace=None, scan_weight
         scan_weights,
     )
     xp = get_array_module(x)
+    ops = get_ops(x, Wh, bhn)
     h = xp.empty((T + 1, N, H), dtype=x.dtype)
     h[0] = h0
     gates = empty(workspace, (T, N, 3 * H), x.dtype, xp)
-    kernels.matmul(x.reshape(T * N, D), Wx, out=gates.reshape(T * N, 3 * H))  # hoisted input projection
+    ops.matmul(x.reshape(T * N, D), Wx, out=gates.reshape(T * N, 3 * H))  # hoisted input projection
     gates += b
     hn = empty(workspace, (T, N, H), x.dtype, xp)
-    hW = xp.empty((N, 3 * H), dtype=x.dtype)
-    fast = kernels.kernel("gru_fw", x.dtype, x, Wh, bhn)
-    if fast is not None:  # the same loop compiled (rnnkit.kernels), tested equal to the one below
-        fast(T, N, H, gates, h, hn, hW, xp.ascontiguousarray(Wh), xp.ascontiguousarray(bhn),
-             _bytes(mask))
-    else:
-        _gru_forward_loop(gates, h, hn, hW, Wh, bhn, mask, xp)
+    ops.run(GRU_FW, T=T, N=N, H=H, gates=gates, h=h, hn=hn, hW=xp.empty((N, 3 * H), dtype=x.dtype),
+            Wh=Wh, bhn=bhn, mask=mask)
     return h, GRUCache(x, h, gates, hn, Wx, Wh, mask)
 
 
-def _gru_forward_loop(gates, h, hn, hW, Wh, bhn, mask, xp):
-    """The reference time loop of `gru_forward` (plain NumPy, in place)."""
-    T, N, H = hn.shape
+def gru_fw(T, N, H, gates, h, hn, hW, Wh, bhn, mask):
+    """The forward time loop (the reference of gru.c's `gru_fw`, in place): gates (T, N, 3H) hold the
+    x-side pre-activations x_t Wx + b on entry, the activations on return; h (T+1, N, H) with h[0] set;
+    hn (T, N, H) out: h_{t-1} W_hn + b_hn; hW (N, 3H) scratch."""
+    xp = get_array_module(gates)
     for t in range(T):
         a = gates[t]
         xp.matmul(h[t], Wh, out=hW)
@@ -102,25 +110,29 @@ def gru_recompute(x, h, Wx, Wh, b, bhn, mask=None, *, workspace=None):
     T, N, D = x.shape
     H = Wh.shape[0]
     xp = get_array_module(x)
+    ops = get_ops(x, Wh, bhn)
     gates = empty(workspace, (T, N, 3 * H), x.dtype, xp)
-    kernels.matmul(x.reshape(T * N, D), Wx, out=gates.reshape(T * N, 3 * H))
+    ops.matmul(x.reshape(T * N, D), Wx, out=gates.reshape(T * N, 3 * H))
     gates += b
     hW = empty(workspace, (T, N, 3 * H), x.dtype, xp)
-    kernels.matmul(h[:-1].reshape(T * N, H), Wh, out=hW.reshape(T * N, 3 * H))  # h_{t-1} Wh, all t
+    ops.matmul(h[:-1].reshape(T * N, H), Wh, out=hW.reshape(T * N, 3 * H))  # h_{t-1} Wh, all t
     hn = empty(workspace, (T, N, H), x.dtype, xp)
-    fast = kernels.kernel("gru_cells", x.dtype, x, gates, bhn)
-    if fast is not None:  # the element-wise step of gru_fw compiled, tested equal to the one below
-        fast(T, N, H, gates, hW, hn, xp.ascontiguousarray(bhn))
-    else:
-        gates[..., : 2 * H] += hW[..., : 2 * H]
-        sigmoid_(gates[..., : 2 * H], xp)  # r, z
-        xp.add(hW[..., 2 * H :], bhn, out=hn)
-        n = gates[..., 2 * H :]
-        n += gates[..., :H] * hn
-        xp.tanh(n, out=n)  # n = tanh(x W_xn + b_in + r * (h W_hn + b_hn))
+    ops.run(GRU_CELLS, T=T, N=N, H=H, gates=gates, hW=hW, hn=hn, bhn=bhn)
     if workspace is not None:
         workspace.give(hW)
     return GRUCache(x, h, gates, hn, Wx, Wh, mask)
+
+
+def gru_cells(T, N, H, gates, hW, hn, bhn):
+    """The element-wise part of `gru_recompute` (the reference of gru.c's `gru_cells`): gates (T, N, 3H)
+    the x-side pre-activations in, activations out; hW (T, N, 3H) = h_{t-1} Wh of every step; hn out."""
+    xp = get_array_module(gates)
+    gates[..., : 2 * H] += hW[..., : 2 * H]
+    sigmoid_(gates[..., : 2 * H], xp)  # r, z
+    xp.add(hW[..., 2 * H :], bhn, out=hn)
+    n = gates[..., 2 * H :]
+    n += gates[..., :H] * hn
+    xp.tanh(n, out=n)  # n = tanh(x W_xn + b_in + r * (h W_hn + b_hn))
 
 
 def gru_backward(dh, cache, dhT=None, trace=None, *, workspace=None, into=None):
@@ -137,23 +149,16 @@ def gru_backward(dh, cache, dhT=None, trace=None, *, workspace=None, into=None):
     xp = get_array_module(dh)
     expect_shape("dh", dh, (T, N, H), ("T", "N", "H"))
     expect_float("dh", dh, x.dtype)
-    dh_next = xp.zeros((N, H), dtype=x.dtype)
-    if dhT is not None:
-        expect_shape("dhT", dhT, (N, H), ("N", "H"))
-        dh_next += dhT
+    dh_next = final_grad("dhT", dhT, N, H, x.dtype, xp)
     dxa = empty(workspace, (T, N, 3 * H), x.dtype, xp)  # gradient of the input-side pre-activations
     dha = empty(workspace, (T, N, 3 * H), x.dtype, xp)  # gradient of h_{t-1} Wh (+ b_hn)
     WhT = xp.ascontiguousarray(Wh.T)  # contiguous once: faster than the transposed view at every step
     trace_dh = None
     if trace is not None:
         trace_dh = trace["dh"] = xp.zeros((T + 1, N, H), dtype=x.dtype)
-    fast = kernels.kernel("gru_bw", x.dtype, dh, gates, WhT)
-    if fast is not None:  # the same loop compiled (rnnkit.kernels), tested equal to the one below
-        dht = xp.empty((N, H), dtype=x.dtype)
-        fast(T, N, H, xp.ascontiguousarray(dh), gates, h, hn, WhT, _bytes(mask), dh_next, dxa, dha, dht,
-             trace_dh)
-    else:
-        _gru_backward_loop(dh, gates, h, hn, WhT, mask, dh_next, dxa, dha, trace_dh, xp)
+    get_ops(dh, gates, WhT).run(
+        GRU_BW, T=T, N=N, H=H, dh=dh, gates=gates, h=h, hn=hn, WhT=WhT, mask=mask, dh_next=dh_next,
+        dxa=dxa, dha=dha, dht=xp.empty((N, H), dtype=x.dtype), trace_dh=trace_dh)
     if trace is not None:
         trace_dh[0] = dh_next
     dxa2 = dxa.reshape(T * N, 3 * H)
@@ -169,11 +174,10 @@ def gru_backward(dh, cache, dhT=None, trace=None, *, workspace=None, into=None):
     return dx, dh_next, dWx, dWh, db, dbhn
 
 
-def _gru_backward_loop(dh, gates, h, hn, WhT, mask, dh_next, dxa, dha, trace_dh, xp):
-    """The reference time loop of `gru_backward` (plain NumPy, in place): fills dxa, dha, and dh_next
-    with the initial state's gradient."""
-    T, N, H = dh.shape
-    dht = xp.empty((N, H), dtype=dh.dtype)
+def gru_bw(T, N, H, dh, gates, h, hn, WhT, mask, dh_next, dxa, dha, dht, trace_dh):
+    """The BPTT loop (the reference of gru.c's `gru_bw`, in place): fills dxa, dha (T, N, 3H), and turns
+    dh_next (N, H) from the final state's gradient into the initial state's; dht (N, H) scratch."""
+    xp = get_array_module(dh)
     tmp = xp.empty((N, H), dtype=dh.dtype)
     for t in reversed(range(T)):
         a = gates[t]
@@ -219,15 +223,66 @@ def gru_step(x, h, Wx, Wh, b, bhn, *, x_gates=None):
     x_gates: (N, 3H) x Wx + b computed ahead, used in place of x."""
     xp = get_array_module(h)
     H = Wh.shape[0]
-    gates = _step_gates(x, x_gates, {"h": h}, Wx, b, 3 * H, xp)
+    gates = step_gates(x, x_gates, {"h": h}, Wx, b, 3 * H)
     N = gates.shape[1]
     hh = xp.empty((2, N, H), dtype=gates.dtype)
     hh[0] = h
-    hn = xp.empty((1, N, H), dtype=gates.dtype)
-    hW = xp.empty((N, 3 * H), dtype=gates.dtype)
-    fast = kernels.kernel("gru_fw", gates.dtype, gates, Wh, bhn)
-    if fast is not None:
-        fast(1, N, H, gates, hh, hn, hW, xp.ascontiguousarray(Wh), xp.ascontiguousarray(bhn), None)
-    else:
-        _gru_forward_loop(gates, hh, hn, hW, Wh, bhn, None, xp)
+    get_ops(gates, Wh, bhn).run(GRU_FW, T=1, N=N, H=H, gates=gates, h=hh, hn=xp.empty((1, N, H), h.dtype),
+                                hW=xp.empty((N, 3 * H), h.dtype), Wh=Wh, bhn=bhn, mask=None)
     return hh[1]
+
+
+# The compiled time loops: each the entry point of the same name in gru.c, with the function above as
+# its reference (the same arguments by name).
+GRU_FW = LoopKernel("gru_fw", SOURCE, gru_fw, blocks=3)
+GRU_CELLS = LoopKernel("gru_cells", SOURCE, gru_cells, blocks=3)
+GRU_BW = LoopKernel("gru_bw", SOURCE, gru_bw, blocks=3)
+
+
+@dataclass
+class GRUCell(Cell):
+    """GRU with gates [r, z, n]: one layer and direction has Wx (D, 3H), Wh (H, 3H), b (3H,) (the input
+    side's biases with b_hr, b_hz folded in) and bhn (H,), which the reset gate multiplies."""
+
+    name = "gru"
+    title = "GRU"
+    summary = "gated recurrent unit: reset and update gates, no separate cell state"
+    gates = (Gate("r", "reset gate"), Gate("z", "update gate"), Gate("n", "candidate (tanh)", "tanh"))
+    scratch = ("gates", "hn")
+    writes_into = True
+    blocks = 3
+    step_blocks = 3
+    torch_mode = "GRU"
+
+    def param_shapes(self, D, H):
+        return {"Wx": (D, 3 * H), "Wh": (H, 3 * H), "b": (3 * H,), "bhn": (H,)}
+
+    def forward(self, x, state, p, mask=None, *, workspace=None, scan_weights=True):
+        h, cache = gru_forward(x, state[0], p["Wx"], p["Wh"], p["b"], p["bhn"], mask,
+                               workspace=workspace, scan_weights=scan_weights)
+        return h[1:], (h[-1],), cache
+
+    def backward(self, dy, cache, dstate, *, workspace=None, into=None, trace=None):
+        dx, dh0, dWx, dWh, db, dbhn = gru_backward(dy, cache, dstate[0], trace, workspace=workspace,
+                                                   into=into)
+        return dx, (dh0,), {"Wx": dWx, "Wh": dWh, "b": db, "bhn": dbhn}
+
+    def backward_params(self, p, xp):
+        return wh_transposed_once(p, xp)
+
+    def recompute(self, x, h, kept, p, mask=None, *, workspace=None):
+        return gru_recompute(x, h, p["Wx"], p["Wh"], p["b"], p["bhn"], mask, workspace=workspace)
+
+    def step(self, x, state, p, *, x_gates=None):
+        h = gru_step(x, state[0], p["Wx"], p["Wh"], p["b"], p["bhn"], x_gates=x_gates)
+        return h, (h,)
+
+    def to_torch(self, p, H):
+        b_hh = np.zeros_like(p["b"])
+        b_hh[2 * H:] = p["bhn"]
+        return p["Wx"].T, p["Wh"].T, p["b"].copy(), b_hh
+
+    def from_torch(self, w_ih, w_hh, b_ih, b_hh, H):
+        b = b_ih.copy()
+        b[: 2 * H] += b_hh[: 2 * H]
+        return {"Wx": w_ih.T, "Wh": w_hh.T, "b": b, "bhn": b_hh[2 * H:]}

@@ -1,10 +1,17 @@
-/* rnnkit's compiled cell loops: built at first use by rnnkit/kernels/__init__.py, loaded with ctypes.
+/* rnnkit_kernels.h: what every compiled loop of rnnkit shares (the cells' sources, flat.c, and a cell
+ * added from outside the package). A source is compiled through instantiate.c, which includes it twice,
+ * once with R = float and once with R = double (rnnkit/kernels/build.py); its entry points are written
+ *     EXPORT void FN(name)(long T, long N, long H, long n0, long n1, ..., void *gemm, int ilp64)
+ * and rnnkit/kernels/cinterface.py reads each prototype from the source to call it by argument name.
  *
- * The matrix products call the CBLAS gemm that NumPy links (passed in as a function pointer, with a flag
- * saying whether its integers are 64-bit), so no BLAS is linked here. float32 tanh is a rational
- * function below; float64 tanh is libm's, vectorised through glibc's libmvec where available
- * (RNNKIT_MVEC).
+ * The matrix products call the CBLAS gemm that NumPy links (passed in as a function pointer, with flags
+ * saying whether its integers are 64-bit and whether the small-batch gemm below is wanted), so no BLAS is
+ * linked here. float32 tanh is a rational function below; float64 tanh is libm's, vectorised through
+ * glibc's libmvec where available (RNNKIT_MVEC).
  */
+#ifndef RNNKIT_KERNELS_H
+#define RNNKIT_KERNELS_H
+
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -150,28 +157,6 @@ static double *dpack(int flags, long M, const double *B, long K, long Nc) {
     return NULL;
 }
 
-EXPORT int rnnkit_kernels_version(void) { return 15; }
-
-/* Subnormal floats (below 1.2e-38 in float32) take a slow microcode path, ~100x, in every product and
- * sum they enter; attention weights and softmax gradients reach them within a few dozen updates of a
- * translation model (measured: 15% of its training step). `on` = 1 flushes them to zero in this thread
- * (SSE's flush-to-zero and denormals-are-zero bits), 0 restores IEEE behaviour; returns the previous
- * setting, or -1 where the CPU has no such switch. */
-#if defined(__x86_64__) || defined(__i386__)
-#include <xmmintrin.h>
-EXPORT int rnnkit_flush_subnormals(int on) {
-    const unsigned bits = 0x8040; /* FTZ (bit 15) | DAZ (bit 6) */
-    const unsigned csr = _mm_getcsr();
-    _mm_setcsr(on ? (csr | bits) : (csr & ~bits));
-    return (csr & bits) == bits;
-}
-#else
-EXPORT int rnnkit_flush_subnormals(int on) {
-    (void)on;
-    return -1;
-}
-#endif
-
 /* float32 tanh as a rational function (the approximation Eigen and TensorFlow use): max relative error
  * 2.5e-7 (about 2 ulp) against tanh in double, measured; pure arithmetic, so the loops vectorise with any
  * compiler, ten times faster here than glibc's vector tanhf. Beyond |x| = 7.9053 tanh rounds to +-1. */
@@ -194,32 +179,11 @@ static inline float tanh_f32(float x) {
     return fabsf(x) < 0.0004f ? x : p / q;
 }
 
-#define R float
-#define SFX _f32
-#define GEMM sgemm
-#define PACK spack
-#define TANH tanh_f32
-#define SQRT sqrtf
-#define EXP expf
-#define LOG logf
-#include "cells_impl.h"
-#include "flat_impl.h"
-#undef R
-#undef SFX
-#undef GEMM
-#undef PACK
-#undef TANH
-#undef SQRT
-#undef EXP
-#undef LOG
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define FN(name) CAT(name, SFX)
 
-#define R double
-#define SFX _f64
-#define GEMM dgemm
-#define PACK dpack
-#define TANH tanh
-#define SQRT sqrt
-#define EXP exp
-#define LOG log
-#include "cells_impl.h"
-#include "flat_impl.h"
+/* sigmoid(a) = 0.5 tanh(0.5 a) + 0.5: never overflows, the same formula as the NumPy references. */
+#define SIGM(v) ((R)0.5 * TANH((R)0.5 * (v)) + (R)0.5)
+
+#endif

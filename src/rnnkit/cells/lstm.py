@@ -1,4 +1,10 @@
-"""LSTM over a whole sequence: `lstm_forward` and `lstm_backward`, side by side.
+"""The LSTM (Hochreiter and Schmidhuber 1997): its math over a whole sequence (`lstm_forward` and
+`lstm_backward` side by side, `lstm_recompute`, `lstm_step`) and its declaration, `LSTMCell`.
+
+    i, f, o = sigmoid(x_t Wx + h_{t-1} Wh + b)[the first three blocks]
+    g       = tanh(...)[the fourth block]
+    c_t     = f * c_{t-1} + i * g                the cell state: an additive path through time
+    h_t     = o * tanh(c_t)
 
 Dimensions, declared once for this module:
     T  time steps        N  batch size        D  input size        H  hidden size
@@ -11,17 +17,26 @@ Buffers (time-major, haste's layout):
     Wx     (D, 4H)  Wh (H, 4H)  b (4H,)   the one set of weights shared by every step
 
 The gate order is [i, f, o, g] so that the three sigmoids act on one contiguous block; `rnnkit.interop`
-reorders to PyTorch's [i, f, g, o]. The derivation is in docs/derivations/lstm.md.
+reorders to PyTorch's [i, f, g, o]. The derivation is in docs/derivations/lstm.md. The time loops are
+written twice, here in NumPy (the reference) and in lstm.c (compiled), and tested equal.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
-from rnnkit import kernels
-from rnnkit.backend import get_array_module
-from rnnkit.functional._checks import check_recurrent_args, expect_finite, expect_float, expect_shape
+import numpy as np
+
+from rnnkit.backend import get_array_module, get_ops
+from rnnkit.cells.cell import Cell, Gate
+from rnnkit.cells.common import wh_transposed_once, final_grad, input_and_weight_grads, sigmoid_, step_gates
+from rnnkit.functional._checks import check_recurrent_args, expect_float, expect_shape
+from rnnkit.kernels import LoopKernel
 from rnnkit.kernels.workspace import empty
+
+SOURCE = Path(__file__).with_name("lstm.c")
 
 
 class LSTMCache(NamedTuple):
@@ -33,15 +48,6 @@ class LSTMCache(NamedTuple):
     Wx: object  # (D, 4H)
     Wh: object  # (H, 4H)
     mask: object  # (T, N) bool or None
-
-
-def sigmoid_(a, xp):
-    """In place: sigmoid(a) = 0.5 * tanh(0.5 a) + 0.5, which never overflows and takes three passes."""
-    a *= 0.5
-    xp.tanh(a, out=a)
-    a *= 0.5
-    a += 0.5
-    return a
 
 
 def lstm_forward(x, h0, c0, Wx, Wh, b, mask=None, *, workspace=None, scan_weights=True):
@@ -67,6 +73,7 @@ def lstm_forward(x, h0, c0, Wx, Wh, b, mask=None, *, workspace=None, scan_weight
         scan_weights,
     )
     xp = get_array_module(x)
+    ops = get_ops(x, Wh)
     h = xp.empty((T + 1, N, H), dtype=x.dtype)
     c = empty(workspace, (T + 1, N, H), x.dtype, xp)
     h[0] = h0
@@ -74,21 +81,19 @@ def lstm_forward(x, h0, c0, Wx, Wh, b, mask=None, *, workspace=None, scan_weight
     tanh_c = empty(workspace, (T, N, H), x.dtype, xp)
     # The input projection of every step at once: one (T*N, D) @ (D, 4H) product outside the loop.
     gates = empty(workspace, (T, N, 4 * H), x.dtype, xp)
-    kernels.matmul(x.reshape(T * N, D), Wx, out=gates.reshape(T * N, 4 * H))
-    fast = kernels.kernel("lstm_fw", x.dtype, x, Wh)
-    if fast is not None:  # the same loop compiled (rnnkit.kernels), tested equal to the one below;
-        # it adds b to each row as the row is used, where a pass over all gates first costs ~2% more
-        fast(T, N, H, gates, h, c, tanh_c, xp.ascontiguousarray(Wh), xp.ascontiguousarray(b),
-             _bytes(mask))
-    else:
-        gates += b
-        _lstm_forward_loop(gates, h, c, tanh_c, Wh, mask, xp)
+    ops.matmul(x.reshape(T * N, D), Wx, out=gates.reshape(T * N, 4 * H))
+    # b is added to each row as the loop reaches it: a pass over all gates first costs ~2% more
+    ops.run(LSTM_FW, T=T, N=N, H=H, gates=gates, h=h, c=c, tanh_c=tanh_c, Wh=Wh, b=b, mask=mask)
     return h, c, LSTMCache(x, h, c, gates, tanh_c, Wx, Wh, mask)
 
 
-def _lstm_forward_loop(gates, h, c, tanh_c, Wh, mask, xp):
-    """The reference time loop of `lstm_forward` (plain NumPy, in place)."""
-    T, N, H = tanh_c.shape
+def lstm_fw(T, N, H, gates, h, c, tanh_c, Wh, b, mask):
+    """The forward time loop (the reference of lstm.c's `lstm_fw`, in place): gates (T, N, 4H) hold
+    x_t Wx (+ b when b is None) on entry and the activations on return; h, c (T+1, N, H) with h[0], c[0]
+    set; tanh_c (T, N, H) out."""
+    xp = get_array_module(gates)
+    if b is not None:
+        gates += b
     hW = xp.empty((N, 4 * H), dtype=h.dtype)
     ig = xp.empty((N, H), dtype=h.dtype)
     for t in range(T):
@@ -127,24 +132,22 @@ def lstm_recompute(x, h, c0, Wx, Wh, b, mask=None, *, workspace=None):
     xp = get_array_module(x)
     gates = empty(workspace, (T, N, 4 * H), x.dtype, xp)
     a = gates.reshape(T * N, 4 * H)
-    kernels.matmul(x.reshape(T * N, D), Wx, out=a)
-    kernels.matmul(h[:-1].reshape(T * N, H), Wh, out=a, accumulate=True)
+    ops = get_ops(x, Wh)
+    ops.matmul(x.reshape(T * N, D), Wx, out=a)
+    ops.matmul(h[:-1].reshape(T * N, H), Wh, out=a, accumulate=True)
     c = empty(workspace, (T + 1, N, H), x.dtype, xp)
     c[0] = c0
     tanh_c = empty(workspace, (T, N, H), x.dtype, xp)
-    fast = kernels.kernel("lstm_cells", x.dtype, x, gates)
-    if fast is not None:  # lstm_fw's element-wise loop compiled (adding b), tested equal to the one below
-        fast(T, N, H, gates, c, tanh_c, xp.ascontiguousarray(b), _bytes(mask))
-    else:
-        gates += b  # a = x_t Wx + h_{t-1} Wh + b
-        _lstm_cells(gates, c, tanh_c, mask, xp)
+    ops.run(LSTM_CELLS, T=T, N=N, H=H, gates=gates, c=c, tanh_c=tanh_c, b=b, mask=mask)
     return LSTMCache(x, h, c, gates, tanh_c, Wx, Wh, mask)
 
 
-def _lstm_cells(gates, c, tanh_c, mask, xp):
-    """The reference of `lstm_recompute`'s element-wise part: activations of all steps at once, then the
-    cell-state scan (the same operations as `_lstm_forward_loop` after its product)."""
-    T, N, H = tanh_c.shape
+def lstm_cells(T, N, H, gates, c, tanh_c, b, mask):
+    """The element-wise part of `lstm_recompute` (the reference of lstm.c's `lstm_cells`): gates hold
+    x_t Wx + h_{t-1} Wh on entry; activations of all steps at once, then the cell-state scan (the same
+    operations as `lstm_fw` after its product)."""
+    xp = get_array_module(gates)
+    gates += b  # a = x_t Wx + h_{t-1} Wh + b
     sigmoid_(gates[..., : 3 * H], xp)  # i, f, o = sigmoid(.)
     xp.tanh(gates[..., 3 * H :], out=gates[..., 3 * H :])  # g = tanh(.)
     i, f, g = gates[..., :H], gates[..., H : 2 * H], gates[..., 3 * H :]
@@ -156,62 +159,6 @@ def _lstm_cells(gates, c, tanh_c, mask, xp):
         xp.tanh(c[t + 1], out=tanh_c[t])
         if mask is not None:
             xp.copyto(c[t + 1], c[t], where=~mask[t][:, None])
-
-
-def _bytes(mask):
-    """A boolean mask as contiguous bytes for the kernels, or None."""
-    import numpy as np
-
-    return None if mask is None else np.ascontiguousarray(mask).view(np.uint8)
-
-
-def input_and_weight_grads(x, h, da, Wx, workspace, xp, into=None):
-    """After the backward loop, for every step at once: dx = da Wx^T, and [dWx; dWh; db] =
-    [x, h_{t-1}, 1]^T da as one product with D + H + 1 rows (a taller product runs faster than two of D
-    and H rows, and db = sum da comes with it as the row of ones, where a separate sum over da was
-    another pass over memory). da: (T, N, G*H) pre-activation gradients; gives `da` back to the
-    workspace. into: see `lstm_backward`."""
-    T, N, D = x.shape
-    H = h.shape[-1]
-    da2 = da.reshape(T * N, da.shape[-1])
-    dx, acc = into if into is not None else (None, None)
-    dx = input_grad(da2, Wx, dx, (T, N, D))
-    # rows padded to D + H + 16 columns: the product reads xh by columns, and rows of an odd length
-    # put them off the 64-byte lines (measured ~15% slower with MKL)
-    xh = empty(workspace, (T * N, D + H + 16), x.dtype, xp)
-    xh[:, :D] = x.reshape(T * N, D)
-    xh[:, D:D + H] = h[:-1].reshape(T * N, H)
-    xh[:, D + H] = 1
-    dW = summed(acc, "dW", xh[:, :D + H + 1].T, da2)
-    if workspace is not None:
-        workspace.give(da, xh)
-    return dx, dW[:D], dW[D:D + H], dW[D + H]
-
-
-def input_grad(da2, Wx, dx, shape):
-    """dx = da Wx^T as `shape` (T, N, D): a fresh array, or written into the given C-contiguous dx."""
-    if dx is None:
-        return kernels.matmul(da2, Wx.T).reshape(shape)
-    if not dx.flags.c_contiguous:
-        raise ValueError("into: dx must be C-contiguous")
-    kernels.matmul(da2, Wx.T, out=dx.reshape(-1, shape[-1]))
-    return dx
-
-
-def summed(acc, name, a, b=None):
-    """a @ b (or a itself when b is None), summed across calls in acc[name]: the first call stores it,
-    later calls add into it (a product through the BLAS's beta = 1, no temporary). acc None: just the
-    value."""
-    if acc is not None and name in acc:
-        if b is None:
-            acc[name] += a
-        else:
-            kernels.matmul(a, b, out=acc[name], accumulate=True)
-        return acc[name]
-    value = a if b is None else kernels.matmul(a, b)
-    if acc is not None:
-        acc[name] = value
-    return value
 
 
 def lstm_backward(dh, cache, dhT=None, dcT=None, trace=None, *, workspace=None, into=None):
@@ -231,14 +178,8 @@ def lstm_backward(dh, cache, dhT=None, dcT=None, trace=None, *, workspace=None, 
     xp = get_array_module(dh)
     expect_shape("dh", dh, (T, N, H), ("T", "N", "H"))
     expect_float("dh", dh, x.dtype)
-    dh_next = xp.zeros((N, H), dtype=x.dtype)
-    dc_next = xp.zeros((N, H), dtype=x.dtype)
-    if dhT is not None:
-        expect_shape("dhT", dhT, (N, H), ("N", "H"))
-        dh_next += dhT
-    if dcT is not None:
-        expect_shape("dcT", dcT, (N, H), ("N", "H"))
-        dc_next += dcT
+    dh_next = final_grad("dhT", dhT, N, H, x.dtype, xp)
+    dc_next = final_grad("dcT", dcT, N, H, x.dtype, xp)
     da = empty(workspace, (T, N, 4 * H), x.dtype, xp)  # gradient of the gate pre-activations
     # Wh^T made contiguous once: a product with the transposed view is ~35% slower at every step.
     WhT = xp.ascontiguousarray(Wh.T)
@@ -246,25 +187,21 @@ def lstm_backward(dh, cache, dhT=None, dcT=None, trace=None, *, workspace=None, 
     if trace is not None:
         trace_dh = trace["dh"] = xp.zeros((T + 1, N, H), dtype=x.dtype)
         trace_dc = trace["dc"] = xp.zeros((T + 1, N, H), dtype=x.dtype)
-    fast = kernels.kernel("lstm_bw", x.dtype, dh, gates, WhT)
-    if fast is not None:  # the same loop compiled (rnnkit.kernels), tested equal to the one below
-        dht = xp.empty((N, H), dtype=x.dtype)
-        fast(T, N, H, xp.ascontiguousarray(dh), gates, c, tanh_c, WhT, _bytes(mask), dh_next, dc_next,
-             da, dht, trace_dh, trace_dc)
-    else:
-        _lstm_backward_loop(dh, gates, c, tanh_c, WhT, mask, dh_next, dc_next, da, trace_dh, trace_dc,
-                            xp)
+    get_ops(dh, gates, WhT).run(
+        LSTM_BW, T=T, N=N, H=H, dh=dh, gates=gates, c=c, tanh_c=tanh_c, WhT=WhT, mask=mask,
+        dh_next=dh_next, dc_next=dc_next, da=da, dht=xp.empty((N, H), dtype=x.dtype), trace_dh=trace_dh,
+        trace_dc=trace_dc)
     if trace is not None:
         trace_dh[0], trace_dc[0] = dh_next, dc_next
     dx, dWx, dWh, db = input_and_weight_grads(x, h, da, Wx, workspace, xp, into)
     return dx, dh_next, dc_next, dWx, dWh, db
 
 
-def _lstm_backward_loop(dh, gates, c, tanh_c, WhT, mask, dh_next, dc_next, da, trace_dh, trace_dc, xp):
-    """The reference time loop of `lstm_backward` (plain NumPy, in place): fills da, and dh_next /
-    dc_next with the initial state's gradients."""
-    T, N, H = dh.shape
-    dht = xp.empty((N, H), dtype=dh.dtype)
+def lstm_bw(T, N, H, dh, gates, c, tanh_c, WhT, mask, dh_next, dc_next, da, dht, trace_dh, trace_dc):
+    """The BPTT loop (the reference of lstm.c's `lstm_bw`, in place): fills da (T, N, 4H), turns dh_next
+    / dc_next (N, H) from the final state's gradients into the initial state's; dht (N, H) scratch;
+    trace_dh, trace_dc (T+1, N, H) or None."""
+    xp = get_array_module(dh)
     dc = xp.empty((N, H), dtype=dh.dtype)
     tmp = xp.empty((N, H), dtype=dh.dtype)
     for t in reversed(range(T)):
@@ -314,47 +251,91 @@ def _lstm_backward_loop(dh, gates, c, tanh_c, WhT, mask, dh_next, dc_next, da, t
             xp.copyto(dh_next, dht, where=keep)
 
 
-def _step_checks(x, states, H):
-    """The checks of one inference step: x (N, D) and the state; the weights are checked by the
-    full-sequence forward, not at every sampled character."""
-    expect_shape("x", x, (None, None), ("N", "D"))
-    N = x.shape[0]
-    for name, s in states.items():
-        expect_shape(name, s, (N, H), ("N", "H"))
-        expect_float(name, s, x.dtype)
-    for name, a in (("x", x), *states.items()):
-        expect_finite(name, a)
-
-
-def _step_gates(x, x_gates, states, Wx, b, G, xp):
-    """The checked x-side pre-activations of one step, (1, N, G): x Wx + b, or a copy of x_gates."""
-    H = next(iter(states.values())).shape[-1]
-    if x_gates is not None:
-        expect_shape("x_gates", x_gates, (None, G), ("N", "G*H"))
-        x = x_gates
-    _step_checks(x, states, H)
-    if x_gates is not None:
-        return x_gates[None].astype(x_gates.dtype, copy=True)
-    gates = (x @ Wx)[None]
-    gates += b
-    return gates
-
-
 def lstm_step(x, h, c, Wx, Wh, b, *, x_gates=None):
     """One LSTM step for inference: x (N, D), h, c (N, H) -> (h_new, c_new). No cache; the weights are
     not scanned for NaN/inf (lstm_forward does that). Same arithmetic as one step of lstm_forward.
     x_gates: (N, 4H) x Wx + b computed ahead (a row of `embedding @ Wx + b`), used in place of x."""
     xp = get_array_module(h)
     H = Wh.shape[0]
-    gates = _step_gates(x, x_gates, {"h": h, "c": c}, Wx, b, 4 * H, xp)
+    gates = step_gates(x, x_gates, {"h": h, "c": c}, Wx, b, 4 * H)
     N = gates.shape[1]
     hh = xp.empty((2, N, H), dtype=gates.dtype)
     cc = xp.empty((2, N, H), dtype=gates.dtype)
     hh[0], cc[0] = h, c
     tanh_c = xp.empty((1, N, H), dtype=gates.dtype)
-    fast = kernels.kernel("lstm_fw", gates.dtype, gates, Wh)
-    if fast is not None:
-        fast(1, N, H, gates, hh, cc, tanh_c, xp.ascontiguousarray(Wh), None, None)  # b in gates
-    else:
-        _lstm_forward_loop(gates, hh, cc, tanh_c, Wh, None, xp)
+    get_ops(gates, Wh).run(LSTM_FW, T=1, N=N, H=H, gates=gates, h=hh, c=cc, tanh_c=tanh_c, Wh=Wh,
+                           b=None, mask=None)  # b is in gates already
     return hh[1], cc[1]
+
+
+# The compiled time loops: each the entry point of the same name in lstm.c, with the function above as
+# its reference (the same arguments by name).
+LSTM_FW = LoopKernel("lstm_fw", SOURCE, lstm_fw, blocks=4)
+LSTM_CELLS = LoopKernel("lstm_cells", SOURCE, lstm_cells, blocks=4)
+LSTM_BW = LoopKernel("lstm_bw", SOURCE, lstm_bw, blocks=4)
+
+
+def _reorder(w, H):
+    """Swap the last two gate blocks along axis 0: [i, f, g, o] <-> [i, f, o, g] (its own inverse)."""
+    return np.concatenate([w[: 2 * H], w[3 * H : 4 * H], w[2 * H : 3 * H]], axis=0)
+
+
+@dataclass
+class LSTMCell(Cell):
+    """LSTM with gates [i, f, o, g]: one layer and direction has Wx (D, 4H), Wh (H, 4H), b (4H,) and
+    the state (h, c)."""
+
+    # the forget gate's bias at initialisation: 1.0 is the usual choice (Jozefowicz et al. 2015), so a
+    # new cell keeps its state by default; None keeps PyTorch's uniform initialisation
+    forget_bias: float | None = None
+
+    name = "lstm"
+    title = "LSTM"
+    summary = "long short-term memory: a cell state c carried additively, input/forget/output gates"
+    state = ("h", "c")
+    gates = (Gate("i", "input gate"), Gate("f", "forget gate"), Gate("o", "output gate"),
+             Gate("g", "candidate (tanh)", "tanh"))
+    scratch = ("c", "gates", "tanh_c")
+    writes_into = True
+    blocks = 4
+    step_blocks = 4
+    torch_mode = "LSTM"
+
+    def param_shapes(self, D, H):
+        return {"Wx": (D, 4 * H), "Wh": (H, 4 * H), "b": (4 * H,)}
+
+    def init_params(self, rng, D, H, dtype):
+        p = super().init_params(rng, D, H, dtype)
+        if self.forget_bias is not None:
+            p["b"][H:2 * H] = self.forget_bias
+        return p
+
+    def forward(self, x, state, p, mask=None, *, workspace=None, scan_weights=True):
+        h, c, cache = lstm_forward(x, state[0], state[1], p["Wx"], p["Wh"], p["b"], mask,
+                                   workspace=workspace, scan_weights=scan_weights)
+        return h[1:], (h[-1], c[-1]), cache
+
+    def backward(self, dy, cache, dstate, *, workspace=None, into=None, trace=None):
+        dx, dh0, dc0, dWx, dWh, db = lstm_backward(dy, cache, dstate[0], dstate[1], trace,
+                                                   workspace=workspace, into=into)
+        return dx, (dh0, dc0), {"Wx": dWx, "Wh": dWh, "b": db}
+
+    def backward_params(self, p, xp):
+        return wh_transposed_once(p, xp)
+
+    def recompute(self, x, h, kept, p, mask=None, *, workspace=None):
+        return lstm_recompute(x, h, kept[0], p["Wx"], p["Wh"], p["b"], mask, workspace=workspace)
+
+    def step(self, x, state, p, *, x_gates=None):
+        h, c = lstm_step(x, state[0], state[1], p["Wx"], p["Wh"], p["b"], x_gates=x_gates)
+        return h, (h, c)
+
+    def views(self, cache):
+        gates = super().views(cache)
+        return {"h": gates.pop("h"), "c": cache.c[1:], **gates}  # the state's parts, then the gates
+
+    def to_torch(self, p, H):
+        return _reorder(p["Wx"].T, H), _reorder(p["Wh"].T, H), _reorder(p["b"], H), np.zeros_like(p["b"])
+
+    def from_torch(self, w_ih, w_hh, b_ih, b_hh, H):
+        return {"Wx": _reorder(w_ih, H).T, "Wh": _reorder(w_hh, H).T, "b": _reorder(b_ih + b_hh, H)}

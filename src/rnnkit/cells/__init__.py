@@ -1,0 +1,102 @@
+"""The cell registry: every recurrence rnnkit knows, declared once each (`rnnkit.cells.cell.Cell`), and
+found here by name by everything that uses cells: the layer (`rnnkit.layers.Recurrent`,
+`make_recurrent`), the models' `cell` settings, diagnostics and the report, interop, and every `--cell`
+choice of the CLI with its help text.
+
+    rnnkit.cells.names()                 ["lstm", "gru", "rnn", "rnn_relu", "mingru", ...]
+    rnnkit.cells.create("lstm", forget_bias=1.0)   a cell with its options
+    rnnkit.cells.register(MyCell)        a cell written anywhere (docs/ADDING_A_CELL.md)
+
+A name may preset options of a registered class ("rnn_relu" is the RNN cell with
+nonlinearity="relu").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from rnnkit.cells.cell import Cell, Gate
+
+__all__ = ["Cell", "Gate", "create", "describe", "get_class", "names", "register"]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    cls: type
+    preset: dict = field(default_factory=dict)
+    summary: str = ""
+
+
+_REGISTRY: dict = {}
+
+
+def register(cls: type, name: str | None = None, *, summary: str | None = None, replace: bool = False,
+             **preset) -> type:
+    """Make the `Cell` subclass `cls` available as `name` (default: `cls.name`), with `preset` options.
+    Returns `cls`, so it also works as a class decorator. A name already taken is refused unless
+    `replace=True` (re-registering the same class under its name is allowed: a module imported twice)."""
+    if not (isinstance(cls, type) and issubclass(cls, Cell)):
+        raise TypeError(f"register expects a subclass of rnnkit.cells.Cell, got {cls!r}")
+    name = (name or cls.name).strip().lower()
+    if not name or not name.replace("_", "").isalnum():
+        raise ValueError(f"a cell's name must be letters, digits and '_', got {name!r}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(preset) - known)
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no option {', '.join(unknown)}")
+    old = _REGISTRY.get(name)
+    if old is not None and not replace and (old.cls.__qualname__, old.cls.__module__) != (
+            cls.__qualname__, cls.__module__):
+        raise ValueError(f"a cell named {name!r} is registered already ({old.cls.__module__}."
+                         f"{old.cls.__qualname__}); pass replace=True to replace it")
+    _REGISTRY[name] = _Entry(cls, dict(preset), summary if summary is not None else cls.summary)
+    return cls
+
+
+def names() -> list:
+    """The registered cell names, in the order they were registered."""
+    return list(_REGISTRY)
+
+
+def _entry(name):
+    key = str(name).strip().lower()
+    if key not in _REGISTRY:
+        raise ValueError(f"cell must be one of {', '.join(_REGISTRY)}; got {name!r}")
+    return _REGISTRY[key]
+
+
+def get_class(name: str) -> type:
+    return _entry(name).cls
+
+
+def create(name: str, *, strict: bool = True, **options) -> Cell:
+    """The cell registered as `name`, with `options` over its preset ones. strict=False leaves out the
+    options this cell does not have (one model config can then carry, say, the LSTM's forget bias
+    whichever cell it names); strict=True refuses them."""
+    entry = _entry(name)
+    known = {f.name for f in fields(entry.cls)}
+    if strict:
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"cell {name!r} has no option {', '.join(unknown)} "
+                             f"(its options: {', '.join(sorted(known)) or 'none'})")
+    given = {k: v for k, v in options.items() if k in known}
+    return entry.cls(**{**entry.preset, **given})
+
+
+def describe(choices=None) -> str:
+    """`name: summary` of each registered cell (or of `choices`), for help texts."""
+    return "; ".join(f"{n}: {_entry(n).summary}" for n in (choices or names()))
+
+
+# The built-in cells, each declared in its own module: the one place they are listed.
+from rnnkit.cells.gru import GRUCell  # noqa: E402
+from rnnkit.cells.lstm import LSTMCell  # noqa: E402
+from rnnkit.cells.mingru import MinGRUCell  # noqa: E402
+from rnnkit.cells.rnn import RNNCell  # noqa: E402
+
+register(LSTMCell)
+register(GRUCell)
+register(RNNCell)
+register(RNNCell, "rnn_relu", nonlinearity="relu", summary="the vanilla RNN with relu")
+register(MinGRUCell)

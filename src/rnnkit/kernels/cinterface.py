@@ -1,0 +1,263 @@
+"""The C interface: each compiled entry point described once, by its own prototype in its C source.
+
+A time loop is declared in Python as a `LoopKernel`: its name, the C source it is written in, and the
+NumPy reference that takes the same arguments by name (the reference is the specification; the two are
+tested equal). The argument list is never written out in Python: it is read from the prototype
+
+    EXPORT void FN(lstm_fw)(long T, long N, long H, long n0, long n1, R *gates, R *h, ...,
+                            void *gemm, int ilp64)
+
+in the source, so a call passes arguments by name (`lstm_fw(T=T, N=N, H=H, gates=gates, ...)`), a
+missing or misspelt name is an error, and the C types decide the conversion: `R *` arrays share the
+call's float dtype (float32 or float64; any other sends the call to the reference), `unsigned char *` is
+a boolean mask passed as bytes, a `const` array that is not C-contiguous is copied, any other must be
+C-contiguous (it is written). `n0, n1` (the batch rows a call runs), `gemm` and `ilp64` (the BLAS and
+flags) are filled here: the rows are cut across rnnkit's threads (`pool.row_parts`).
+
+Which implementation runs is the backend's choice (`rnnkit.backend.get_ops`): NumPy arrays on the CPU
+with the compiled path ready run the C loop, anything else the reference.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rnnkit.kernels import blas, build, pool
+
+# The kernels' own float32 gemm for per-step products (RNNKIT_SMALL_GEMM=0: always BLAS).
+SMALL_GEMM = os.environ.get("RNNKIT_SMALL_GEMM", "1") != "0"
+
+_FILLED = ("n0", "n1", "gemm", "ilp64")  # supplied by the call, not by the caller
+_KINDS = {"long": "int", "int": "int", "R": "real", "R*": "array", "double*": "f64", "int64_t*": "i64",
+          "unsignedchar*": "bytes", "void*": "ptr"}
+_CTYPES = {"int": {"long": ctypes.c_long, "int": ctypes.c_int}, "array": ctypes.c_void_p,
+           "f64": ctypes.c_void_p, "i64": ctypes.c_void_p, "bytes": ctypes.c_void_p,
+           "ptr": ctypes.c_void_p}
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    ctype: str  # the C type with spaces removed: "long", "R*", "unsignedchar*", ...
+    kind: str  # int | real | array (R *) | f64 | i64 | bytes | ptr
+    const: bool  # read only: may be copied to make it contiguous
+
+
+def read_prototypes(source) -> dict:
+    """{name: [Param, ...]} of every `EXPORT void FN(name)(...)` in a C source."""
+    text = Path(source).read_text()
+    text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
+    text = re.sub(r"//[^\n]*", " ", text)
+    out = {}
+    for m in re.finditer(r"EXPORT\s+void\s+FN\((\w+)\)\s*\(([^)]*)\)", text):
+        params = []
+        for raw in m.group(2).split(","):
+            words = raw.replace("*", " * ").split()
+            if not words:
+                continue
+            const = "const" in words
+            words = [w for w in words if w != "const"]
+            name, ctype = words[-1], "".join(words[:-1])
+            if ctype not in _KINDS:
+                raise ValueError(f"{source}: {m.group(1)}: argument {name} has type {ctype!r}, which "
+                                 f"rnnkit cannot pass (one of {', '.join(_KINDS)})")
+            params.append(Param(name, ctype, _KINDS[ctype], const))
+        out[m.group(1)] = params
+    return out
+
+
+_PROTOTYPES: dict = {}
+
+
+def prototype(source, name):
+    """The parameters of entry point `name` in `source` (read once per source)."""
+    key = str(Path(source).resolve())
+    if key not in _PROTOTYPES:
+        _PROTOTYPES[key] = read_prototypes(source)
+    try:
+        return _PROTOTYPES[key][name]
+    except KeyError:
+        raise ValueError(f"{source} has no entry point EXPORT void FN({name})(...)") from None
+
+
+_SUFFIX = {np.dtype(np.float32): "_f32", np.dtype(np.float64): "_f64"}
+
+
+class LoopKernel:
+    """A time loop over the batch rows: the compiled entry point `name` of `source` and its NumPy
+    `reference`, which takes the same arguments by name less the filled-in ones (n0, n1, gemm, ilp64).
+    blocks: the per-step product's H x H weight blocks per batch row (4 for the LSTM, 0 for none but an
+    element-wise step counted as one), for the estimate of whether cutting the rows pays."""
+
+    def __init__(self, name: str, source, reference, blocks: int = 1):
+        self.name, self.source, self.reference, self.blocks = name, Path(source), reference, blocks
+        self._fns = {}  # dtype -> the declared ctypes function
+
+    def __repr__(self):
+        return f"LoopKernel({self.name!r}, {self.source.name})"
+
+    @property
+    def params(self):
+        return prototype(self.source, self.name)
+
+    def _function(self, dtype):
+        fn = self._fns.get(dtype)
+        if fn is None:
+            lib = build.load(self.source)
+            if lib is None:
+                return None
+            fn = getattr(lib, self.name + _SUFFIX[dtype])
+            real = ctypes.c_float if dtype == np.float32 else ctypes.c_double
+            fn.argtypes = [real if p.kind == "real" else
+                           _CTYPES["int"][p.ctype] if p.kind == "int" else _CTYPES[p.kind]
+                           for p in self.params]
+            fn.restype = None
+            self._fns[dtype] = fn
+        return fn
+
+    def check_names(self, args):
+        names = {p.name for p in self.params if p.name not in _FILLED}
+        missing, unknown = names - args.keys(), args.keys() - names
+        if missing or unknown:
+            raise TypeError(f"{self.name}: " + "; ".join(
+                s for s in (missing and f"missing {', '.join(sorted(missing))}",
+                            unknown and f"no argument {', '.join(sorted(unknown))}") if s))
+
+    def compiled(self, args):
+        """A function running the compiled loop on `args`, or None where it cannot (an array that is not
+        NumPy's, a dtype other than float32/float64, no library): then the reference is to run."""
+        if not blas.ready():
+            return None
+        dtype, values, keep = None, [], []
+        for p in self.params:
+            if p.name in _FILLED:
+                values.append(None)
+                continue
+            try:
+                v = args[p.name]
+            except KeyError:
+                self.check_names(args)
+                raise
+            if p.kind == "int":
+                values.append(int(v))
+                continue
+            if p.kind == "real":
+                values.append(float(v))
+                continue
+            if v is None:
+                values.append(None)
+                continue
+            if type(v) is not np.ndarray:
+                return None
+            if p.kind == "array":
+                if dtype is None:
+                    dtype = v.dtype
+                elif v.dtype != dtype:
+                    return None
+            elif p.kind == "bytes" and v.dtype == bool:
+                v = v.view(np.uint8)
+            if not v.flags.c_contiguous:
+                if not p.const:
+                    raise ValueError(f"{self.name}: {p.name} must be C-contiguous (it is written)")
+                v = np.ascontiguousarray(v)
+            keep.append(v)
+            values.append(v.ctypes.data)
+        if len(values) - len(_FILLED) != len(args):
+            self.check_names(args)
+        if dtype not in _SUFFIX:
+            return None
+        fn = self._function(dtype)
+        if fn is None:
+            return None
+        found = blas.current()
+        f32 = dtype == np.float32
+        gemm = ctypes.addressof(found[0 if f32 else 1])
+        flags = int(found[2]) | (2 if f32 and SMALL_GEMM else 0)
+        slots = {p.name: i for i, p in enumerate(self.params) if p.name in _FILLED}
+        T, N, H = args["T"], args["N"], args["H"]
+
+        def call_for(n0, n1):
+            c = list(values)
+            c[slots["n0"]], c[slots["n1"]], c[slots["gemm"]], c[slots["ilp64"]] = n0, n1, gemm, flags
+            return c
+
+        def run(keep=keep):  # the converted arrays live until the call has run
+            parts = pool.row_parts(T, N, H * H * max(1, self.blocks), pool.threads())
+            if len(parts) > 1:
+                # The rows of a batch never meet inside the time loop: each worker runs its own rows,
+                # with its own products, and nothing is shared but the read-only weights.
+                pool.run_parallel(fn, [call_for(n0, n1) for n0, n1 in parts])
+            else:
+                with pool.blas_single_thread():
+                    fn(*call_for(0, N))
+
+        return run
+
+
+class FlatKernel:
+    """An element-wise pass over a range [a, b) of rows or elements (flat.c): its first two C arguments
+    are the range, cut across rnnkit's threads from `pool.FLAT_SPLIT_MIN` elements."""
+
+    def __init__(self, name: str, source=None):
+        self.name = name
+        self.source = Path(source) if source is not None else blas.FLAT_SOURCE
+        self._fns = {}
+
+    @property
+    def params(self):
+        return prototype(self.source, self.name)
+
+    def bind(self, dtype, *arrays):
+        """A callable (n, *args, unit=1) for `dtype` arrays, args after the range in the C order, or None
+        to use the NumPy reference (kernels off, another dtype, an array that is not contiguous NumPy)."""
+        if not blas.ready() or np.dtype(dtype) not in _SUFFIX:
+            return None
+        for a in arrays:
+            if a is not None and (type(a) is not np.ndarray or not a.flags.c_contiguous):
+                return None
+        dtype = np.dtype(dtype)
+        fn = self._fns.get(dtype)
+        if fn is None:
+            lib = build.load(self.source)
+            if lib is None:
+                return None
+            fn = getattr(lib, self.name + _SUFFIX[dtype])
+            real = ctypes.c_float if dtype == np.float32 else ctypes.c_double
+            fn.argtypes = [real if p.kind == "real" else
+                           _CTYPES["int"][p.ctype] if p.kind == "int" else _CTYPES[p.kind]
+                           for p in self.params]
+            fn.restype = None
+            self._fns[dtype] = fn
+        n_args = len(self.params) - 2
+
+        def call(n, *args, unit=1):
+            if len(args) != n_args:
+                names = ", ".join(p.name for p in self.params[2:])
+                raise TypeError(f"{self.name}: expected {n_args} arguments after the range ({names})")
+            conv = [a.ctypes.data if isinstance(a, np.ndarray) else a for a in args]
+            k = min(pool.threads(), n * unit // pool.FLAT_SPLIT_MIN)
+            if k < 2:
+                fn(0, n, *conv)
+                return
+            # range bounds on 16-element boundaries (one AVX-512 vector) for the element-wise kernels
+            step = 16 if unit == 1 else 1
+            bounds = [0] + [(n * i // k) // step * step for i in range(1, k)] + [n]
+            pool.run_parallel(fn, [(a, b, *conv) for a, b in zip(bounds, bounds[1:]) if b > a])
+
+        return call
+
+
+_FLAT = {}
+
+
+def flat_kernel(name, dtype, *arrays):
+    """`FlatKernel(name).bind(dtype, *arrays)`: the element-wise kernel `name` of flat.c, or None."""
+    if name not in _FLAT:
+        _FLAT[name] = FlatKernel(name)
+    return _FLAT[name].bind(dtype, *arrays)
