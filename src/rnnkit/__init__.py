@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_DTYPE", "Dropout", "Embedding", "Linear", "Module", "Recurrent", "cells", "functional",
-    "get_array_module", "layer_class", "make_recurrent", *layer_classes(),
+    "get_array_module", "layer_class", "make_recurrent", *layer_classes(plugins=False),
 ]
 
 

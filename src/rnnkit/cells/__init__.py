@@ -9,15 +9,25 @@ choice of the CLI with its help text.
 
 A name may preset options of a registered class ("rnn_relu" is the RNN cell with
 nonlinearity="relu").
+
+Cells from elsewhere are registered by importing their module, which calls `register`. So that the
+CLI and saved runs find them too, the registry imports on first use (once per process):
+    RNNKIT_CELLS=path/to/indrnn.py:some.module     files or module names, ':' or ',' apart
+    the entry point group "rnnkit.cells"            of installed packages (each names a module)
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import os
+import sys
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 from rnnkit.cells.cell import Cell, Gate
 
-__all__ = ["Cell", "Gate", "create", "describe", "get_class", "names", "register"]
+__all__ = ["Cell", "Gate", "create", "describe", "get_class", "load_plugins", "names", "register"]
 
 
 @dataclass(frozen=True)
@@ -53,13 +63,64 @@ def register(cls: type, name: str | None = None, *, summary: str | None = None, 
     return cls
 
 
-def names() -> list:
-    """The registered cell names, in the order they were registered."""
+_plugins = {"loaded": False}
+
+
+def _import_plugin(spec: str):
+    if spec.endswith(".py") or os.sep in spec:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise ValueError(f"RNNKIT_CELLS: {spec}: no such file")
+        name = f"rnnkit_cell_plugin_{path.stem}"
+        if name in sys.modules:
+            return
+        found = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(found)
+        sys.modules[name] = module
+        try:
+            found.loader.exec_module(module)
+        except Exception:
+            del sys.modules[name]
+            raise
+    else:
+        importlib.import_module(spec)
+
+
+def load_plugins():
+    """Import the cell modules named by RNNKIT_CELLS and by the "rnnkit.cells" entry points (once).
+    A module that fails to import is reported as one ValueError naming it."""
+    if _plugins["loaded"]:
+        return
+    _plugins["loaded"] = True
+    specs = [s.strip() for s in os.environ.get("RNNKIT_CELLS", "").replace(",", ":").split(":")
+             if s.strip()]
+    try:
+        from importlib.metadata import entry_points
+
+        specs += [ep.value.split(":")[0] for ep in entry_points(group="rnnkit.cells")]
+    except Exception:  # noqa: BLE001 - no metadata: only RNNKIT_CELLS
+        pass
+    for spec in specs:
+        try:
+            _import_plugin(spec)
+        except ValueError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure is the plugin's: say which
+            raise ValueError(f"cell plugin {spec}: {type(e).__name__}: {e}") from None
+
+
+def names(plugins: bool = True) -> list:
+    """The registered cell names, in the order they were registered; plugins=False: without importing
+    the plugins first (what is registered so far)."""
+    if plugins:
+        load_plugins()
     return list(_REGISTRY)
 
 
 def _entry(name):
     key = str(name).strip().lower()
+    if key not in _REGISTRY:
+        load_plugins()  # a saved run's cell, or a --cell value, from a plugin not imported yet
     if key not in _REGISTRY:
         raise ValueError(f"cell must be one of {', '.join(_REGISTRY)}; got {name!r}")
     return _REGISTRY[key]

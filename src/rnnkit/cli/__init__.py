@@ -47,6 +47,13 @@ def build_parser():
 
 
 def main(argv=None):
+    from rnnkit import cells
+
+    try:
+        cells.load_plugins()  # cells from RNNKIT_CELLS or installed packages: before the --cell choices
+    except ValueError as e:
+        print(f"rnnkit: error: {e}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

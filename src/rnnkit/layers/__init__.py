@@ -7,7 +7,7 @@ from rnnkit.layers.module import Module
 from rnnkit.layers.recurrent import Recurrent, layer_class, layer_classes, make_recurrent
 
 __all__ = ["BagEmbedding", "Dropout", "Embedding", "Linear", "Module", "Recurrent", "layer_class",
-           "layer_classes", "make_recurrent", *layer_classes()]
+           "layer_classes", "make_recurrent", *layer_classes(plugins=False)]
 
 
 def __getattr__(name):

@@ -437,10 +437,11 @@ def _from_cell(layer_cls, cell, input_size, hidden_size, **kwargs):
     return layer
 
 
-def layer_classes() -> dict:
-    """{class name: layer class} of every registered cell ("LSTM": rnnkit.LSTM, ...)."""
+def layer_classes(plugins: bool = True) -> dict:
+    """{class name: layer class} of every registered cell ("LSTM": rnnkit.LSTM, ...); plugins=False:
+    of those registered so far, without importing the plugins (`rnnkit.cells.load_plugins`)."""
     out = {}
-    for name in cells.names():
+    for name in cells.names(plugins):
         cls = cells.get_class(name)
         out.setdefault(cls.title or cls.__name__, layer_class(cls))
     return out
