@@ -1,6 +1,14 @@
 """Stateless math: every `*_forward` returns (out, cache) and its `*_backward` consumes that cache."""
 
 from rnnkit.functional.gru import GRUCache, gru_backward, gru_forward, gru_recompute
+from rnnkit.functional.image_attention import (
+    ImageAttentionCache,
+    SatContextCache,
+    image_attention_backward,
+    image_attention_forward,
+    sat_context_backward,
+    sat_context_forward,
+)
 from rnnkit.functional.layers import (
     affine_backward,
     affine_forward,
@@ -14,7 +22,16 @@ from rnnkit.functional.layers import (
     lengths_to_mask,
     mask_to_lengths,
     reverse_padded,
+)
+from rnnkit.functional.losses import (
+    MSECache,
+    log_softmax,
+    logsumexp,
+    mse_backward,
+    mse_forward,
+    softmax,
     softmax_cross_entropy,
+    softmax_cross_entropy_loss_only,
 )
 from rnnkit.functional.lstm import LSTMCache, lstm_backward, lstm_forward, lstm_recompute
 from rnnkit.functional.mingru import (
@@ -24,6 +41,15 @@ from rnnkit.functional.mingru import (
     mingru_forward,
     mingru_recompute,
 )
+from rnnkit.functional.norms import (
+    ChannelNormCache,
+    FeatureNormCache,
+    channel_norm_backward,
+    channel_norm_forward,
+    feature_norm_backward,
+    feature_norm_forward,
+)
+from rnnkit.functional.pooling import POOLINGS, SeqPoolCache, pool_backward, pool_forward
 from rnnkit.functional.rnn import (
     RNNCache,
     rnn_backward,
@@ -34,14 +60,22 @@ from rnnkit.functional.rnn import (
 )
 
 __all__ = [
-    "GRUCache", "LSTMCache", "MinGRUCache", "RNNCache",
+    "ChannelNormCache", "FeatureNormCache", "GRUCache", "ImageAttentionCache", "LSTMCache", "MSECache",
+    "MinGRUCache", "POOLINGS", "RNNCache", "SatContextCache", "SeqPoolCache",
     "affine_backward", "affine_forward", "bag_mean_backward_into", "bag_mean_forward",
+    "channel_norm_backward", "channel_norm_forward",
     "dropout_backward", "dropout_forward",
     "embedding_backward", "embedding_backward_into", "embedding_forward",
+    "feature_norm_backward", "feature_norm_forward",
     "gru_backward", "gru_forward", "gru_recompute",
+    "image_attention_backward", "image_attention_forward",
     "lengths_to_mask", "linear_scan", "mask_to_lengths", "reverse_padded",
+    "log_softmax", "logsumexp",
     "lstm_backward", "lstm_forward", "lstm_recompute",
     "mingru_backward", "mingru_forward", "mingru_recompute",
+    "mse_backward", "mse_forward",
+    "pool_backward", "pool_forward",
     "rnn_backward", "rnn_forward", "rnn_recompute", "rnn_step_backward", "rnn_step_forward",
-    "softmax_cross_entropy",
+    "sat_context_backward", "sat_context_forward",
+    "softmax", "softmax_cross_entropy", "softmax_cross_entropy_loss_only",
 ]

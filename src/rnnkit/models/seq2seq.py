@@ -30,7 +30,7 @@ import numpy as np
 
 from rnnkit import kernels
 from rnnkit.backend import DEFAULT_DTYPE
-from rnnkit.functional import softmax_cross_entropy
+from rnnkit.functional import log_softmax, softmax_cross_entropy
 from rnnkit.functional.attention import attention_backward, attention_forward, attention_params
 from rnnkit.layers import Dropout, Embedding, Linear, Module, make_recurrent
 
@@ -217,9 +217,7 @@ class Seq2Seq(Module):
         x = self.tgt_emb.forward(tok[None, :])
         dec, state = self.decoder.forward(x, state)
         logits, alpha = self._head(dec, keys, src_mask)
-        z = logits[0] - logits[0].max(axis=-1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-        return logp, state, (alpha[0] if alpha is not None else None)
+        return log_softmax(logits[0]), state, (alpha[0] if alpha is not None else None)
 
     def scheduled_inputs(self, src, src_mask, tgt_in, ratio, rng):
         """Decoder inputs for teacher forcing with ratio r: at each step the gold token with probability r,
