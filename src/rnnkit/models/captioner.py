@@ -27,13 +27,15 @@ fed into the cell with the word instead:
     Xu et al. score with a small MLP and add a gating scalar and a deep output; here the score is the
     same bilinear one as "luong", and the output reads h_t alone.
 
-The stateless pieces are in `rnnkit.functional` (`image_attention`, `norms`).
+The stateless pieces are in `rnnkit.functional` (`image_attention`, `norms`); greedy decoding and beam
+search in `rnnkit.models.decoding`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import numpy as np
 
@@ -57,6 +59,7 @@ from rnnkit.functional import (
 from rnnkit.functional.conv import global_avgpool_backward, global_avgpool_forward
 from rnnkit.layers import Dropout, Embedding, Linear, Module, make_recurrent
 from rnnkit.layers.conv import Conv2d, MaxPool2d, ReLU, Sequential
+from rnnkit.models import decoding
 
 
 @dataclass
@@ -367,7 +370,8 @@ class Captioner(Module):
     # --- decoding -----------------------------------------------------------------------------------
 
     def _step_logp(self, tokens, state, A):
-        """One decoder step for a batch of previous tokens (B,) -> log-probabilities (B, V), new state."""
+        """One decoder step for a batch of previous tokens (B,) -> log-probabilities (B, V), new state,
+        and no extra (the `decoding` step signature)."""
         x = self.embed.params["W"][tokens][None]  # (1, B, E)
         if self.sat:
             h = state[0][0] if isinstance(state, tuple) else state[0]
@@ -378,7 +382,7 @@ class Captioner(Module):
         logits = self.head.forward(out)[0].astype(np.float64)
         # never generate the reserved tokens: <unk> would match no reference word
         logits[:, [self.pad_id, self.unk_id, self.bos_id]] = -np.inf
-        return log_softmax(logits), state
+        return log_softmax(logits), state, None
 
     def _no_grad_encode(self, images):
         was = self.training
@@ -394,28 +398,14 @@ class Captioner(Module):
     def greedy(self, images, max_len=20) -> list[list[int]]:
         """The most probable next word at every step, until <eos> or max_len words. One id list per image."""
         v, A = self._no_grad_encode(images)
-        N = v.shape[0]
-        state = self.initial_state(v)
-        tok = np.full(N, self.bos_id, dtype=np.int64)
-        out = np.full((max_len, N), self.eos_id, dtype=np.int64)
-        done = np.zeros(N, bool)
-        for t in range(max_len):
-            logp, state = self._step_logp(tok, state, A)
-            tok = logp.argmax(axis=1)
-            tok[done] = self.eos_id
-            out[t] = tok
-            done |= tok == self.eos_id
-            if done.all():
-                break
-        return [self._trim(out[:, n]) for n in range(N)]
-
-    def _trim(self, ids):
-        ids = [int(i) for i in ids]
-        return ids[:ids.index(self.eos_id)] if self.eos_id in ids else ids
+        step = partial(self._step_logp, A=A)
+        hyps, _ = decoding.greedy(step, self.initial_state(v), v.shape[0], self.bos_id, self.eos_id,
+                                  max_len)
+        return hyps
 
     def beam_search(self, images, beam=5, max_len=20, length_penalty=0.0) -> list[list[int]]:
-        """Beam search, all images at once (N * beam rows). A finished beam keeps its score; the best
-        finished caption maximises log p / len^length_penalty (0: the plain log-probability)."""
+        """Beam search, all images at once (N * beam rows); see `rnnkit.models.decoding.beam_search`.
+        length_penalty 0 ranks the finished captions by their plain log-probability."""
         if beam < 1:
             raise ValueError(f"beam must be >= 1, got {beam}")
         if beam == 1:
@@ -424,40 +414,10 @@ class Captioner(Module):
         N, K = v.shape[0], beam
         v = np.repeat(v, K, axis=0)  # row n*K + k is beam k of image n
         A = np.repeat(A, K, axis=0) if A is not None else None
-        state = self.initial_state(v)
-        scores = np.full((N, K), -np.inf)
-        scores[:, 0] = 0.0  # all beams start identical: keep one so the first step does not repeat it
-        hist = np.zeros((N, K, 0), dtype=np.int64)
-        done = np.zeros((N, K), bool)
-        lengths = np.zeros((N, K), dtype=np.int64)
-        tok = np.full(N * K, self.bos_id, dtype=np.int64)
-        rows = np.arange(N)[:, None]
-        for t in range(max_len):
-            logp, state = self._step_logp(tok, state, A)
-            V = logp.shape[1]
-            logp = logp.reshape(N, K, V)
-            # a finished beam may only continue with <eos> at no cost, so its score stays frozen
-            logp[done] = -np.inf
-            logp[done, self.eos_id] = 0.0
-            cand = (scores[:, :, None] + logp).reshape(N, K * V)
-            top = np.argpartition(-cand, K - 1, axis=1)[:, :K]
-            order = np.argsort(-np.take_along_axis(cand, top, axis=1), axis=1, kind="stable")
-            top = np.take_along_axis(top, order, axis=1)  # (N, K) best first
-            src, tok2 = top // V, top % V
-            scores = np.take_along_axis(cand, top, axis=1)
-            prev_done = np.take_along_axis(done, src, axis=1)
-            lengths = np.take_along_axis(lengths, src, axis=1) + ~prev_done
-            done = prev_done | (tok2 == self.eos_id)
-            hist = np.concatenate([hist[rows, src], tok2[:, :, None]], axis=2)
-            flat = (np.arange(N)[:, None] * K + src).reshape(-1)
-            state = tuple(s[:, flat] for s in state) if isinstance(state, tuple) else state[:, flat]
-            tok = tok2.reshape(-1)
-            if done.all():
-                break
-        final = scores / np.maximum(lengths, 1) ** length_penalty
-        final[~np.isfinite(scores)] = -np.inf
-        best = final.argmax(axis=1)
-        return [self._trim(hist[n, best[n]]) for n in range(N)]
+        step = partial(self._step_logp, A=A)
+        hyps, _ = decoding.beam_search(step, self.initial_state(v), N, K, self.bos_id, self.eos_id,
+                                       max_len, length_penalty)
+        return hyps
 
     def buffers(self):
         return {"norm_mean": self.norm_mean, "norm_var": self.norm_var}

@@ -25,6 +25,7 @@ one call during training):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import numpy as np
 
@@ -33,6 +34,7 @@ from rnnkit.backend import DEFAULT_DTYPE
 from rnnkit.functional import log_softmax, softmax_cross_entropy
 from rnnkit.functional.attention import attention_backward, attention_forward, attention_params
 from rnnkit.layers import Dropout, Embedding, Linear, Module, make_recurrent
+from rnnkit.models import decoding
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3  # special token ids shared by both vocabularies
 SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>"]
@@ -244,35 +246,18 @@ class Seq2Seq(Module):
         self.eval()
         try:
             keys, state = self.encode(src, src_mask)
-            N = src.shape[1]
-            tok = np.full(N, BOS, dtype=np.int64)
-            done = np.zeros(N, bool)
-            steps, alphas = [], []
-            for _ in range(max_len):
-                logp, state, alpha = self._step(tok, state, keys, src_mask)
-                tok = logp.argmax(axis=-1)
-                steps.append(tok)
-                alphas.append(alpha)
-                done |= tok == EOS
-                if done.all():
-                    break
+            step = partial(self._step, keys=keys, src_mask=src_mask)
+            hyps, atts = decoding.greedy(step, state, src.shape[1], BOS, EOS, max_len,
+                                         keep_extra=return_attention)
         finally:
             self.train(training)
-        hyps, atts = [], []
-        seq = np.stack(steps)  # (steps, N)
-        for n in range(N):
-            ends = np.flatnonzero(seq[:, n] == EOS)
-            end = int(ends[0]) if ends.size else seq.shape[0]
-            hyps.append(seq[:end, n].tolist())
-            if return_attention and alphas[0] is not None:
-                atts.append(np.stack([a[n] for a in alphas[:end + 1]]))
         return (hyps, atts) if return_attention else hyps
 
     def beam_search(self, src, src_mask, beam=5, max_len=50, length_penalty=1.0, return_attention=False):
         """Batched beam search: K = `beam` hypotheses per sentence, all sentences in one decoder call per
-        step. A finished hypothesis (it emitted <eos>) stays in its beam with its score frozen. The final
-        choice maximises score / length**length_penalty (length counts <eos>; 0 turns normalisation off).
-        Returns like `greedy`."""
+        step (`rnnkit.models.decoding.beam_search`). A finished hypothesis (it emitted <eos>) stays in
+        its beam with its score frozen. The final choice maximises score / length**length_penalty
+        (length counts <eos>; 0 turns normalisation off). Returns like `greedy`."""
         K = int(beam)
         if K < 1:
             raise ValueError(f"beam must be >= 1, got {beam}")
@@ -282,51 +267,12 @@ class Seq2Seq(Module):
             keys, state = self.encode(src, src_mask)
             N = src.shape[1]
             rows = np.repeat(np.arange(N), K)  # each sentence's K copies side by side
-            keys = keys[:, rows]
             mask = src_mask[:, rows] if src_mask is not None else None
-            state = tuple(s[:, rows] for s in state) if self.is_lstm else state[:, rows]
-            scores = np.zeros((N, K))
-            scores[:, 1:] = -np.inf  # the K copies start identical: expand only the first
-            tok = np.full(N * K, BOS, dtype=np.int64)
-            finished = np.zeros(N * K, bool)
-            lengths = np.zeros(N * K)
-            hist = np.zeros((0, N * K), dtype=np.int64)
-            ahist = []
-            for _ in range(max_len):
-                logp, state, alpha = self._step(tok, state, keys, mask)
-                V = logp.shape[1]
-                logp = logp.astype(np.float64)
-                logp[finished] = -np.inf
-                logp[finished, EOS] = 0.0  # a finished hypothesis carries on unchanged
-                total = (scores.reshape(N * K, 1) + logp).reshape(N, K * V)
-                kk = min(K, K * V)
-                top = np.argpartition(-total, kk - 1, axis=1)[:, :kk]
-                order = np.argsort(-np.take_along_axis(total, top, axis=1), axis=1, kind="stable")
-                top = np.take_along_axis(top, order, axis=1)  # (N, K) best first
-                scores = np.take_along_axis(total, top, axis=1)
-                src_rows = (np.arange(N)[:, None] * K + top // V).reshape(-1)
-                tok = (top % V).reshape(-1).astype(np.int64)
-                hist = np.concatenate([hist[:, src_rows], tok[None]], axis=0)
-                if return_attention and alpha is not None:
-                    ahist = [a[src_rows] for a in ahist] + [alpha[src_rows]]
-                finished = finished[src_rows]
-                lengths = lengths[src_rows] + ~finished  # a live hypothesis grows by one token
-                finished = finished | (tok == EOS)
-                state = tuple(s[:, src_rows] for s in state) if self.is_lstm else state[:, src_rows]
-                if finished.all():
-                    break
+            step = partial(self._step, keys=keys[:, rows], src_mask=mask)
+            hyps, atts = decoding.beam_search(step, decoding.select_rows(state, rows), N, K, BOS, EOS,
+                                              max_len, length_penalty, keep_extra=return_attention)
         finally:
             self.train(training)
-        norm = scores / np.maximum(lengths.reshape(N, K), 1) ** length_penalty if length_penalty else scores
-        best = np.arange(N) * K + norm.argmax(axis=1)
-        hyps, atts = [], []
-        for r in best:
-            seq = hist[:, r]
-            ends = np.flatnonzero(seq == EOS)
-            end = int(ends[0]) if ends.size else seq.shape[0]
-            hyps.append(seq[:end].tolist())
-            if return_attention and ahist:
-                atts.append(np.stack([a[r] for a in ahist[:end + 1]]))
         return (hyps, atts) if return_attention else hyps
 
     def translate_ids(self, src, src_mask, beam=1, max_len=50, length_penalty=1.0, return_attention=False):
