@@ -1,5 +1,6 @@
-"""The captioner: attention and whole-model gradients checked numerically (float64, random upstream
-gradient), decoding, and the standard sanity check of overfitting 20 real images."""
+"""The captioner: whole-model gradients checked numerically (float64, random upstream gradient), decoding,
+and the standard sanity check of overfitting 20 real images. (The attention and normalisation functions
+it is built from are checked in test_image_attention.py and test_norms.py.)"""
 
 import contextlib
 
@@ -7,26 +8,7 @@ import numpy as np
 import pytest
 
 from gradcheck import numerical_grad, rel_error
-from rnnkit.models.captioner import (
-    Captioner,
-    CaptionerConfig,
-    image_attention_backward,
-    image_attention_forward,
-)
-
-
-def test_image_attention_gradients(rng):
-    T, N, H, L, C = 3, 2, 4, 5, 3
-    q, A = rng.standard_normal((T, N, H)), rng.standard_normal((N, L, C))
-    Wa, Wc, bc = rng.standard_normal((C, H)), rng.standard_normal((H + C, H)) * 0.5, rng.standard_normal(H)
-    z, alpha, cache = image_attention_forward(q, A, Wa, Wc, bc)
-    assert np.allclose(alpha.sum(-1), 1.0)
-    dz = rng.standard_normal(z.shape)
-    grads = dict(zip(("q", "A", "Wa", "Wc", "bc"), image_attention_backward(dz, cache)))
-    f = lambda: image_attention_forward(q, A, Wa, Wc, bc)[0]  # noqa: E731
-    for name, arr in (("q", q), ("A", A), ("Wa", Wa), ("Wc", Wc), ("bc", bc)):
-        err = rel_error(numerical_grad(f, arr, dz), grads[name])
-        assert err < 1e-7, f"d{name}: relative error {err:.2e}"
+from rnnkit.models.captioner import Captioner, CaptionerConfig
 
 
 def _tiny(cell, attention, encoder="conv"):
@@ -162,20 +144,7 @@ def test_overfit_twenty_real_images(data_dir):
     assert correct == 20, f"{correct}/20 captions reproduced; e.g. {got[0]} vs {tokens[0]}"
 
 
-def test_feature_norm_batch_and_running_statistics(rng):
-    from rnnkit.models.captioner import feature_norm_backward, feature_norm_forward
-
-    v = rng.standard_normal((5, 4)) * 3 + 7
-    vhat, cache = feature_norm_forward(v)
-    np.testing.assert_allclose(vhat.mean(0), 0, atol=1e-12)
-    np.testing.assert_allclose(vhat.std(0), 1, atol=1e-5)
-    dout = rng.standard_normal(vhat.shape)
-    assert rel_error(numerical_grad(lambda: feature_norm_forward(v)[0], v, dout),
-                     feature_norm_backward(dout, cache)) < 1e-7
-    mean, var = rng.standard_normal(4), rng.uniform(1, 2, 4)
-    out, cache = feature_norm_forward(v, mean, var)
-    assert rel_error(numerical_grad(lambda: feature_norm_forward(v, mean, var)[0], v, dout),
-                     feature_norm_backward(dout, cache)) < 1e-7
+def test_training_updates_the_running_feature_statistics(rng):
     model = _tiny("gru", "none")
     model.forward(rng.standard_normal((3, 3, 8, 8)), np.array([[2, 2, 2], [5, 3, 4], [3, 0, 3]]))
     assert not np.allclose(model.norm_mean, 0)  # training updated the running mean

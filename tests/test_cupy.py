@@ -13,16 +13,31 @@ from rnnkit.functional import (
     affine_forward,
     bag_mean_backward_into,
     bag_mean_forward,
+    channel_norm_backward,
+    channel_norm_forward,
     dropout_backward,
     dropout_forward,
     embedding_backward,
     embedding_backward_into,
     embedding_forward,
+    feature_norm_backward,
+    feature_norm_forward,
+    image_attention_backward,
+    image_attention_forward,
+    log_softmax,
+    logsumexp,
+    mse_backward,
+    mse_forward,
+    pool_backward,
+    pool_forward,
+    sat_context_backward,
+    sat_context_forward,
+    softmax,
     softmax_cross_entropy,
+    softmax_cross_entropy_loss_only,
 )
 from rnnkit.functional.attention import attention_backward, attention_forward, attention_params
 from rnnkit.functional.conv import conv2d_backward, conv2d_forward, maxpool2d_backward, maxpool2d_forward
-from rnnkit.models.classifier import pool_backward, pool_forward
 
 cp = pytest.importorskip("cupy")
 try:
@@ -161,6 +176,36 @@ def test_attention(rng, kind):
         return ctx, alpha, attention_backward(dctx, cache, dalpha)
 
     on_both(run, q, keys, mask, dctx, dalpha, *[p[k] for k in sorted(p)])
+
+
+def test_losses_and_softmax(rng):
+    logits, y = rng.standard_normal((T, N, V)), rng.integers(0, V, (T, N))
+    pred, target = rng.standard_normal(N), rng.standard_normal(N)
+
+    def run(xp, logits, y, pred, target):
+        loss, cache = mse_forward(pred, target)
+        only, _ = softmax_cross_entropy_loss_only(logits, y)
+        return softmax(logits), log_softmax(logits, axis=0), logsumexp(logits), xp.asarray(only), \
+            xp.asarray(loss), mse_backward(cache, 0.5)
+
+    on_both(run, logits, y, pred, target)
+
+
+def test_image_attention_and_norms(rng):
+    L, C = 4, 3
+    q, A = rng.standard_normal((T, N, H)), rng.standard_normal((N, L, C))
+    Wa, Wc, bc = rng.standard_normal((C, H)), rng.standard_normal((H + C, H)), rng.standard_normal(H)
+    dz, dctx, v = rng.standard_normal((T, N, H)), rng.standard_normal((N, C)), rng.standard_normal((N, D))
+
+    def run(xp, q, A, Wa, Wc, bc, dz, dctx, v):
+        z, alpha, cache = image_attention_forward(q, A, Wa, Wc, bc)
+        ctx, scache = sat_context_forward(q[0], A, A @ Wa)
+        An, ncache = channel_norm_forward(A)
+        vn, fcache = feature_norm_forward(v)
+        return z, alpha, image_attention_backward(dz, cache), ctx, sat_context_backward(dctx, scache), \
+            An, channel_norm_backward(A, ncache), vn, feature_norm_backward(v, fcache)
+
+    on_both(run, q, A, Wa, Wc, bc, dz, dctx, v)
 
 
 @pytest.mark.parametrize("mode", ["last", "mean", "max"])

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnkit import cells
 from rnnkit.cli._training import add_optimization_args, add_run_args, check, check_run_flags, \
     explicit, resolve, train_config
 from rnnkit.errors import UserError
@@ -46,7 +47,7 @@ def register(sub, train_sub):
                    help="skip (and count) bad caption rows and missing or unreadable images")
     g.add_argument("--encoding", default="utf-8", help="text encoding of --captions (utf-8)")
     m = p.add_argument_group("model")
-    m.add_argument("--cell", choices=["lstm", "gru"], help="decoder cell (lstm)")
+    m.add_argument("--cell", choices=cells.names(), help=f"decoder cell (lstm): {cells.describe()}")
     m.add_argument("--embed", type=int, help="word embedding size (128)")
     m.add_argument("--hidden", type=int, help="decoder hidden size (256)")
     m.add_argument("--channels", help="conv encoder filters per block, comma-separated (16,32,64)")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnkit import cells
 from rnnkit.cli._training import add_optimization_args, add_run_args, check, check_run_flags, \
     resolve, train_config
 from rnnkit.data.parallel import (
@@ -244,7 +245,8 @@ def register(sub, train_sub):
     g.add_argument("--n-test", type=int, default=1000, help="date task: test pairs (dev: min(500, this))")
     m = p.add_argument_group("model")
     m.add_argument("--attention", choices=ATTENTIONS, default="general")
-    m.add_argument("--cell", choices=("lstm", "gru"), default="lstm")
+    m.add_argument("--cell", choices=cells.names(), default="lstm",
+                   help=f"encoder and decoder cell (lstm): {cells.describe()}")
     m.add_argument("--unidirectional", action="store_true", help="one-directional encoder")
     m.add_argument("--layers", type=int, default=1)
     m.add_argument("--emb", type=int, default=None, help="embedding size (256; date task 32)")

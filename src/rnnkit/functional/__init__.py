@@ -4,6 +4,14 @@ The recurrent cells' own math (`lstm_forward`, `gru_backward`, ...) lives with e
 in `rnnkit.cells` (`rnnkit.cells.lstm`, ...); here is what the layers, models and cells share.
 """
 
+from rnnkit.functional.image_attention import (
+    ImageAttentionCache,
+    SatContextCache,
+    image_attention_backward,
+    image_attention_forward,
+    sat_context_backward,
+    sat_context_forward,
+)
 from rnnkit.functional.layers import (
     affine_backward,
     affine_forward,
@@ -17,14 +25,41 @@ from rnnkit.functional.layers import (
     lengths_to_mask,
     mask_to_lengths,
     reverse_padded,
-    softmax_cross_entropy,
 )
+from rnnkit.functional.losses import (
+    MSECache,
+    log_softmax,
+    logsumexp,
+    mse_backward,
+    mse_forward,
+    softmax,
+    softmax_cross_entropy,
+    softmax_cross_entropy_loss_only,
+)
+from rnnkit.functional.norms import (
+    ChannelNormCache,
+    FeatureNormCache,
+    channel_norm_backward,
+    channel_norm_forward,
+    feature_norm_backward,
+    feature_norm_forward,
+)
+from rnnkit.functional.pooling import POOLINGS, SeqPoolCache, pool_backward, pool_forward
 from rnnkit.functional.scan import linear_scan
 
 __all__ = [
+    "ChannelNormCache", "FeatureNormCache", "ImageAttentionCache", "MSECache",
+    "POOLINGS", "SatContextCache", "SeqPoolCache",
     "affine_backward", "affine_forward", "bag_mean_backward_into", "bag_mean_forward",
+    "channel_norm_backward", "channel_norm_forward",
     "dropout_backward", "dropout_forward",
     "embedding_backward", "embedding_backward_into", "embedding_forward",
+    "feature_norm_backward", "feature_norm_forward",
+    "image_attention_backward", "image_attention_forward",
     "lengths_to_mask", "linear_scan", "mask_to_lengths", "reverse_padded",
-    "softmax_cross_entropy",
+    "log_softmax", "logsumexp",
+    "mse_backward", "mse_forward",
+    "pool_backward", "pool_forward",
+    "sat_context_backward", "sat_context_forward",
+    "softmax", "softmax_cross_entropy", "softmax_cross_entropy_loss_only",
 ]

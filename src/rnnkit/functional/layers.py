@@ -1,5 +1,5 @@
-"""Non-recurrent layers with their backward: embedding, affine at every step, softmax cross-entropy over
-time, inverted dropout.
+"""Non-recurrent layers with their backward: embedding, affine at every step, inverted dropout, and the
+helpers for padded sequences.
 
 Dimensions, declared once for this module:
     T  time steps    N  batch size    D  input size    H  hidden size    V  vocabulary / classes
@@ -122,78 +122,6 @@ def affine_backward(dout, cache):
     dW = kernels.matmul(x.reshape(-1, D).T, d2)
     db = d2.sum(axis=0)
     return dx, dW, db
-
-
-# --- softmax cross-entropy over time -------------------------------------------------------------
-
-
-def softmax_cross_entropy(logits, y, mask=None, smoothing=0.0):
-    """Mean cross-entropy over valid tokens, and its gradient.
-
-    logits: (..., V); y: integer labels of shape logits.shape[:-1]; mask: same shape as y, or None.
-    smoothing (label smoothing, Szegedy et al. 2016): the target puts 1 - eps on y and eps / V on every
-    class, so per token, with log p = log softmax(x):
-        loss = -(1 - eps) log p_y - (eps / V) sum_j log p_j
-        dloss / dx_j = p_j - (1 - eps) [j = y] - eps / V
-    Returns loss (a float, nats per valid token) and dlogits (same shape as logits).
-    """
-    xp = get_array_module(logits)
-    V = logits.shape[-1]
-    expect_shape("y", y, logits.shape[:-1])
-    if y.dtype.kind not in "iu":
-        raise ValueError(f"y has dtype {y.dtype}, expected an integer dtype")
-    if y.size and (int(y.min()) < 0 or int(y.max()) >= V):
-        raise ValueError(f"y has labels in [{int(y.min())}, {int(y.max())}], expected [0, {V})")
-    if not 0.0 <= smoothing < 1.0:
-        raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
-    flat = logits.reshape(-1, V)
-    yf = y.reshape(-1)
-    if mask is not None:
-        expect_shape("mask", mask, y.shape)
-    fast = kernels.flat_kernel("softmax_xent", logits.dtype, flat, yf)
-    if fast is not None and yf.shape[0] and V:
-        return _softmax_cross_entropy_fast(fast, flat, yf, mask, logits.shape, smoothing)
-    shifted = flat - flat.max(axis=1, keepdims=True)  # subtract the max so exp never overflows
-    log_z = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
-    log_p = shifted - log_z
-    rows = xp.arange(yf.shape[0])
-    if mask is None:
-        w = None
-        count = yf.shape[0]
-    else:
-        w = mask.reshape(-1).astype(logits.dtype)
-        count = float(w.sum())
-    nll = -log_p[rows, yf]
-    if smoothing:
-        nll = (1 - smoothing) * nll - smoothing * log_p.mean(axis=1)
-    if count == 0:
-        return 0.0, xp.zeros_like(logits)
-    loss = float((nll if w is None else nll * w).sum()) / count
-    dlogits = xp.exp(log_p)  # softmax
-    dlogits[rows, yf] -= 1 - smoothing
-    if smoothing:
-        dlogits -= smoothing / V
-    if w is None:
-        dlogits /= count
-    else:
-        dlogits *= (w / count)[:, None]
-    return loss, dlogits.reshape(logits.shape)
-
-
-def _softmax_cross_entropy_fast(fast, flat, yf, mask, shape, smoothing=0.0):
-    """`softmax_cross_entropy` in one compiled pass per row (flat_impl.h), rows across threads; the
-    code above is the reference it is tested equal to."""
-    M, V = flat.shape
-    y64 = np.ascontiguousarray(yf, dtype=np.int64)
-    w = None if mask is None else np.ascontiguousarray(mask.reshape(-1), dtype=flat.dtype)
-    count = M if w is None else float(w.sum())
-    if count == 0:
-        return 0.0, np.zeros(shape, dtype=flat.dtype)
-    dlogits = np.empty_like(flat)
-    nll = np.empty(M)
-    fast(M, V, flat, y64, w, 1.0 / count, smoothing, dlogits, nll, unit=V)
-    loss = float((nll if w is None else nll * w).sum()) / count
-    return loss, dlogits.reshape(shape)
 
 
 # --- inverted dropout ----------------------------------------------------------------------------

@@ -27,22 +27,37 @@ fed into the cell with the word instead:
     state's gradient).
     Xu et al. score with a small MLP and add a gating scalar and a deep output; here the score is the
     same bilinear one as "luong", and the output reads h_t alone.
+
+The stateless pieces are in `rnnkit.functional` (`image_attention`, `norms`); greedy decoding and beam
+search in `rnnkit.models.decoding`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import NamedTuple
+from functools import partial
 
 import numpy as np
 
 from rnnkit.backend import DEFAULT_DTYPE
 from rnnkit import cells
-from rnnkit.functional import softmax_cross_entropy
+from rnnkit.functional import (
+    channel_norm_backward,
+    channel_norm_forward,
+    feature_norm_backward,
+    feature_norm_forward,
+    image_attention_backward,
+    image_attention_forward,
+    log_softmax,
+    sat_context_backward,
+    sat_context_forward,
+    softmax_cross_entropy,
+)
 from rnnkit.functional.conv import global_avgpool_backward, global_avgpool_forward
 from rnnkit.layers import Dropout, Embedding, Linear, Module, make_recurrent
 from rnnkit.layers.conv import Conv2d, MaxPool2d, ReLU, Sequential
+from rnnkit.models import decoding
 
 
 @dataclass
@@ -77,131 +92,7 @@ class CaptionerConfig:
         return cls(**d)
 
 
-# --- attention over the feature map (stateless pair) ----------------------------------------------
-
-
-class ImageAttentionCache(NamedTuple):
-    qn: object  # (N, T, H) decoder outputs, batch-major
-    A: object  # (N, L, C) feature map
-    K: object  # (N, L, H) projected keys A Wa
-    alpha: object  # (N, T, L)
-    cat: object  # (N, T, H + C) [q; ctx]
-    z: object  # (N, T, H)
-    Wa: object
-    Wc: object
-    scale: float
-
-
-def image_attention_forward(q, A, Wa, Wc, bc):
-    """q (T, N, H) decoder outputs; A (N, L, C) feature map; Wa (C, H); Wc (H + C, H); bc (H,).
-
-    Returns z (T, N, H), alpha (T, N, L) and the cache.
-    """
-    T, N, H = q.shape
-    scale = 1.0 / math.sqrt(H)
-    qn = q.transpose(1, 0, 2)  # (N, T, H): batch leads so each product is one batched matmul
-    K = A @ Wa  # (N, L, H)
-    s = (qn @ K.transpose(0, 2, 1)) * scale  # (N, T, L)
-    s = s - s.max(axis=-1, keepdims=True)  # softmax over locations, shifted so exp never overflows
-    e = np.exp(s)
-    alpha = e / e.sum(axis=-1, keepdims=True)
-    ctx = alpha @ A  # (N, T, C)
-    cat = np.concatenate([qn, ctx], axis=-1)
-    z = np.tanh(cat @ Wc + bc)
-    cache = ImageAttentionCache(qn, A, K, alpha, cat, z, Wa, Wc, scale)
-    return z.transpose(1, 0, 2), alpha.transpose(1, 0, 2), cache
-
-
-def image_attention_backward(dz, cache: ImageAttentionCache):
-    """dz (T, N, H) -> dq (T, N, H), dA (N, L, C), dWa, dWc, dbc."""
-    qn, A, K, alpha, cat, z, Wa, Wc, scale = cache
-    H = qn.shape[-1]
-    dpre = dz.transpose(1, 0, 2) * (1 - z * z)  # through tanh
-    dWc = cat.reshape(-1, cat.shape[-1]).T @ dpre.reshape(-1, H)
-    dbc = dpre.sum(axis=(0, 1))
-    dcat = dpre @ Wc.T
-    dqn, dctx = dcat[..., :H].copy(), dcat[..., H:]
-    # ctx = alpha A
-    dalpha = dctx @ A.transpose(0, 2, 1)  # (N, T, L)
-    dA = alpha.transpose(0, 2, 1) @ dctx  # (N, L, C)
-    # softmax: ds = alpha * (dalpha - sum_l alpha dalpha)
-    ds = alpha * (dalpha - (alpha * dalpha).sum(axis=-1, keepdims=True))
-    ds *= scale
-    # s = q K^T
-    dqn += ds @ K
-    dK = ds.transpose(0, 2, 1) @ qn  # (N, L, H)
-    # K = A Wa
-    dWa = A.reshape(-1, A.shape[-1]).T @ dK.reshape(-1, H)
-    dA += dK @ Wa.T
-    return dqn.transpose(1, 0, 2), dA, dWa, dWc, dbc
-
-
-def channel_norm_forward(A, eps=1e-5):
-    """Standardise each location's feature vector over its channels: A (N, L, C) -> Ahat (N, L, C).
-    (Layer normalisation with no gain or bias, the projections after it provide those.)"""
-    mu = A.mean(axis=-1, keepdims=True)
-    inv = 1.0 / np.sqrt(A.var(axis=-1, keepdims=True) + eps)
-    Ahat = (A - mu) * inv
-    return Ahat, (Ahat, inv)
-
-
-def channel_norm_backward(dAhat, cache):
-    """dA = inv * (dAhat - mean_c(dAhat) - Ahat * mean_c(dAhat * Ahat))."""
-    Ahat, inv = cache
-    return inv * (dAhat - dAhat.mean(axis=-1, keepdims=True)
-                  - Ahat * (dAhat * Ahat).mean(axis=-1, keepdims=True))
-
-
-def sat_context_forward(h, A, K):
-    """One step's context: h (N, H) previous state, A (N, L, C) map, K = A Wa (N, L, H) keys.
-
-    alpha = softmax_l(h . K_l / sqrt(H)) (N, L); ctx = sum_l alpha_l A_l (N, C). Returns ctx, cache."""
-    scale = 1.0 / math.sqrt(h.shape[-1])
-    s = (K @ h[:, :, None])[..., 0] * scale  # (N, L)
-    s = s - s.max(axis=1, keepdims=True)
-    e = np.exp(s)
-    alpha = e / e.sum(axis=1, keepdims=True)
-    ctx = (alpha[:, None, :] @ A)[:, 0]  # (N, C)
-    return ctx, (h, A, K, alpha, scale)
-
-
-def sat_context_backward(dctx, cache):
-    """dctx (N, C) -> dh (N, H), dA (N, L, C), dK (N, L, H)."""
-    h, A, K, alpha, scale = cache
-    dalpha = (A @ dctx[:, :, None])[..., 0]  # (N, L)
-    dA = alpha[:, :, None] * dctx[:, None, :]
-    ds = alpha * (dalpha - (alpha * dalpha).sum(axis=1, keepdims=True)) * scale
-    dh = (ds[:, None, :] @ K)[:, 0]
-    dK = ds[:, :, None] * h[:, None, :]
-    return dh, dA, dK
-
-
 # --- the model -------------------------------------------------------------------------------------
-
-
-def feature_norm_forward(v, mean=None, var=None, eps=1e-5):
-    """Standardise each feature over the batch of images (batch normalisation with no gain or bias; the
-    projection after it provides those): vhat = (v - mean) / sqrt(var + eps).
-
-    v: (N, Dv). In training mean / var are the batch's own (None); in evaluation, the running averages.
-    Dataset-wide standardisation matters: ReLU features share a large common component, and what tells
-    one image from another is a small deviation from it. Returns vhat and the cache.
-    """
-    batch = mean is None
-    if batch:
-        mean, var = v.mean(axis=0), v.var(axis=0)
-    inv = 1.0 / np.sqrt(var + eps)
-    vhat = (v - mean) * inv
-    return vhat, (vhat, inv, batch)
-
-
-def feature_norm_backward(dvhat, cache):
-    """With batch statistics: dv = inv * (dvhat - mean(dvhat) - vhat * mean(dvhat * vhat)), means over
-    the batch; with fixed statistics: dv = inv * dvhat."""
-    vhat, inv, batch = cache
-    if not batch:
-        return dvhat * inv
-    return inv * (dvhat - dvhat.mean(axis=0) - vhat * (dvhat * vhat).mean(axis=0))
 
 
 def _scatter_rows(d, rows, N):
@@ -469,10 +360,11 @@ class Captioner(Module):
     # --- decoding -----------------------------------------------------------------------------------
 
     def _step_logp(self, tokens, state, A):
-        """One decoder step for a batch of previous tokens (B,) -> log-probabilities (B, V), new state."""
+        """One decoder step for a batch of previous tokens (B,) -> log-probabilities (B, V), new state,
+        and no extra (the `decoding` step signature)."""
         x = self.embed.params["W"][tokens][None]  # (1, B, E)
         if self.sat:
-            h = state[0][0] if isinstance(state, tuple) else state[0]
+            h = self.rnn.state_parts(state)[0][0]
             ctx, _ = sat_context_forward(h, A, A @ self.params["att_Wa"])
             x = np.concatenate([x, ctx[None]], axis=-1)
         out, state = self.rnn.forward(x, state)
@@ -480,9 +372,7 @@ class Captioner(Module):
         logits = self.head.forward(out)[0].astype(np.float64)
         # never generate the reserved tokens: <unk> would match no reference word
         logits[:, [self.pad_id, self.unk_id, self.bos_id]] = -np.inf
-        logits -= logits.max(axis=1, keepdims=True)
-        logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-        return logp, state
+        return log_softmax(logits), state, None
 
     def _no_grad_encode(self, images):
         was = self.training
@@ -498,28 +388,14 @@ class Captioner(Module):
     def greedy(self, images, max_len=20) -> list[list[int]]:
         """The most probable next word at every step, until <eos> or max_len words. One id list per image."""
         v, A = self._no_grad_encode(images)
-        N = v.shape[0]
-        state = self.initial_state(v)
-        tok = np.full(N, self.bos_id, dtype=np.int64)
-        out = np.full((max_len, N), self.eos_id, dtype=np.int64)
-        done = np.zeros(N, bool)
-        for t in range(max_len):
-            logp, state = self._step_logp(tok, state, A)
-            tok = logp.argmax(axis=1)
-            tok[done] = self.eos_id
-            out[t] = tok
-            done |= tok == self.eos_id
-            if done.all():
-                break
-        return [self._trim(out[:, n]) for n in range(N)]
-
-    def _trim(self, ids):
-        ids = [int(i) for i in ids]
-        return ids[:ids.index(self.eos_id)] if self.eos_id in ids else ids
+        step = partial(self._step_logp, A=A)
+        hyps, _ = decoding.greedy(step, self.initial_state(v), v.shape[0], self.bos_id, self.eos_id,
+                                  max_len)
+        return hyps
 
     def beam_search(self, images, beam=5, max_len=20, length_penalty=0.0) -> list[list[int]]:
-        """Beam search, all images at once (N * beam rows). A finished beam keeps its score; the best
-        finished caption maximises log p / len^length_penalty (0: the plain log-probability)."""
+        """Beam search, all images at once (N * beam rows); see `rnnkit.models.decoding.beam_search`.
+        length_penalty 0 ranks the finished captions by their plain log-probability."""
         if beam < 1:
             raise ValueError(f"beam must be >= 1, got {beam}")
         if beam == 1:
@@ -528,40 +404,10 @@ class Captioner(Module):
         N, K = v.shape[0], beam
         v = np.repeat(v, K, axis=0)  # row n*K + k is beam k of image n
         A = np.repeat(A, K, axis=0) if A is not None else None
-        state = self.initial_state(v)
-        scores = np.full((N, K), -np.inf)
-        scores[:, 0] = 0.0  # all beams start identical: keep one so the first step does not repeat it
-        hist = np.zeros((N, K, 0), dtype=np.int64)
-        done = np.zeros((N, K), bool)
-        lengths = np.zeros((N, K), dtype=np.int64)
-        tok = np.full(N * K, self.bos_id, dtype=np.int64)
-        rows = np.arange(N)[:, None]
-        for t in range(max_len):
-            logp, state = self._step_logp(tok, state, A)
-            V = logp.shape[1]
-            logp = logp.reshape(N, K, V)
-            # a finished beam may only continue with <eos> at no cost, so its score stays frozen
-            logp[done] = -np.inf
-            logp[done, self.eos_id] = 0.0
-            cand = (scores[:, :, None] + logp).reshape(N, K * V)
-            top = np.argpartition(-cand, K - 1, axis=1)[:, :K]
-            order = np.argsort(-np.take_along_axis(cand, top, axis=1), axis=1, kind="stable")
-            top = np.take_along_axis(top, order, axis=1)  # (N, K) best first
-            src, tok2 = top // V, top % V
-            scores = np.take_along_axis(cand, top, axis=1)
-            prev_done = np.take_along_axis(done, src, axis=1)
-            lengths = np.take_along_axis(lengths, src, axis=1) + ~prev_done
-            done = prev_done | (tok2 == self.eos_id)
-            hist = np.concatenate([hist[rows, src], tok2[:, :, None]], axis=2)
-            flat = (np.arange(N)[:, None] * K + src).reshape(-1)
-            state = tuple(s[:, flat] for s in state) if isinstance(state, tuple) else state[:, flat]
-            tok = tok2.reshape(-1)
-            if done.all():
-                break
-        final = scores / np.maximum(lengths, 1) ** length_penalty
-        final[~np.isfinite(scores)] = -np.inf
-        best = final.argmax(axis=1)
-        return [self._trim(hist[n, best[n]]) for n in range(N)]
+        step = partial(self._step_logp, A=A)
+        hyps, _ = decoding.beam_search(step, self.initial_state(v), N, K, self.bos_id, self.eos_id,
+                                       max_len, length_penalty)
+        return hyps
 
     def buffers(self):
         return {"norm_mean": self.norm_mean, "norm_var": self.norm_var}

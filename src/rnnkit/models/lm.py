@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from rnnkit.backend import DEFAULT_DTYPE
-from rnnkit.functional import softmax_cross_entropy
+from rnnkit.functional import softmax, softmax_cross_entropy, softmax_cross_entropy_loss_only
 from rnnkit.layers import Dropout, Embedding, Linear, make_recurrent
 from rnnkit.layers.module import Module
 
@@ -176,16 +176,6 @@ def evaluate_stream(model: CharLM, ids, batch: int = 64, chunk: int = 256, min_s
     return {"val_loss": nats, "bits_per_char": nats / math.log(2), "chars": count}
 
 
-def softmax_cross_entropy_loss_only(logits, y):
-    """The mean cross-entropy without building the gradient (evaluation)."""
-    V = logits.shape[-1]
-    flat = logits.reshape(-1, V).astype(np.float64)
-    m = flat.max(axis=1, keepdims=True)
-    log_z = np.log(np.exp(flat - m).sum(axis=1)) + m[:, 0]
-    nll = log_z - flat[np.arange(flat.shape[0]), y.reshape(-1)]
-    return float(nll.mean()), None
-
-
 def sample(model: CharLM, prime_ids, length: int, temperature: float = 1.0, top_k: int | None = None,
            rng=None, state: LMState | None = None):
     """Yield `length` sampled token ids, one at a time, the state carried from step to step.
@@ -213,10 +203,7 @@ def pick(logits, temperature, top_k, rng) -> int:
     if top_k is not None and 0 < top_k < z.size:
         cut = np.partition(z, -top_k)[-top_k]
         z = np.where(z >= cut, z, -np.inf)
-    z -= z.max()
-    p = np.exp(z)
-    p /= p.sum()
-    return int(rng.choice(z.size, p=p))
+    return int(rng.choice(z.size, p=softmax(z)))
 
 
 class LMTask:

@@ -13,36 +13,14 @@ The backward reads as the forward run bottom-up. `MemoryTask` is what `rnnkit.tr
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import NamedTuple
 
 import numpy as np
 
 from rnnkit.backend import get_array_module
 from rnnkit.data.synthetic import COPY_VOCAB, TASKS, adding_baseline, copy_baseline, test_set
-from rnnkit.functional import softmax_cross_entropy
-from rnnkit.functional._checks import expect_shape
+from rnnkit.functional import mse_backward, mse_forward, softmax_cross_entropy
 from rnnkit.layers import Linear, Module, make_recurrent
 
-
-
-# --- mean squared error ----------------------------------------------------------------------------
-
-
-class MSECache(NamedTuple):
-    diff: object  # pred - y, (N,)
-
-
-def mse_forward(pred, y):
-    """L = mean_n (pred_n - y_n)^2. pred, y: (N,). Returns (loss as a float, cache)."""
-    expect_shape("y", y, pred.shape)
-    diff = pred - y
-    return float((diff * diff).mean()), MSECache(diff)
-
-
-def mse_backward(cache, dloss=1.0):
-    """dL/dpred = 2 (pred - y) / N, times the upstream gradient of the loss."""
-    diff = cache.diff
-    return diff * (2.0 * dloss / diff.shape[0])
 
 
 # --- the model -------------------------------------------------------------------------------------

@@ -25,14 +25,16 @@ one call during training):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import numpy as np
 
-from rnnkit import kernels
+from rnnkit import cells, kernels
 from rnnkit.backend import DEFAULT_DTYPE
-from rnnkit.functional import softmax_cross_entropy
+from rnnkit.functional import log_softmax, softmax_cross_entropy
 from rnnkit.functional.attention import attention_backward, attention_forward, attention_params
 from rnnkit.layers import Dropout, Embedding, Linear, Module, make_recurrent
+from rnnkit.models import decoding
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3  # special token ids shared by both vocabularies
 SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>"]
@@ -45,7 +47,7 @@ class Seq2SeqConfig:
     tgt_vocab: int  # target vocabulary size (specials included)
     emb: int = 256  # embedding size D, both sides
     hidden: int = 256  # hidden size H of the encoder (each direction) and the decoder
-    cell: str = "lstm"  # lstm | gru, both sides
+    cell: str = "lstm"  # any registered cell (rnnkit.cells.names()), both sides
     layers: int = 1  # recurrent layers L, both sides
     bidirectional: bool = True  # bidirectional encoder; the bridge sums the directions
     attention: str = "general"  # none | dot | general | additive
@@ -56,8 +58,8 @@ class Seq2SeqConfig:
     def __post_init__(self):
         if self.attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
-        if self.cell not in ("lstm", "gru"):
-            raise ValueError(f"cell must be lstm or gru, got {self.cell!r}")
+        if self.cell not in cells.names():
+            raise ValueError(f"cell must be one of {', '.join(cells.names())}; got {self.cell!r}")
 
 
 class Attention(Module):
@@ -107,17 +109,14 @@ class Seq2Seq(Module):
         self._cache = None
         self._ht = None
 
-    @property
-    def is_lstm(self):
-        return self.cfg.cell == "lstm"
-
     def config_dict(self):
         return asdict(self.cfg)
 
     # --- encoder and bridge ------------------------------------------------------------------------
 
     def encode(self, src, src_mask):
-        """src (S, N) -> keys (S, N, E) and the decoder's initial state (L, N, H) (a pair for the LSTM)."""
+        """src (S, N) -> keys (S, N, E) and the decoder's initial state (L, N, H) (a tuple of such
+        arrays for a cell whose state has several parts: the LSTM's h and c)."""
         x = self.drop_src.forward(self.src_emb.forward(src))
         out, final = self.encoder.forward(x, None, src_mask)
         H = self.cfg.hidden
@@ -126,17 +125,17 @@ class Seq2Seq(Module):
 
     def _bridge(self, final):
         """Sum the directions of each layer: (L*K, N, H) -> (L, N, H)."""
-        parts = final if self.is_lstm else (final,)
+        parts = self.encoder.state_parts(final)
         if self.K == 2:
             parts = tuple(p.reshape(self.cfg.layers, 2, *p.shape[1:]).sum(axis=1) for p in parts)
-        return tuple(parts) if self.is_lstm else parts[0]
+        return self.decoder.join_state(parts)
 
     def _bridge_backward(self, dstate):
         """(L, N, H) -> (L*K, N, H): the sum's gradient goes to both directions."""
-        parts = dstate if self.is_lstm else (dstate,)
+        parts = self.decoder.state_parts(dstate)
         if self.K == 2:
             parts = tuple(np.repeat(p, 2, axis=0) for p in parts)  # layer-major, then direction
-        return tuple(parts) if self.is_lstm else parts[0]
+        return self.encoder.join_state(parts)
 
     # --- decoder head ------------------------------------------------------------------------------
 
@@ -217,9 +216,7 @@ class Seq2Seq(Module):
         x = self.tgt_emb.forward(tok[None, :])
         dec, state = self.decoder.forward(x, state)
         logits, alpha = self._head(dec, keys, src_mask)
-        z = logits[0] - logits[0].max(axis=-1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-        return logp, state, (alpha[0] if alpha is not None else None)
+        return log_softmax(logits[0]), state, (alpha[0] if alpha is not None else None)
 
     def scheduled_inputs(self, src, src_mask, tgt_in, ratio, rng):
         """Decoder inputs for teacher forcing with ratio r: at each step the gold token with probability r,
@@ -246,35 +243,18 @@ class Seq2Seq(Module):
         self.eval()
         try:
             keys, state = self.encode(src, src_mask)
-            N = src.shape[1]
-            tok = np.full(N, BOS, dtype=np.int64)
-            done = np.zeros(N, bool)
-            steps, alphas = [], []
-            for _ in range(max_len):
-                logp, state, alpha = self._step(tok, state, keys, src_mask)
-                tok = logp.argmax(axis=-1)
-                steps.append(tok)
-                alphas.append(alpha)
-                done |= tok == EOS
-                if done.all():
-                    break
+            step = partial(self._step, keys=keys, src_mask=src_mask)
+            hyps, atts = decoding.greedy(step, state, src.shape[1], BOS, EOS, max_len,
+                                         keep_extra=return_attention)
         finally:
             self.train(training)
-        hyps, atts = [], []
-        seq = np.stack(steps)  # (steps, N)
-        for n in range(N):
-            ends = np.flatnonzero(seq[:, n] == EOS)
-            end = int(ends[0]) if ends.size else seq.shape[0]
-            hyps.append(seq[:end, n].tolist())
-            if return_attention and alphas[0] is not None:
-                atts.append(np.stack([a[n] for a in alphas[:end + 1]]))
         return (hyps, atts) if return_attention else hyps
 
     def beam_search(self, src, src_mask, beam=5, max_len=50, length_penalty=1.0, return_attention=False):
         """Batched beam search: K = `beam` hypotheses per sentence, all sentences in one decoder call per
-        step. A finished hypothesis (it emitted <eos>) stays in its beam with its score frozen. The final
-        choice maximises score / length**length_penalty (length counts <eos>; 0 turns normalisation off).
-        Returns like `greedy`."""
+        step (`rnnkit.models.decoding.beam_search`). A finished hypothesis (it emitted <eos>) stays in
+        its beam with its score frozen. The final choice maximises score / length**length_penalty
+        (length counts <eos>; 0 turns normalisation off). Returns like `greedy`."""
         K = int(beam)
         if K < 1:
             raise ValueError(f"beam must be >= 1, got {beam}")
@@ -284,51 +264,12 @@ class Seq2Seq(Module):
             keys, state = self.encode(src, src_mask)
             N = src.shape[1]
             rows = np.repeat(np.arange(N), K)  # each sentence's K copies side by side
-            keys = keys[:, rows]
             mask = src_mask[:, rows] if src_mask is not None else None
-            state = tuple(s[:, rows] for s in state) if self.is_lstm else state[:, rows]
-            scores = np.zeros((N, K))
-            scores[:, 1:] = -np.inf  # the K copies start identical: expand only the first
-            tok = np.full(N * K, BOS, dtype=np.int64)
-            finished = np.zeros(N * K, bool)
-            lengths = np.zeros(N * K)
-            hist = np.zeros((0, N * K), dtype=np.int64)
-            ahist = []
-            for _ in range(max_len):
-                logp, state, alpha = self._step(tok, state, keys, mask)
-                V = logp.shape[1]
-                logp = logp.astype(np.float64)
-                logp[finished] = -np.inf
-                logp[finished, EOS] = 0.0  # a finished hypothesis carries on unchanged
-                total = (scores.reshape(N * K, 1) + logp).reshape(N, K * V)
-                kk = min(K, K * V)
-                top = np.argpartition(-total, kk - 1, axis=1)[:, :kk]
-                order = np.argsort(-np.take_along_axis(total, top, axis=1), axis=1, kind="stable")
-                top = np.take_along_axis(top, order, axis=1)  # (N, K) best first
-                scores = np.take_along_axis(total, top, axis=1)
-                src_rows = (np.arange(N)[:, None] * K + top // V).reshape(-1)
-                tok = (top % V).reshape(-1).astype(np.int64)
-                hist = np.concatenate([hist[:, src_rows], tok[None]], axis=0)
-                if return_attention and alpha is not None:
-                    ahist = [a[src_rows] for a in ahist] + [alpha[src_rows]]
-                finished = finished[src_rows]
-                lengths = lengths[src_rows] + ~finished  # a live hypothesis grows by one token
-                finished = finished | (tok == EOS)
-                state = tuple(s[:, src_rows] for s in state) if self.is_lstm else state[:, src_rows]
-                if finished.all():
-                    break
+            step = partial(self._step, keys=keys[:, rows], src_mask=mask)
+            hyps, atts = decoding.beam_search(step, decoding.select_rows(state, rows), N, K, BOS, EOS,
+                                              max_len, length_penalty, keep_extra=return_attention)
         finally:
             self.train(training)
-        norm = scores / np.maximum(lengths.reshape(N, K), 1) ** length_penalty if length_penalty else scores
-        best = np.arange(N) * K + norm.argmax(axis=1)
-        hyps, atts = [], []
-        for r in best:
-            seq = hist[:, r]
-            ends = np.flatnonzero(seq == EOS)
-            end = int(ends[0]) if ends.size else seq.shape[0]
-            hyps.append(seq[:end].tolist())
-            if return_attention and ahist:
-                atts.append(np.stack([a[r] for a in ahist[:end + 1]]))
         return (hyps, atts) if return_attention else hyps
 
     def translate_ids(self, src, src_mask, beam=1, max_len=50, length_penalty=1.0, return_attention=False):
