@@ -1,8 +1,8 @@
 """rnnkit: recurrent networks written out by hand on NumPy.
 
 The public API is the small set re-exported here. The cells (`rnnkit.cells`) are declared once each
-and registered by name; the layer classes `LSTM`, `GRU`, `RNN`, `MinGRU` (and one for any cell
-registered later) are made from that registry. The stateless math shared by the layers is in
+and registered by name; the layer classes (`LSTM`, `GRU`, `RNN`, one for every registered cell) are
+made from that registry. The stateless math shared by the layers is in
 `rnnkit.functional`, each cell's own in its module (`rnnkit.cells.lstm`, ...).
 """
 

@@ -3,7 +3,7 @@ found here by name by everything that uses cells: the layer (`rnnkit.layers.Recu
 `make_recurrent`), the models' `cell` settings, diagnostics and the report, interop, and every `--cell`
 choice of the CLI with its help text.
 
-    rnnkit.cells.names()                 ["lstm", "gru", "rnn", "rnn_relu", "mingru", ...]
+    rnnkit.cells.names()                 ["lstm", "gru", "rnn", "rnn_relu", ...]
     rnnkit.cells.create("lstm", forget_bias=1.0)   a cell with its options
     rnnkit.cells.register(MyCell)        a cell written anywhere (docs/ADDING_A_CELL.md)
 
@@ -27,7 +27,8 @@ from pathlib import Path
 
 from rnnkit.cells.cell import Cell, Gate
 
-__all__ = ["Cell", "Gate", "create", "describe", "get_class", "load_plugins", "names", "register"]
+__all__ = ["Cell", "Gate", "create", "describe", "get_class", "load_plugins", "names", "option_help",
+           "register"]
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,18 @@ def create(name: str, *, strict: bool = True, **options) -> Cell:
                              f"(its options: {', '.join(sorted(known)) or 'none'})")
     given = {k: v for k, v in options.items() if k in known}
     return entry.cls(**{**entry.preset, **given})
+
+
+def option_help(option: str) -> str:
+    """Help text for a cell option, naming the cells that have it (for a flag such as --update-bias)."""
+    owners, text = [], ""
+    for name in names():
+        entry = _REGISTRY[name]
+        for f in fields(entry.cls):
+            if f.name == option and option not in entry.preset:
+                owners.append(name)
+                text = text or f.metadata.get("help", "")
+    return f"{', '.join(owners) or 'no cell'}: {text}" if text else f"option of {', '.join(owners)}"
 
 
 def describe(choices=None) -> str:

@@ -23,7 +23,7 @@ written twice, here in NumPy (the reference) and in lstm.c (compiled), and teste
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -287,7 +287,8 @@ class LSTMCell(Cell):
 
     # the forget gate's bias at initialisation: 1.0 is the usual choice (Jozefowicz et al. 2015), so a
     # new cell keeps its state by default; None keeps PyTorch's uniform initialisation
-    forget_bias: float | None = None
+    forget_bias: float | None = field(default=None, metadata={
+        "help": "the forget gate's bias at initialisation (1.0 keeps the state; default: uniform)"})
 
     name = "lstm"
     title = "LSTM"

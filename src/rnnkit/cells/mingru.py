@@ -21,7 +21,7 @@ time loops are written twice, here in NumPy (the reference) and in mingru.c (com
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -192,7 +192,9 @@ class MinGRUCell(Cell):
     # the update gate's bias bz at initialisation: negative keeps the state by default (z = sigmoid(bz)
     # small, h_t ~ h_{t-1}), as the LSTM's forget bias does; -4 (a state that decays by 2% a step) took
     # minGRU from T=50 to T=400 on the adding problem (docs/RESULTS.md); None: uniform like the rest
-    update_bias: float | None = None
+    update_bias: float | None = field(default=None, metadata={
+        "help": "the update gate's bias at initialisation; negative keeps the state (e.g. -4; "
+                "default: uniform like the other weights)"})
 
     name = "mingru"
     title = "MinGRU"

@@ -13,7 +13,7 @@ time loops are written twice, here in NumPy (the reference) and in rnn.c (compil
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -181,7 +181,7 @@ RNN_BW = LoopKernel("rnn_bw", SOURCE, rnn_bw, blocks=1)
 class RNNCell(Cell):
     """The vanilla RNN: one layer and direction has Wx (D, H), Wh (H, H), b (H,)."""
 
-    nonlinearity: str = "tanh"  # tanh | relu
+    nonlinearity: str = field(default="tanh", metadata={"help": "tanh | relu"})
 
     name = "rnn"
     title = "RNN"

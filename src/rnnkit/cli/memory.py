@@ -76,9 +76,7 @@ def register(sub, train_sub):
         m.add_argument("--hidden", type=_positive_int, help="hidden size H (64)")
         m.add_argument("--layers", type=_positive_int, help="stacked layers (1)")
         m.add_argument("--forget-bias", type=float, help="LSTM forget-gate bias at init (1.0)")
-        m.add_argument("--update-bias", type=float,
-                       help="minGRU update-gate bias at init; negative keeps the state (e.g. -4; "
-                            "default: uniform like the other weights)")
+        m.add_argument("--update-bias", type=float, help=cells.option_help("update_bias"))
         m.add_argument("--batch", type=_positive_int, help="batch size (64)")
         m.add_argument("--test-size", type=_positive_int, help="size of the fixed test set (1000)")
         m.add_argument("--dtype", choices=["float64", "float32"],
@@ -108,8 +106,7 @@ def register(sub, train_sub):
                    help="steps between test evaluations (and the early stop once solved)")
     v.add_argument("--test-size", type=_positive_int, default=500,
                    help="size of the fixed test set")
-    v.add_argument("--update-bias", type=float, default=None,
-                   help="minGRU's update-gate bias at init (default: uniform; -4 keeps the state)")
+    v.add_argument("--update-bias", type=float, default=None, help=cells.option_help("update_bias"))
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--out", default="runs/vanishing", help="output folder (default runs/vanishing)")
     v.add_argument("--json", action="store_true", help="print the table as JSON")
@@ -362,7 +359,7 @@ def markdown_table(result):
     lines = [f"Adding problem: test MSE after at most {s['steps']} Adam updates (batch {s['batch']}, lr "
              f"{s['lr']}, H={s['hidden']}), stopping once below {s['threshold']} (solved). Predicting the "
              f"mean gives 0.167. Flow: ||dL/dh_1|| / ||dL/dh_T|| for the loss at the last step."
-             + (f" minGRU's update-gate bias {s['update_bias']:g} at initialisation."
+             + (f" Update-gate bias {s['update_bias']:g} at initialisation (cells that have one)."
                 if s.get("update_bias") is not None else ""),
              "",
              "| cell | T | solved | steps | test MSE | flow at init | flow trained | seconds |",

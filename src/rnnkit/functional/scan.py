@@ -1,5 +1,5 @@
-"""First-order linear recurrences, the loop of the recent revival's cells (minGRU; minLSTM, Mamba's and
-RWKV's scans to come): h_t = a_t h_{t-1} + b_t, element-wise.
+"""First-order linear recurrences, the time loop of the recent revival's linear cells (and of Mamba's and
+RWKV's scans): h_t = a_t h_{t-1} + b_t, element-wise.
 
 Dimensions: T time steps; the rest of each array (N, H, ...) any shape shared by a, b and h0.
 """

@@ -1,6 +1,6 @@
 """Layer objects: own parameters and gradients, call the stateless math (`rnnkit.functional`, and each
-cell's own module in `rnnkit.cells`). The recurrent layer classes (`LSTM`, `GRU`, `RNN`, `MinGRU`, and
-one for any cell registered later) are made from the cell registry: `layer_class`, `layer_classes`."""
+cell's own module in `rnnkit.cells`). The recurrent layer classes (`LSTM`, `GRU`, `RNN`, one for every
+registered cell) are made from the cell registry: `layer_class`, `layer_classes`."""
 
 from rnnkit.layers.basic import BagEmbedding, Dropout, Embedding, Linear
 from rnnkit.layers.module import Module

@@ -2,7 +2,7 @@
 dropout between layers and a bidirectional option. The layer owns the weights; the cell declares them
 and holds the math, and what is done here is done once for every cell: stacks, directions, masks of
 variable lengths, exact BPTT in bounded memory (recompute), one-step inference. `LSTM`, `GRU`, `RNN`,
-`MinGRU` (and a class for any cell registered later: `layer_class`) are this layer for one cell.
+... (one class for every registered cell: `layer_class`) are this layer for one cell.
 
 Dimensions, declared once for this module:
     T  time steps    N  batch size    D  input size    H  hidden size    L  layers    K  directions (1 or 2)

@@ -34,7 +34,8 @@ class MemoryConfig:
     hidden: int = 64  # H
     layers: int = 1  # stacked recurrent layers
     forget_bias: float = 1.0  # LSTM forget-gate bias at initialisation
-    update_bias: float | None = None  # minGRU update-gate bias at initialisation (None: uniform)
+    # the update gate's bias at initialisation, for a cell that has that option (None: uniform)
+    update_bias: float | None = None
     seed: int = 0  # weights
     batch_size: int = 64  # training batch
     test_size: int = 1000  # fixed test set drawn from its own seed
