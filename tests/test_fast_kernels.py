@@ -409,3 +409,54 @@ def test_bag_mean_equals_reference(dtype, tol, split, monkeypatch):
     np.testing.assert_allclose(out, ref_out, rtol=tol, atol=tol)
     np.testing.assert_allclose(dW, ref_dW, rtol=tol, atol=tol)
     np.testing.assert_allclose(out[5], W[grams[offsets[5]:offsets[6]]].mean(axis=0), rtol=tol * 10)
+
+
+def test_every_fast_test_above_really_ran_compiled_code(monkeypatch):
+    """Guard for the equality tests: with the fast path on, no loop or element-wise kernel falls back
+    to its NumPy reference for float32/float64 NumPy arrays (a fallback would make them compare the
+    reference with itself)."""
+    from rnnkit import cells
+    from rnnkit.cells import gru, lstm, mingru, rnn
+    from rnnkit.functional import bag_mean_backward_into, bag_mean_forward
+    from rnnkit.functional import layers as flayers
+    from rnnkit.functional import losses
+    from rnnkit.kernels import FlatKernel, LoopKernel
+    from rnnkit.optim import Adam
+    from rnnkit.optim import optimizers
+
+    declared = [k for m in (lstm, gru, rnn, mingru, flayers, losses, optimizers) for k in vars(m).values()
+                if isinstance(k, (LoopKernel, FlatKernel))]
+    assert len(declared) == 14  # lstm 3, gru 3, rnn 2, mingru 2, bag 2, softmax 1, adam 1
+
+    def refuse(*a, **k):
+        raise AssertionError("a NumPy reference ran on the fast path")
+
+    for k in declared:
+        monkeypatch.setattr(k, "reference", refuse)
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        for cell in ("lstm", "gru", "rnn", "mingru"):
+            _run(cell, dtype, True, rng)
+            for name in (cell,):
+                layer = rnnkit_layer(name, dtype)
+                layer.recompute = 2  # the recompute loops (lstm_cells, gru_cells) too
+                x = rng.standard_normal((6, 3, D)).astype(dtype)
+                out, _ = layer.forward(x)
+                layer.backward(np.ones_like(out))
+                layer.step(x[0])
+        logits = rng.standard_normal((5, 7)).astype(dtype)
+        softmax_cross_entropy(logits, rng.integers(0, 7, 5))
+        W = rng.standard_normal((9, 4)).astype(dtype)
+        grams, offsets = np.array([0, 3, 3, 8, 1]), np.array([0, 2])
+        out, cache = bag_mean_forward(grams, offsets, W)
+        bag_mean_backward_into(np.zeros_like(W), np.ones_like(out), cache)
+        p = W.copy()
+        opt = Adam([("w", p, np.ones_like(p))])
+        opt.step()
+    assert cells.names()  # the registry is untouched by the patches
+
+
+def rnnkit_layer(name, dtype):
+    import rnnkit
+
+    return rnnkit.make_recurrent(name, D, H, dtype=dtype)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from rnnkit import kernels
-from rnnkit.backend import get_array_module
+from rnnkit.backend import get_array_module, get_ops
 from rnnkit.functional._checks import check_mask, expect_shape
+from rnnkit.kernels import FlatKernel
 
 
 # --- embedding -----------------------------------------------------------------------------------
@@ -75,13 +76,35 @@ def bag_mean_forward(grams, offsets, W):
     ends = xp.concatenate([offsets, xp.asarray([G], dtype=offsets.dtype)]).astype(np.int64)  # (U+1,)
     inv = (1.0 / xp.diff(ends)).astype(W.dtype)  # (U,) 1 / |G_u|
     grams = grams.astype(np.int64, copy=False)
-    fast = kernels.flat_kernel("bag_mean", W.dtype, W, grams)
-    if fast is not None:
-        out = np.empty((U, D), dtype=W.dtype)
-        fast(U, D, grams, ends, W, inv, out, unit=D * G // U)
-    else:
-        out = xp.add.reduceat(W[grams], ends[:-1], axis=0) * inv[:, None]
+    out = xp.empty((U, D), dtype=W.dtype)
+    # bags across threads in one compiled pass (flat.c), or its NumPy reference below
+    get_ops(W, grams).run(BAG_MEAN, D=D, grams=grams, ends=ends, W=W, inv=inv, out=out)
     return out, (grams, ends, inv, B)
+
+
+def bag_mean(D, grams, ends, W, inv, out):
+    """out[u] = inv[u] * sum of the rows W[grams[j]], j in [ends[u], ends[u+1]) (the reference of
+    flat.c's `bag_mean`)."""
+    xp = get_array_module(W)
+    out[...] = xp.add.reduceat(W[grams], ends[:-1], axis=0) * inv[:, None]
+
+
+def bag_scatter(U, D, grams, ends, dout, inv, dW):
+    """dW[grams[j]] += dout[u] * inv[u] for every gram j of bag u, repeats adding up (the reference of
+    flat.c's `bag_scatter`, whose threads take disjoint columns)."""
+    xp = get_array_module(dout)
+    owner = xp.repeat(xp.arange(U), xp.diff(ends))  # (G,) the bag each gram belongs to
+    embedding_backward_into(dW, (dout * inv[:, None])[owner], (grams, dW.shape[0]))
+
+
+def _bags(a):
+    """(bags, elements per bag on average): how bag_mean's range of bags is cut across threads."""
+    U = a["ends"].shape[0] - 1
+    return U, a["D"] * a["grams"].shape[0] // max(1, U)
+
+
+BAG_MEAN = FlatKernel("bag_mean", bag_mean, _bags)
+BAG_SCATTER = FlatKernel("bag_scatter", bag_scatter, lambda a: (a["D"], a["grams"].shape[0]))
 
 
 def bag_mean_backward_into(dW, dout, cache):
@@ -89,15 +112,10 @@ def bag_mean_backward_into(dW, dout, cache):
     grams, ends, inv, B = cache
     if ends is None:
         return dW
-    xp = get_array_module(dout)
     U, D = dout.shape
-    dout = xp.ascontiguousarray(dout)
-    fast = kernels.flat_kernel("bag_scatter", dW.dtype, dW, dout)
-    if fast is not None:
-        fast(D, U, D, grams, ends, dout, inv, dW, unit=grams.shape[0])  # columns across threads
-        return dW
-    owner = xp.repeat(xp.arange(U), xp.diff(ends))  # (G,) the bag each gram belongs to
-    return embedding_backward_into(dW, (dout * inv[:, None])[owner], (grams, B))
+    # columns across threads in one compiled pass (flat.c), or its NumPy reference
+    get_ops(dW, dout).run(BAG_SCATTER, U=U, D=D, grams=grams, ends=ends, dout=dout, inv=inv, dW=dW)
+    return dW
 
 
 # --- affine at every step ------------------------------------------------------------------------

@@ -20,9 +20,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from rnnkit import kernels
-from rnnkit.backend import get_array_module
+from rnnkit.backend import get_array_module, get_ops
 from rnnkit.functional._checks import expect_shape
+from rnnkit.kernels import FlatKernel
 
 
 # --- softmax, log-softmax ------------------------------------------------------------------------
@@ -77,48 +77,44 @@ def softmax_cross_entropy(logits, y, mask=None, smoothing=0.0):
     yf = y.reshape(-1)
     if mask is not None:
         expect_shape("mask", mask, y.shape)
-    fast = kernels.flat_kernel("softmax_xent", logits.dtype, flat, yf)
-    if fast is not None and yf.shape[0] and V:
-        return _softmax_cross_entropy_fast(fast, flat, yf, mask, logits.shape, smoothing)
-    log_p = log_softmax(flat, axis=1)
-    rows = xp.arange(yf.shape[0])
-    if mask is None:
-        w = None
-        count = yf.shape[0]
-    else:
-        w = mask.reshape(-1).astype(logits.dtype)
-        count = float(w.sum())
-    nll = -log_p[rows, yf]
-    if smoothing:
-        nll = (1 - smoothing) * nll - smoothing * log_p.mean(axis=1)
+    M = yf.shape[0]
+    w = None if mask is None else mask.reshape(-1).astype(logits.dtype)
+    count = M if w is None else float(w.sum())
     if count == 0:
         return 0.0, xp.zeros_like(logits)
+    dlogits = xp.empty_like(flat)
+    nll = xp.empty(M, dtype=np.float64)
+    # one compiled pass per row (flat.c), rows across threads, or its NumPy reference below
+    get_ops(flat, yf).run(SOFTMAX_XENT, V=V, logits=flat, y=yf, w=w, scale=1.0 / count, eps=smoothing,
+                          dlogits=dlogits, nll=nll)
     loss = float((nll if w is None else nll * w).sum()) / count
-    dlogits = xp.exp(log_p)  # softmax
-    dlogits[rows, yf] -= 1 - smoothing
-    if smoothing:
-        dlogits -= smoothing / V
-    if w is None:
-        dlogits /= count
-    else:
-        dlogits *= (w / count)[:, None]
     return loss, dlogits.reshape(logits.shape)
 
 
-def _softmax_cross_entropy_fast(fast, flat, yf, mask, shape, smoothing=0.0):
-    """`softmax_cross_entropy` in one compiled pass per row (flat_impl.h), rows across threads; the
-    code above is the reference it is tested equal to."""
-    M, V = flat.shape
-    y64 = np.ascontiguousarray(yf, dtype=np.int64)
-    w = None if mask is None else np.ascontiguousarray(mask.reshape(-1), dtype=flat.dtype)
-    count = M if w is None else float(w.sum())
-    if count == 0:
-        return 0.0, np.zeros(shape, dtype=flat.dtype)
-    dlogits = np.empty_like(flat)
-    nll = np.empty(M)
-    fast(M, V, flat, y64, w, 1.0 / count, smoothing, dlogits, nll, unit=V)
-    loss = float((nll if w is None else nll * w).sum()) / count
-    return loss, dlogits.reshape(shape)
+def softmax_xent(V, logits, y, w, scale, eps, dlogits, nll):
+    """Per row r of logits (M, V), label y[r], weight w[r] (None: all 1), label smoothing eps (the
+    reference of flat.c's `softmax_xent`):
+        nll[r]     = -(1 - eps) log p_ry - (eps / V) sum_j log p_rj            p_r = softmax(x_r)
+        dlogits[r] = (p_r - (1 - eps) onehot(y_r) - eps / V) * w[r] * scale
+    nll (M,) float64 and dlogits (M, V) written in place."""
+    xp = get_array_module(logits)
+    log_p = log_softmax(logits, axis=1)
+    rows = xp.arange(y.shape[0])
+    out = -log_p[rows, y]
+    if eps:
+        out = (1 - eps) * out - eps * log_p.mean(axis=1)
+    nll[...] = out
+    xp.exp(log_p, out=dlogits)  # softmax
+    dlogits[rows, y] -= 1 - eps
+    if eps:
+        dlogits -= eps / V
+    if w is None:
+        dlogits *= scale
+    else:
+        dlogits *= (w * scale)[:, None]
+
+
+SOFTMAX_XENT = FlatKernel("softmax_xent", softmax_xent, lambda a: (a["logits"].shape[0], a["V"]))
 
 
 def softmax_cross_entropy_loss_only(logits, y):

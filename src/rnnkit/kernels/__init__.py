@@ -26,7 +26,7 @@ from __future__ import annotations
 from rnnkit.kernels import blas, build, pool
 from rnnkit.kernels.blas import blas_threads, mkl_path, set_blas, set_blas_threads
 from rnnkit.kernels.build import reference, set_enabled
-from rnnkit.kernels.cinterface import FlatKernel, LoopKernel, flat_kernel
+from rnnkit.kernels.cinterface import FlatKernel, LoopKernel
 from rnnkit.kernels.products import matmul
 from rnnkit.kernels.pool import (
     blas_single_thread,
@@ -38,7 +38,7 @@ from rnnkit.kernels.pool import (
 )
 
 __all__ = [
-    "FlatKernel", "LoopKernel", "blas_single_thread", "blas_threads", "flat_kernel", "flush_subnormals",
+    "FlatKernel", "LoopKernel", "blas_single_thread", "blas_threads", "flush_subnormals",
     "matmul", "mkl_path", "reference", "row_parts", "set_blas", "set_blas_threads", "set_enabled",
     "set_threads", "split_rows", "status", "threads",
 ]

@@ -89,18 +89,21 @@ def prototype(source, name):
 _SUFFIX = {np.dtype(np.float32): "_f32", np.dtype(np.float64): "_f64"}
 
 
-class LoopKernel:
-    """A time loop over the batch rows: the compiled entry point `name` of `source` and its NumPy
-    `reference`, which takes the same arguments by name less the filled-in ones (n0, n1, gemm, ilp64).
-    blocks: the per-step product's H x H weight blocks per batch row (4 for the LSTM, 0 for none but an
-    element-wise step counted as one), for the estimate of whether cutting the rows pays."""
+class _Entry:
+    """What both kinds of entry point share: the prototype, the declared ctypes function per dtype, and
+    the arguments converted by name. `filled`: the parameters the call supplies itself."""
 
-    def __init__(self, name: str, source, reference, blocks: int = 1):
-        self.name, self.source, self.reference, self.blocks = name, Path(source), reference, blocks
+    filled: tuple = ()
+    # a written array that is not C-contiguous: an error (internal buffers, always contiguous: a slip
+    # is a bug) or the reference's to handle (arrays from the caller)
+    strict_layout: bool = True
+
+    def __init__(self, name: str, source, reference):
+        self.name, self.source, self.reference = name, Path(source), reference
         self._fns = {}  # dtype -> the declared ctypes function
 
     def __repr__(self):
-        return f"LoopKernel({self.name!r}, {self.source.name})"
+        return f"{type(self).__name__}({self.name!r}, {self.source.name})"
 
     @property
     def params(self):
@@ -122,21 +125,22 @@ class LoopKernel:
         return fn
 
     def check_names(self, args):
-        names = {p.name for p in self.params if p.name not in _FILLED}
+        names = {p.name for p in self.params if p.name not in self.filled}
         missing, unknown = names - args.keys(), args.keys() - names
         if missing or unknown:
             raise TypeError(f"{self.name}: " + "; ".join(
                 s for s in (missing and f"missing {', '.join(sorted(missing))}",
                             unknown and f"no argument {', '.join(sorted(unknown))}") if s))
 
-    def compiled(self, args):
-        """A function running the compiled loop on `args`, or None where it cannot (an array that is not
-        NumPy's, a dtype other than float32/float64, no library): then the reference is to run."""
+    def _convert(self, args):
+        """(dtype, the C argument list with None in the filled slots, the arrays to keep alive, the
+        ctypes function), or None where the compiled code cannot run these arguments (an array that is
+        not NumPy's, a float dtype other than float32/float64 or two of them, no library)."""
         if not blas.ready():
             return None
         dtype, values, keep = None, [], []
         for p in self.params:
-            if p.name in _FILLED:
+            if p.name in self.filled:
                 values.append(None)
                 continue
             try:
@@ -162,29 +166,56 @@ class LoopKernel:
                     return None
             elif p.kind == "bytes" and v.dtype == bool:
                 v = v.view(np.uint8)
+            elif p.kind in ("i64", "f64") and v.dtype != (np.int64 if p.kind == "i64" else np.float64):
+                if not p.const:
+                    return None
+                v = v.astype(np.int64 if p.kind == "i64" else np.float64)
             if not v.flags.c_contiguous:
                 if not p.const:
-                    raise ValueError(f"{self.name}: {p.name} must be C-contiguous (it is written)")
+                    if self.strict_layout:
+                        raise ValueError(f"{self.name}: {p.name} must be C-contiguous (it is written)")
+                    return None
                 v = np.ascontiguousarray(v)
             keep.append(v)
             values.append(v.ctypes.data)
-        if len(values) - len(_FILLED) != len(args):
+        if len(values) - len(self.filled) != len(args):
             self.check_names(args)
         if dtype not in _SUFFIX:
             return None
         fn = self._function(dtype)
-        if fn is None:
+        return None if fn is None else (dtype, values, keep, fn)
+
+
+class LoopKernel(_Entry):
+    """A time loop over the batch rows: the compiled entry point `name` of `source` and its NumPy
+    `reference`, which takes the same arguments by name less the filled-in ones (n0, n1, gemm, ilp64).
+    blocks: the per-step product's H x H weight blocks per batch row (4 for the LSTM; an element-wise
+    step counts as one), for the estimate of whether cutting the rows pays."""
+
+    filled = ("n0", "n1", "gemm", "ilp64")
+
+    def __init__(self, name: str, source, reference, blocks: int = 1):
+        super().__init__(name, source, reference)
+        self.blocks = blocks
+
+    def compiled(self, args):
+        """A function running the compiled loop on `args`, or None where it cannot (then the reference
+        is to run)."""
+        got = self._convert(args)
+        if got is None:
             return None
+        dtype, values, keep, fn = got
         found = blas.current()
         f32 = dtype == np.float32
         gemm = ctypes.addressof(found[0 if f32 else 1])
         flags = int(found[2]) | (2 if f32 and SMALL_GEMM else 0)
-        slots = {p.name: i for i, p in enumerate(self.params) if p.name in _FILLED}
+        slots = [i for i, p in enumerate(self.params) if p.name in self.filled]
         T, N, H = args["T"], args["N"], args["H"]
 
         def call_for(n0, n1):
             c = list(values)
-            c[slots["n0"]], c[slots["n1"]], c[slots["gemm"]], c[slots["ilp64"]] = n0, n1, gemm, flags
+            for i, v in zip(slots, (n0, n1, gemm, flags)):  # in the order of `filled`
+                c[i] = v
             return c
 
         def run(keep=keep):  # the converted arrays live until the call has run
@@ -200,64 +231,37 @@ class LoopKernel:
         return run
 
 
-class FlatKernel:
-    """An element-wise pass over a range [a, b) of rows or elements (flat.c): its first two C arguments
-    are the range, cut across rnnkit's threads from `pool.FLAT_SPLIT_MIN` elements."""
+class FlatKernel(_Entry):
+    """An element-wise pass over a range [a, b) of rows, elements or columns (flat.c): its first two C
+    arguments are the range, cut across rnnkit's threads from `pool.FLAT_SPLIT_MIN` elements; the NumPy
+    `reference` takes the other arguments by name and does the whole range. size: args -> (n, unit),
+    the range's length and the elements per range item (1 for elements; a row's length for rows)."""
 
-    def __init__(self, name: str, source=None):
-        self.name = name
-        self.source = Path(source) if source is not None else blas.FLAT_SOURCE
-        self._fns = {}
+    strict_layout = False
+
+    def __init__(self, name: str, reference, size, source=None):
+        super().__init__(name, source if source is not None else blas.FLAT_SOURCE, reference)
+        self.size = size
 
     @property
-    def params(self):
-        return prototype(self.source, self.name)
+    def filled(self):
+        return tuple(p.name for p in self.params[:2])
 
-    def bind(self, dtype, *arrays):
-        """A callable (n, *args, unit=1) for `dtype` arrays, args after the range in the C order, or None
-        to use the NumPy reference (kernels off, another dtype, an array that is not contiguous NumPy)."""
-        if not blas.ready() or np.dtype(dtype) not in _SUFFIX:
+    def compiled(self, args):
+        got = self._convert(args)
+        if got is None:
             return None
-        for a in arrays:
-            if a is not None and (type(a) is not np.ndarray or not a.flags.c_contiguous):
-                return None
-        dtype = np.dtype(dtype)
-        fn = self._fns.get(dtype)
-        if fn is None:
-            lib = build.load(self.source)
-            if lib is None:
-                return None
-            fn = getattr(lib, self.name + _SUFFIX[dtype])
-            real = ctypes.c_float if dtype == np.float32 else ctypes.c_double
-            fn.argtypes = [real if p.kind == "real" else
-                           _CTYPES["int"][p.ctype] if p.kind == "int" else _CTYPES[p.kind]
-                           for p in self.params]
-            fn.restype = None
-            self._fns[dtype] = fn
-        n_args = len(self.params) - 2
+        _, values, keep, fn = got
+        n, unit = self.size(args)
 
-        def call(n, *args, unit=1):
-            if len(args) != n_args:
-                names = ", ".join(p.name for p in self.params[2:])
-                raise TypeError(f"{self.name}: expected {n_args} arguments after the range ({names})")
-            conv = [a.ctypes.data if isinstance(a, np.ndarray) else a for a in args]
+        def run(keep=keep):
             k = min(pool.threads(), n * unit // pool.FLAT_SPLIT_MIN)
             if k < 2:
-                fn(0, n, *conv)
+                fn(0, n, *values[2:])
                 return
             # range bounds on 16-element boundaries (one AVX-512 vector) for the element-wise kernels
             step = 16 if unit == 1 else 1
             bounds = [0] + [(n * i // k) // step * step for i in range(1, k)] + [n]
-            pool.run_parallel(fn, [(a, b, *conv) for a, b in zip(bounds, bounds[1:]) if b > a])
+            pool.run_parallel(fn, [(a, b, *values[2:]) for a, b in zip(bounds, bounds[1:]) if b > a])
 
-        return call
-
-
-_FLAT = {}
-
-
-def flat_kernel(name, dtype, *arrays):
-    """`FlatKernel(name).bind(dtype, *arrays)`: the element-wise kernel `name` of flat.c, or None."""
-    if name not in _FLAT:
-        _FLAT[name] = FlatKernel(name)
-    return _FLAT[name].bind(dtype, *arrays)
+        return run

@@ -11,7 +11,8 @@ import math
 
 import numpy as np
 
-from rnnkit import kernels
+from rnnkit.backend import get_array_module, get_ops
+from rnnkit.kernels import FlatKernel
 
 
 def collect_params(*modules, **named_modules):
@@ -107,48 +108,39 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr)
-        self._scratch = {}
         self.b1, self.b2 = betas
         self.eps, self.weight_decay = eps, weight_decay
 
     def _update(self, p, g, s):
-        m, v = s["m"], s["v"]
-        fast = kernels.flat_kernel("adam", p.dtype, p, g, m, v)
-        if fast is not None and g.dtype == m.dtype == v.dtype == p.dtype:
-            # the same update in one compiled pass over each element (flat_impl.h), tested equal
-            wd = self.weight_decay
-            decay = 1 - self.lr * wd if self.decoupled else 1.0
-            fast(p.size, p, g, m, v, self.b1, self.b2, self.lr / (1 - self.b1**self.step_count),
-                 math.sqrt(1 - self.b2**self.step_count), self.eps, 0.0 if self.decoupled else wd, decay)
-            return
-        self._reference_update(p, g, s)
+        wd = self.weight_decay
+        # one compiled pass over each element (flat.c), or its NumPy reference `adam_update`
+        get_ops(p, g).run(ADAM, p=p, g=g, m=s["m"], v=s["v"], b1=self.b1, b2=self.b2,
+                          step=self.lr / (1 - self.b1**self.step_count),
+                          sbc2=math.sqrt(1 - self.b2**self.step_count), eps=self.eps,
+                          wd=0.0 if self.decoupled else wd,
+                          decay=1 - self.lr * wd if self.decoupled else 1.0)
 
-    def _reference_update(self, p, g, s):
-        if self.weight_decay:
-            if self.decoupled:
-                p *= 1 - self.lr * self.weight_decay
-            else:
-                g = g + self.weight_decay * p
-        m, v = s["m"], s["v"]
-        # In place through one scratch array per parameter: no temporaries the size of the weights.
-        buf = self._scratch.get(id(s))
-        if buf is None or buf.shape != p.shape or buf.dtype != p.dtype:
-            buf = self._scratch[id(s)] = np.empty_like(p)
-        m *= self.b1
-        np.multiply(g, 1 - self.b1, out=buf)
-        m += buf  # m = b1 m + (1 - b1) g
-        v *= self.b2
-        np.multiply(g, g, out=buf)
-        buf *= 1 - self.b2
-        v += buf  # v = b2 v + (1 - b2) g^2
-        bc1 = 1 - self.b1**self.step_count
-        bc2 = 1 - self.b2**self.step_count
-        np.sqrt(v, out=buf)
-        buf /= math.sqrt(bc2)
-        buf += self.eps  # denom = sqrt(v) / sqrt(bc2) + eps
-        np.divide(m, buf, out=buf)
-        buf *= self.lr / bc1
-        p -= buf  # p -= lr / bc1 * m / denom
+
+def adam_update(p, g, m, v, b1, b2, step, sbc2, eps, wd, decay):
+    """Adam's update in place (torch's arithmetic; the reference of flat.c's `adam`):
+        p *= decay                       decoupled weight decay (AdamW): decay = 1 - lr wd, else 1
+        g += wd p                        L2 weight decay (Adam): wd, else 0
+        m = b1 m + (1 - b1) g
+        v = b2 v + (1 - b2) g^2
+        p -= step * m / (sqrt(v) / sbc2 + eps)      step = lr / (1 - b1^t), sbc2 = sqrt(1 - b2^t)"""
+    xp = get_array_module(p)
+    if decay != 1:
+        p *= decay
+    if wd:
+        g = g + wd * p
+    m *= b1
+    m += (1 - b1) * g
+    v *= b2
+    v += (1 - b2) * (g * g)
+    p -= step * (m / (xp.sqrt(v) / sbc2 + eps))
+
+
+ADAM = FlatKernel("adam", adam_update, lambda a: (a["p"].size, 1))
 
 
 class AdamW(Adam):
