@@ -362,13 +362,13 @@ class Captioner(Module):
     def _step_logp(self, tokens, state, A):
         """One decoder step for a batch of previous tokens (B,) -> log-probabilities (B, V), new state,
         and no extra (the `decoding` step signature)."""
-        x = self.embed.params["W"][tokens][None]  # (1, B, E)
+        x = self.embed.params["W"][tokens]  # (B, E)
         if self.sat:
             h = self.rnn.state_parts(state)[0][0]
             ctx, _ = sat_context_forward(h, A, A @ self.params["att_Wa"])
-            x = np.concatenate([x, ctx[None]], axis=-1)
-        out, state = self.rnn.forward(x, state)
-        out, _ = self._attend(out, A)
+            x = np.concatenate([x, ctx], axis=-1)
+        out, state = self.rnn.step(x, state)  # the cell's one-step function
+        out, _ = self._attend(out[None], A)
         logits = self.head.forward(out)[0].astype(np.float64)
         # never generate the reserved tokens: <unk> would match no reference word
         logits[:, [self.pad_id, self.unk_id, self.bos_id]] = -np.inf

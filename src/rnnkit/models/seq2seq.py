@@ -213,9 +213,9 @@ class Seq2Seq(Module):
 
     def _step(self, tok, state, keys, src_mask):
         """One decoder step for tokens (N,) -> log-probabilities (N, V), new state, alpha (N, S) or None."""
-        x = self.tgt_emb.forward(tok[None, :])
-        dec, state = self.decoder.forward(x, state)
-        logits, alpha = self._head(dec, keys, src_mask)
+        x = self.tgt_emb.params["W"][tok]  # (N, D)
+        dec, state = self.decoder.step(x, state)  # the cell's one-step function, every layer
+        logits, alpha = self._head(dec[None], keys, src_mask)
         return log_softmax(logits[0]), state, (alpha[0] if alpha is not None else None)
 
     def scheduled_inputs(self, src, src_mask, tgt_in, ratio, rng):
