@@ -1,10 +1,11 @@
 /* The GRU's time loops (forward, the cache rebuilt from known hidden states, BPTT).
  * Compiled through rnnkit/kernels/instantiate.c, once for float and once for double (R, FN, GEMM,
  * TANH, SIGM: rnnkit/kernels/rnnkit_kernels.h). Each function mirrors, line for line, the NumPy
- * reference of the same name and arguments in rnnkit/cells/gru.py (same buffers, same masking rules); the reference
- * is the specification and tests/test_fast_kernels.py checks the two agree. Layouts are row-major and
- * contiguous. Each call runs the batch rows [n0, n1) of N: the rows of a batch never meet inside the
- * time loop, so disjoint row ranges run on separate threads with no synchronisation. */
+ * reference of the same name and arguments in rnnkit/cells/gru.py (same buffers, same masking
+ * rules); the reference is the specification and tests/test_fast_kernels.py checks the two agree.
+ * Layouts are row-major and contiguous. Each call runs the batch rows [n0, n1) of N: the rows of a
+ * batch never meet inside the time loop, so disjoint row ranges run on separate threads with no
+ * synchronisation. */
 
 /* One GRU step's element-wise work on one batch row: an (3H) the x-side pre-activations [r,z,n] (+ b)
  * in, activations out; hw (3H) = h_{t-1} Wh; hnr (H) out: h_{t-1} W_hn + b_hn; ho = h_t unless ho is

@@ -1,6 +1,6 @@
-"""The GRU (Cho et al. 2014) in PyTorch's formulation, so that weights are interchangeable: its math over
-a whole sequence (`gru_forward` beside `gru_backward`, `gru_recompute`, `gru_step`) and its declaration,
-`GRUCell`.
+"""The GRU (Cho et al. 2014) in PyTorch's formulation, so that weights are interchangeable: its math
+over a whole sequence (`gru_forward` beside `gru_backward`, `gru_recompute`, `gru_step`) and its
+declaration, `GRUCell`.
 
 Dimensions, declared once for this module:
     T  time steps        N  batch size        D  input size        H  hidden size
@@ -29,7 +29,8 @@ import numpy as np
 
 from rnnkit.backend import get_array_module, get_ops
 from rnnkit.cells.cell import Cell, Gate
-from rnnkit.cells.common import wh_transposed_once, final_grad, input_grad, sigmoid_, step_gates, summed
+from rnnkit.cells.common import (final_grad, input_grad, sigmoid_, step_gates, summed,
+                                  wh_transposed_once)
 from rnnkit.functional._checks import check_recurrent_args, expect_float, expect_shape
 from rnnkit.kernels import LoopKernel
 from rnnkit.kernels.workspace import empty
@@ -227,8 +228,9 @@ def gru_step(x, h, Wx, Wh, b, bhn, *, x_gates=None):
     N = gates.shape[1]
     hh = xp.empty((2, N, H), dtype=gates.dtype)
     hh[0] = h
-    get_ops(gates, Wh, bhn).run(GRU_FW, T=1, N=N, H=H, gates=gates, h=hh, hn=xp.empty((1, N, H), h.dtype),
-                                hW=xp.empty((N, 3 * H), h.dtype), Wh=Wh, bhn=bhn, mask=None)
+    get_ops(gates, Wh, bhn).run(GRU_FW, T=1, N=N, H=H, gates=gates, h=hh,
+                                hn=xp.empty((1, N, H), h.dtype), hW=xp.empty((N, 3 * H), h.dtype),
+                                Wh=Wh, bhn=bhn, mask=None)
     return hh[1]
 
 

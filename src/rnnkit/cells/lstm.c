@@ -1,10 +1,11 @@
 /* The LSTM's time loops (forward, the cache rebuilt from known hidden states, BPTT).
  * Compiled through rnnkit/kernels/instantiate.c, once for float and once for double (R, FN, GEMM,
  * TANH, SIGM: rnnkit/kernels/rnnkit_kernels.h). Each function mirrors, line for line, the NumPy
- * reference of the same name and arguments in rnnkit/cells/lstm.py (same buffers, same masking rules); the reference
- * is the specification and tests/test_fast_kernels.py checks the two agree. Layouts are row-major and
- * contiguous. Each call runs the batch rows [n0, n1) of N: the rows of a batch never meet inside the
- * time loop, so disjoint row ranges run on separate threads with no synchronisation. */
+ * reference of the same name and arguments in rnnkit/cells/lstm.py (same buffers, same masking
+ * rules); the reference is the specification and tests/test_fast_kernels.py checks the two agree.
+ * Layouts are row-major and contiguous. Each call runs the batch rows [n0, n1) of N: the rows of a
+ * batch never meet inside the time loop, so disjoint row ranges run on separate threads with no
+ * synchronisation. */
 
 /* One LSTM step's element-wise work on one batch row: an (4H) the pre-activations [i,f,o,g] without the
  * bias in, their activations out; b (4H) the bias, added here where the row is in cache (NULL: already

@@ -1,10 +1,11 @@
 /* minGRU's time loops: no product, the step is one element-wise pass (forward and BPTT).
  * Compiled through rnnkit/kernels/instantiate.c, once for float and once for double (R, FN, GEMM,
  * TANH, SIGM: rnnkit/kernels/rnnkit_kernels.h). Each function mirrors, line for line, the NumPy
- * reference of the same name and arguments in rnnkit/cells/mingru.py (same buffers, same masking rules); the reference
- * is the specification and tests/test_fast_kernels.py checks the two agree. Layouts are row-major and
- * contiguous. Each call runs the batch rows [n0, n1) of N: the rows of a batch never meet inside the
- * time loop, so disjoint row ranges run on separate threads with no synchronisation. */
+ * reference of the same name and arguments in rnnkit/cells/mingru.py (same buffers, same masking
+ * rules); the reference is the specification and tests/test_fast_kernels.py checks the two agree.
+ * Layouts are row-major and contiguous. Each call runs the batch rows [n0, n1) of N: the rows of a
+ * batch never meet inside the time loop, so disjoint row ranges run on separate threads with no
+ * synchronisation. */
 
 /* minGRU forward (rnnkit/cells/mingru.py): gates (T,N,2H) [z,c] pre-activations x Wx + b in, z
  * through the sigmoid out; h (T+1,N,H) with h[0] set: h_t = (1 - z) h_{t-1} + z c, a padded step

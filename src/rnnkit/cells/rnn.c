@@ -1,10 +1,11 @@
 /* The vanilla RNN's time loops (forward and BPTT).
  * Compiled through rnnkit/kernels/instantiate.c, once for float and once for double (R, FN, GEMM,
  * TANH, SIGM: rnnkit/kernels/rnnkit_kernels.h). Each function mirrors, line for line, the NumPy
- * reference of the same name and arguments in rnnkit/cells/rnn.py (same buffers, same masking rules); the reference
- * is the specification and tests/test_fast_kernels.py checks the two agree. Layouts are row-major and
- * contiguous. Each call runs the batch rows [n0, n1) of N: the rows of a batch never meet inside the
- * time loop, so disjoint row ranges run on separate threads with no synchronisation. */
+ * reference of the same name and arguments in rnnkit/cells/rnn.py (same buffers, same masking
+ * rules); the reference is the specification and tests/test_fast_kernels.py checks the two agree.
+ * Layouts are row-major and contiguous. Each call runs the batch rows [n0, n1) of N: the rows of a
+ * batch never meet inside the time loop, so disjoint row ranges run on separate threads with no
+ * synchronisation. */
 
 /* RNN forward. h (T+1,N,H): h[0] the initial state, h[1:] holding x_t Wx + b on entry. relu: 0 or 1. */
 EXPORT void FN(rnn_fw)(long T, long N, long H, long n0, long n1, R *h, const R *Wh,

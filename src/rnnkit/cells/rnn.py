@@ -21,7 +21,8 @@ import numpy as np
 
 from rnnkit.backend import get_array_module, get_ops
 from rnnkit.cells.cell import Cell
-from rnnkit.cells.common import wh_transposed_once, final_grad, input_and_weight_grads, step_gates
+from rnnkit.cells.common import (final_grad, input_and_weight_grads, step_gates,
+                                  wh_transposed_once)
 from rnnkit.functional._checks import check_recurrent_args, expect_float, expect_shape
 from rnnkit.kernels import LoopKernel
 from rnnkit.kernels.workspace import empty
