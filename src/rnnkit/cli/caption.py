@@ -101,7 +101,7 @@ class CaptionTask:
     def evaluate(self):
         if self.dev is None:
             return {}
-        from rnnkit.report.bleu import corpus_bleu
+        from rnnkit.metrics.bleu import corpus_bleu
 
         img_rows, ids, cap_img, refs = self.dev
         total = count = 0.0
@@ -359,7 +359,7 @@ def caption(args):
 
 def consensus_caption(captions):
     """The caption among several of one image that agrees best (sentence BLEU-4) with the others."""
-    from rnnkit.report.bleu import sentence_bleu
+    from rnnkit.metrics.bleu import sentence_bleu
 
     if len(captions) == 1:
         return captions[0]
@@ -389,7 +389,7 @@ def baselines(caps, imgs, test_names, train_names):
 def evaluate(args):
     import time
 
-    from rnnkit.report.bleu import corpus_bleu, sentence_bleu
+    from rnnkit.metrics.bleu import corpus_bleu, sentence_bleu
     from rnnkit.report.caption_html import write_caption_html
 
     run_dir = Path(args.dir)
