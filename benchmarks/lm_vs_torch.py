@@ -95,8 +95,9 @@ def build_torch(args, V, init):
 
 class RnnkitTrainer:
     def __init__(self, args, V, model):
-        from rnnkit.models.lm import LMTask, evaluate_stream
+        from rnnkit.models.lm import evaluate_stream
         from rnnkit.optim import Adam, clip_grad_norm, collect_params
+        from rnnkit.tasks.lm import LMTask
 
         self.model, self.task = model, LMTask(model)
         self.params = collect_params(model=model)

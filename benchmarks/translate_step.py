@@ -25,10 +25,10 @@ import numpy as np
 
 def main(argv=None):
     from rnnkit import kernels
-    from rnnkit.cli.translate import TranslateTask, load_split, make_batches
     from rnnkit.data.parallel import build_vocabs, encode_pairs
     from rnnkit.models.seq2seq import Seq2Seq, Seq2SeqConfig
     from rnnkit.optim import Adam, collect_params
+    from rnnkit.tasks.translate import TranslateTask, load_split, make_batches
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="fra.txt (English<TAB>French; read French -> English)")
@@ -40,7 +40,7 @@ def main(argv=None):
 
     ds = {"kind": "tsv", "path": args.data, "reverse": True, "max_words": 10, "dev_frac": 0.02,
           "test_frac": 0.05, "max_test": 2000, "seed": 0, "tokenizer": "word", "encoding": "utf-8"}
-    train, _, _, _ = load_split(ds, quiet=True)
+    train, _, _, _ = load_split(ds)
     # variant -> (target min-freq, batching)
     if args.compare == "batching":
         variants = {"random": (2, "random"), "length": (2, "length")}

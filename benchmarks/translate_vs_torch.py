@@ -173,10 +173,11 @@ def _t(batch):
 
 
 def main(argv=None):
-    from rnnkit.cli.translate import (BATCHINGS, dev_batches, load_split, make_batches, min_freqs, score,
-                                      translate_tokens)
+    from rnnkit.cli.translate import min_freqs
     from rnnkit.data.parallel import build_vocabs, encode_pairs
     from rnnkit.models.seq2seq import Seq2SeqConfig
+    from rnnkit.tasks.translate import (BATCHINGS, dev_batches, load_split, make_batches, score,
+                                        translate_tokens)
     from rnnkit.train.checkpoint import save_checkpoint, write_json_atomic
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -216,7 +217,8 @@ def main(argv=None):
     ds = {"kind": "tsv", "path": str(Path(args.data).resolve()), "reverse": args.reverse,
           "max_words": args.max_words, "dev_frac": args.dev_frac, "test_frac": args.test_frac,
           "max_test": args.max_test, "seed": args.split_seed, "tokenizer": "word", "encoding": "utf-8"}
-    train_pairs, dev_pairs, test_groups, _ = load_split(ds)
+    train_pairs, dev_pairs, test_groups, _ = load_split(
+        ds, warn=lambda line: print(f"rnnkit: {line}", file=sys.stderr))
     src_freq, tgt_freq = min_freqs(args)
     src_vocab, tgt_vocab = build_vocabs(train_pairs, src_freq, tgt_min_freq=tgt_freq)
     cfg = Seq2SeqConfig(len(src_vocab), len(tgt_vocab), emb=args.emb, hidden=args.hidden, cell=args.cell,

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from rnnkit.report.bleu import corpus_bleu, sentence_bleu
+from rnnkit.metrics.bleu import corpus_bleu, sentence_bleu
 
 
 def test_modified_precision_papineni_example():

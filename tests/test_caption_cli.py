@@ -96,7 +96,7 @@ def test_train_caption_eval_end_to_end(toy, capsys):
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["step"] == 60 and res["bad_images"] == 0 and res["val_loss"] < 2.0
     assert (out / "best.json").exists() and (out / "metrics.jsonl").exists()
-    from rnnkit.cli.caption import load_run
+    from rnnkit.tasks.caption import load_run
 
     model, _, _ = load_run(out)  # the image vector's running statistics come back with the weights
     assert not model.training and not np.allclose(model.norm_var, 1.0)
@@ -143,7 +143,7 @@ def test_bad_arguments(toy, capsys):
 def test_resume_reaches_the_same_weights(toy, capsys):
     """4 steps + --resume 4 more == 8 straight: weights, optimizer, dropout RNGs, batch order and the
     image vector's running statistics all come back from the checkpoint."""
-    from rnnkit.cli.caption import load_run
+    from rnnkit.tasks.caption import load_run
 
     common = ["--steps", "8", "--dropout", "0.2", "--eval-every", "4", "--checkpoint-every", "4"]
     assert _train(toy, toy / "straight", *common) == 0

@@ -7,7 +7,8 @@ import pytest
 
 from gradcheck import numerical_grad, rel_error
 from rnnkit.functional import softmax_cross_entropy
-from rnnkit.models.lm import CharLM, LMConfig, LMState, LMTask, evaluate_stream, pick, sample
+from rnnkit.models.lm import CharLM, LMConfig, LMState, evaluate_stream, pick, sample
+from rnnkit.tasks.lm import LMTask
 from rnnkit.train import StreamBatches, TrainConfig, fit
 
 V, T, N = 7, 5, 3

@@ -158,7 +158,7 @@ def test_resume_keeps_the_runs_training_settings(tmp_path):
 
 
 def test_dev_loss_in_length_sorted_batches_equals_one_batch_in_file_order():
-    from rnnkit.cli.translate import TranslateTask
+    from rnnkit.tasks.translate import TranslateTask
     from rnnkit.data.parallel import collate
     from rnnkit.models.seq2seq import BOS, EOS, Seq2Seq, Seq2SeqConfig
 

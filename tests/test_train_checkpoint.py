@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rnnkit.cli import main
-from rnnkit.cli.lm import load_run
+from rnnkit.tasks.lm import load_run
 from rnnkit.errors import UserError
 from rnnkit.train.checkpoint import load_checkpoint, save_checkpoint
 

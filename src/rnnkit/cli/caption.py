@@ -9,7 +9,8 @@ Training reads the captions TSV (official splits: train + extra for training, de
 checkpoint selection, test held out for `rnnkit eval`) and the images, which are a directory of
 JPEG/PNG files (resized to --size, encoded by the small conv encoder trained end to end), an .npz of
 uint8 pixels (`images`, `filenames`), or precomputed CNN features (.npz `features` + `filenames`, or .npy
-rows in sorted image-name order).
+rows in sorted image-name order). The task itself (training task, decoding, loading a run directory) is
+`rnnkit.tasks.caption`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from rnnkit import cells
 from rnnkit.cli._training import add_optimization_args, add_run_args, check, check_run_flags, \
     explicit, resolve, train_config
 from rnnkit.errors import UserError
+from rnnkit.tasks.caption import CaptionTask, decode_batches, load_run, used_len
 
 MODEL_DEFAULTS = {"cell": "lstm", "embed": 128, "hidden": 256, "channels": "16,32,64", "pool": "avg",
                   "attention": "none", "dropout": 0.3, "seed": 0}
@@ -77,65 +79,6 @@ def register(sub, train_sub):
     c.add_argument("--checkpoint", choices=["best", "last"], default=None, help="(best if present)")
     c.add_argument("--json", action="store_true", help="print {image: caption} as JSON")
     c.set_defaults(func=caption)
-
-
-# --- the task for the training loop -----------------------------------------------------------------
-
-
-class CaptionTask:
-    """`rnnkit.train.loop.fit`'s view of the captioner: one module, "model"."""
-
-    task = "caption"
-
-    def __init__(self, model, inputs, vocab, dev=None, eval_batch=256):
-        """inputs: every image's encoder input (N_img, ...); dev: (image rows (n,), caption ids (T, M),
-        caption -> position in the image rows (M,), references (n lists))."""
-        self.model, self.inputs, self.vocab, self.dev = model, inputs, vocab, dev
-        self.eval_batch = eval_batch
-        self.modules = {"model": model}
-
-    def train_step(self, batch):
-        img_rows, ids, rows = batch
-        loss, ntok = self.model.loss_and_backward(self.inputs[img_rows], ids, rows)
-        return {"loss": loss, "tokens": ntok}
-
-    def evaluate(self):
-        if self.dev is None:
-            return {}
-        from rnnkit.report.bleu import corpus_bleu
-
-        img_rows, ids, cap_img, refs = self.dev
-        total = count = 0.0
-        B = 64  # images per pass, each encoded once for all of its captions
-        for i in range(0, len(img_rows), B):
-            sel = np.nonzero((cap_img >= i) & (cap_img < i + B))[0]
-            b = ids[:, sel]
-            loss, n = self.model.loss(self.inputs[img_rows[i:i + B]], b[:_used_len(b)], cap_img[sel] - i)
-            total += loss * n
-            count += n
-        hyps = decode_batches(self.model, self.inputs[img_rows], beam=1)
-        bl = corpus_bleu([self.vocab.decode(h) for h in hyps], refs)
-        return {"val_loss": total / max(count, 1), "val_bleu4": bl["bleu4"], "val_bleu1": bl["bleu1"]}
-
-    def extra_state(self):
-        return self.model.buffers(), {}
-
-    def load_extra_state(self, arrays, obj):
-        self.model.load_buffers(arrays)
-
-
-def _used_len(ids):
-    """Rows up to the last non-pad token of a (T, M) id batch (so short batches run fewer steps)."""
-    used = np.nonzero((ids != 0).any(axis=1))[0]
-    return int(used[-1]) + 1 if len(used) else 1
-
-
-def decode_batches(model, inputs, beam=1, max_len=20, batch=64, length_penalty=0.0):
-    out = []
-    for i in range(0, len(inputs), batch):
-        out += model.beam_search(inputs[i:i + batch], beam=beam, max_len=max_len,
-                                 length_penalty=length_penalty)
-    return out
 
 
 # --- data --------------------------------------------------------------------------------------------
@@ -274,7 +217,7 @@ def train(args):
         sel = np.concatenate([caps_of[i] for i in idx])
         local = {int(i): k for k, i in enumerate(idx)}
         b = ids[:, sel]
-        return train_img_rows[idx], b[:_used_len(b)], np.array([local[int(i)] for i in cap_img[sel]])
+        return train_img_rows[idx], b[:used_len(b)], np.array([local[int(i)] for i in cap_img[sel]])
 
     source = IndexBatches(len(train_names), train_args["batch"], seed=cfg.seed, collate=collate)
     monitor = train_args["monitor"] if dev is not None else "none"
@@ -305,31 +248,7 @@ def train(args):
               f"{summary['best_step']}; saved in {out} (evaluate with: rnnkit eval {out})")
 
 
-# --- loading a run -----------------------------------------------------------------------------------
-
-
-def load_run(run_dir, which=None):
-    """(model, vocab, config) of a captioning run; `which` is best/last (default: best if present)."""
-    from rnnkit.data.vocab import Vocab
-    from rnnkit.models.captioner import Captioner, CaptionerConfig
-    from rnnkit.train.checkpoint import has_checkpoint, load_checkpoint
-
-    run_dir = Path(run_dir)
-    which = which or ("best" if has_checkpoint(run_dir, "best") else "last")
-    arrays, meta, _ = load_checkpoint(run_dir, which, "caption")
-    config = meta.get("config") or {}
-    try:
-        mc = config["model"]
-        vocab = Vocab.from_dict(config["vocab"], f"{run_dir}/{which}.json")
-        model = Captioner(CaptionerConfig.from_dict(mc["model"]), mc["bos_id"], mc["eos_id"],
-                          mc["pad_id"], mc["unk_id"])
-        model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
-        model.load_buffers({k[6:]: v for k, v in arrays.items() if k.startswith("extra/")})
-    except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{run_dir}/{which}.json: not a captioning checkpoint this version can load "
-                        f"({e.__class__.__name__}: {e})") from None
-    model.eval()
-    return model, vocab, config
+# --- rnnkit caption --------------------------------------------------------------------------------
 
 
 def caption(args):
@@ -360,7 +279,7 @@ def caption(args):
 
 def consensus_caption(captions):
     """The caption among several of one image that agrees best (sentence BLEU-4) with the others."""
-    from rnnkit.report.bleu import sentence_bleu
+    from rnnkit.metrics.bleu import sentence_bleu
 
     if len(captions) == 1:
         return captions[0]
@@ -390,7 +309,7 @@ def baselines(caps, imgs, test_names, train_names):
 def evaluate(args):
     import time
 
-    from rnnkit.report.bleu import corpus_bleu, sentence_bleu
+    from rnnkit.metrics.bleu import corpus_bleu, sentence_bleu
     from rnnkit.report.caption_html import write_caption_html
 
     run_dir = Path(args.dir)

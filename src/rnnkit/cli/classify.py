@@ -6,9 +6,8 @@
                                            macro-F1, per-class precision and recall, confusion matrix
 
 A run directory holds everything prediction needs: the checkpoint's config carries the model
-configuration, the tokenizer settings, the vocabulary and the label names.
-
-Dimensions: T time steps, N batch size, C classes.
+configuration, the tokenizer settings, the vocabulary and the label names. The task itself (training
+tasks, batches, loading a run directory) is `rnnkit.tasks.classify`.
 """
 
 from __future__ import annotations
@@ -22,19 +21,18 @@ import numpy as np
 
 from rnnkit.cli._training import add_optimization_args, add_run_args, check, check_run_flags, \
     resolve, train_config
-from rnnkit.data.subwords import SurfaceTable
 from rnnkit.data.tsv import read_labelled_tsv, read_text_lines
 from rnnkit.data.vocab import Vocab
 from rnnkit.data.words import MODES, Tokenizer, pad_batch
 from rnnkit.errors import UserError
-from rnnkit.functional import softmax_cross_entropy
 from rnnkit import cells
 from rnnkit.models.classifier import POOLINGS, ClassifierConfig, EncoderLM, SentenceClassifier
 from rnnkit.report.classification import classification_report, format_report
+from rnnkit.tasks.classify import TASK, ClassifyTask, Encoded, PretrainTask, fixed_batches, load_run, \
+    predict_proba, surface_table
 from rnnkit.train.batches import LengthBatches
 from rnnkit.train.checkpoint import load_checkpoint, prepare_run_dir
 
-TASK = "classify"
 # Defaults of the training flags; a resumed run keeps its own (`rnnkit.cli._training.resolve`). steps
 # None: 5 epochs unless --epochs or --minutes; checkpoint_every None: --eval-every's.
 TRAIN_DEFAULTS = {"steps": None, "minutes": None, "optimizer": "adam", "lr": 2e-3, "weight_decay": 0.0,
@@ -145,59 +143,6 @@ def sort_labels(labels):
         return labels
 
 
-# --- data to batches -----------------------------------------------------------------------------
-
-
-class Encoded:
-    """Texts as word-id arrays (`ids`), and with a `SurfaceTable` also as surface-id arrays (`surf`,
-    each word's own entry, for its n-grams). `batch(sel)` -> (idx, mask, bag or None)."""
-
-    def __init__(self, texts, tokenizer: Tokenizer, vocab: Vocab, max_len=None, table=None):
-        self.ids, self.truncated, self.table = [], 0, table
-        self.surf = None if table is None else []
-        for text in texts:
-            toks = tokenizer(text) or [vocab.itos[vocab.unk_id]]  # a text with no tokens: one <unk>
-            if max_len and len(toks) > max_len:
-                toks = toks[:max_len]
-                self.truncated += 1
-            self.ids.append(np.asarray(vocab.encode(toks), dtype=np.int64))
-            if table is not None:
-                self.surf.append(np.asarray(table.ids(toks), dtype=np.int64))
-
-    def __len__(self):
-        return len(self.ids)
-
-    def batch(self, sel):
-        idx, mask = pad_batch([self.ids[i] for i in sel])
-        if self.table is None:
-            return idx, mask, None
-        return idx, mask, self.table.bag(pad_batch([self.surf[i] for i in sel])[0])
-
-
-def fixed_batches(enc: Encoded, y=None, batch_size=256):
-    """Batches for evaluation / prediction, sorted by length: [(order indices, idx, mask, bag, y)]."""
-    order = np.argsort([len(s) for s in enc.ids], kind="stable")
-    out = []
-    for i in range(0, len(order), batch_size):
-        sel = order[i:i + batch_size]
-        out.append((sel, *enc.batch(sel), None if y is None else y[sel]))
-    return out
-
-
-def predict_proba(model, batches, n):
-    """(n, C) probabilities in the original order."""
-    probs = np.zeros((n, model.cfg.num_classes), dtype=np.float64)
-    for sel, idx, mask, bag, _ in batches:
-        probs[sel] = model.predict_proba(idx, mask, bag)
-    return probs
-
-
-def surface_table(mcfg: ClassifierConfig):
-    """A fresh table of words -> n-gram buckets for a model with subwords, else None."""
-    hasher = mcfg.subwords
-    return SurfaceTable(hasher) if hasher is not None else None
-
-
 def _parse_subword_n(spec):
     try:
         lo, hi = (int(v) for v in spec.split("-", 1))
@@ -208,64 +153,7 @@ def _parse_subword_n(spec):
     return lo, hi
 
 
-class ClassifyTask:
-    """What `rnnkit.train.loop.fit` trains: one module, cross-entropy on (idx, mask, y) batches."""
-
-    task = TASK
-
-    def __init__(self, model: SentenceClassifier, dev_batches, n_dev):
-        self.model = model
-        self.modules = {"model": model}
-        self.dev_batches, self.n_dev = dev_batches, n_dev
-
-    def train_step(self, batch):
-        idx, mask, bag, y = batch
-        loss, _ = self.model.loss(idx, mask, y, bag)
-        return {"loss": loss, "tokens": int(mask.sum())}
-
-    def evaluate(self):
-        total_loss, correct = 0.0, 0
-        for _, idx, mask, bag, y in self.dev_batches:
-            logits = self.model.forward(idx, mask, bag)
-            loss, _ = softmax_cross_entropy(logits, y)
-            total_loss += loss * len(y)
-            correct += int((logits.argmax(axis=1) == y).sum())
-        return {"val_loss": total_loss / self.n_dev, "val_acc": correct / self.n_dev}
-
-    def extra_state(self):
-        return {}, {}
-
-    def load_extra_state(self, arrays, obj):
-        pass
-
-
-class PretrainTask:
-    """What `fit` trains before the labels: `EncoderLM` on the training text, scored on the dev text."""
-
-    task = TASK + "-pretrain"
-
-    def __init__(self, lm: EncoderLM, dev_batches):
-        self.lm = lm
-        self.modules = {"model": lm}
-        self.dev_batches = dev_batches
-
-    def train_step(self, batch):
-        idx, mask = batch
-        loss, count = self.lm.loss(idx, mask)
-        return {"loss": loss, "tokens": count}
-
-    def evaluate(self):
-        total, count = 0.0, 0
-        for idx, mask in self.dev_batches:
-            loss, n = self.lm.loss(idx, mask, backward=False)
-            total, count = total + loss * n, count + n
-        return {"val_loss": total / max(count, 1)}
-
-    def extra_state(self):
-        return {}, {}
-
-    def load_extra_state(self, arrays, obj):
-        pass
+# --- pretraining ---------------------------------------------------------------------------------
 
 
 def pretrain(model, x_tr, x_dev, args, run_dir, train_cfg):
@@ -411,36 +299,6 @@ def train(args):
               f"steps ({summary['stopped']}); {summary['wall_s']:.0f} s; run in {out}"
               if best is not None else f"no evaluation ran; run in {out}")
     return 0
-
-
-# --- loading a run -------------------------------------------------------------------------------
-
-
-def load_run(run_dir, name=None):
-    """(model in eval mode, tokenizer, vocab, n-gram table or None, labels, display names, config)
-    from a run directory."""
-    run_dir = Path(run_dir)
-    if name is None:
-        name = "best" if (run_dir / "best.json").exists() else "last"
-    arrays, meta, _ = load_checkpoint(run_dir, name, TASK)
-    cfg = meta.get("config") or {}
-    try:
-        mcfg = ClassifierConfig.from_dict(cfg["model"])
-        vocab = Vocab.from_dict(cfg["vocab"], f"{run_dir}/{name}.json")
-        tokenizer = Tokenizer.from_dict(cfg["tokenizer"])
-        labels = [str(x) for x in cfg["labels"]]
-        model = SentenceClassifier(mcfg)
-        table = surface_table(mcfg)
-        pre = "model."
-        model.load_state_dict({k[len(pre):]: v for k, v in arrays.items() if k.startswith(pre)})
-    except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{run_dir}/{name}.json: not a usable classifier checkpoint "
-                        f"({e.__class__.__name__}: {e})") from None
-    if len(labels) != mcfg.num_classes or len(vocab) != mcfg.vocab_size:
-        raise UserError(f"{run_dir}/{name}.json: labels or vocabulary do not match the model")
-    names = cfg.get("label_names") or {}
-    display = [names.get(lab, lab) for lab in labels]
-    return model.eval(), tokenizer, vocab, table, labels, display, cfg
 
 
 # --- rnnkit predict ------------------------------------------------------------------------------

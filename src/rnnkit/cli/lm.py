@@ -1,9 +1,6 @@
 """`rnnkit train lm`, `rnnkit sample` and the "lm" task of `rnnkit eval`: the character-level language
-model from the command line.
-
-A run directory holds the checkpoints (`last`, `best`), `metrics.jsonl` and `loss.png`; the checkpoint
-meta's "config" holds everything needed to rebuild the model and its corpus: {"model": LMConfig,
-"vocab": CharVocab JSON, "data": where the text came from, "batch": ..., "seq_len": ...}.
+model from the command line. The task itself (training task, corpus, loading a run directory) is
+`rnnkit.tasks.lm`.
 """
 
 from __future__ import annotations
@@ -16,20 +13,19 @@ from pathlib import Path
 import numpy as np
 
 from rnnkit import cells
-from rnnkit.data.text import CharVocab, read_bytes, decode_bytes, check_encoding, split_ids, \
-    stdlib_corpus, text_sha256
+from rnnkit.data.text import CharVocab, check_encoding, split_ids
 from rnnkit.cli._training import add_optimization_args, add_run_args, check, check_run_flags, \
     explicit, resolve, train_config
 from rnnkit.errors import UserError
-from rnnkit.models.lm import CharLM, LMConfig, LMTask, evaluate_stream, sample as sample_ids
+from rnnkit.models.lm import CharLM, LMConfig, evaluate_stream, sample as sample_ids
+from rnnkit.tasks.lm import DATA_DEFAULTS, LMTask, load_corpus, load_run, run_data_args
 from rnnkit.train.batches import StreamBatches
 from rnnkit.train.checkpoint import load_checkpoint, prepare_run_dir
 from rnnkit.train.loop import fit
 
 # Defaults of the flags (argparse defaults are None, so a resumed run can tell what the user set).
+# DATA_DEFAULTS (--data to --seq-len) is rnnkit.tasks.lm's: it also fills the gaps of a saved run.
 MODEL_DEFAULTS = {"cell": "lstm", "hidden": 256, "layers": 2, "embed": 64, "dropout": 0.0, "seed": 0}
-DATA_DEFAULTS = {"data": None, "encoding": "utf-8", "bytes": False, "val_frac": 0.1, "batch": 32,
-                 "seq_len": 64}
 TRAIN_DEFAULTS = {"steps": 1000, "minutes": None, "optimizer": "adam", "lr": 2e-3, "weight_decay": 0.0,
                   "clip": 5.0, "schedule": "constant", "warmup": 0, "eval_every": 200,
                   "checkpoint_every": 200, "patience": 0, "eval_chars": 100_000, "bptt_checkpoint": None,
@@ -89,31 +85,6 @@ def _k_or_sqrt(text):
     if k < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer or 'sqrt', got {text!r}")
     return k
-
-
-# --- corpus ----------------------------------------------------------------------------------------
-
-
-def load_corpus(data, encoding, as_bytes):
-    """(text, description dict): a str, or bytes with `as_bytes` (raw file bytes, no decoding).
-    The default corpus is the Python standard library."""
-    if data is None:
-        text, info = stdlib_corpus()
-        return (text.encode("utf-8") if as_bytes else text), info
-    raw = read_bytes(data)
-    if as_bytes:
-        if not raw:
-            raise UserError(f"{data}: the file is empty")
-        nul = raw.find(b"\x00")
-        if nul >= 0:
-            raise UserError(f"{data}: looks like a binary file (NUL byte at byte {nul}); "
-                            f"expected a text file")
-        text = raw
-    else:
-        text = decode_bytes(raw, str(data), encoding)
-    info = {"source": "file", "path": str(Path(data).resolve()), "encoding": encoding, "chars": len(text),
-            "sha256": text_sha256(text)}
-    return text, info
 
 
 # --- train -----------------------------------------------------------------------------------------
@@ -221,32 +192,6 @@ def train(args):
               f"(sample with: rnnkit sample {out})")
 
 
-# --- loading a run -----------------------------------------------------------------------------------
-
-
-def load_run(run_dir, which=None):
-    """(model, vocab, meta, name) of a language-model run; `which` None picks best, else last."""
-    run_dir = Path(run_dir)
-    if which is None:
-        which = "best" if (run_dir / "best.json").exists() else "last"
-    arrays, meta, _ = load_checkpoint(run_dir, which, "lm")
-    cfg = meta.get("config")
-    where = f"{run_dir}/{which}.json"
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
-        raise UserError(f"{where}: not a language-model checkpoint (config missing)")
-    vocab = CharVocab.from_json(cfg.get("vocab"), where)
-    try:
-        lm_cfg = LMConfig.from_dict(cfg["model"])
-        if lm_cfg.vocab_size != len(vocab):
-            raise ValueError("vocabulary size differs from the model's")
-        model = CharLM(lm_cfg)
-        model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
-    except (TypeError, ValueError, KeyError) as e:
-        raise UserError(f"{where}: checkpoint does not describe a valid model ({e})") from None
-    model.eval()
-    return model, vocab, meta, which
-
-
 # --- sample ----------------------------------------------------------------------------------------
 
 
@@ -283,7 +228,7 @@ def evaluate(args):
     """`rnnkit eval DIR` for a language model: loss in nats and bits per character."""
     model, vocab, meta, which = load_run(args.dir)
     cfg = meta["config"]
-    data_args = {**DATA_DEFAULTS, **(cfg.get("data_args") or {})}
+    data_args = run_data_args(meta)
     as_bytes = vocab.mode == "byte"
     if getattr(args, "data", None):
         encoding = getattr(args, "encoding", None) or "utf-8"

@@ -1,5 +1,6 @@
 """`rnnkit train adding|copy`, `rnnkit experiment vanishing`, and `evaluate(args)` for `rnnkit eval DIR`
-on runs of the long-range memory tasks (`rnnkit.data.synthetic`, `rnnkit.models.memory`).
+on runs of the long-range memory tasks (`rnnkit.data.synthetic`, `rnnkit.models.memory`,
+`rnnkit.tasks.memory`).
 
 `rnnkit experiment vanishing` trains each cell on the adding problem at each length for a fixed budget
 of updates (stopping early once solved), measures the gradient flow ||dL/dh_t|| against the lag at
@@ -130,7 +131,8 @@ def _model_flags(args):
 
 def train(args):
     from rnnkit.data.synthetic import SyntheticSource
-    from rnnkit.models.memory import MemoryConfig, MemoryTask
+    from rnnkit.models.memory import MemoryConfig
+    from rnnkit.tasks.memory import MemoryTask
     from rnnkit.train import fit, load_checkpoint, prepare_run_dir
 
     check_run_flags(args)
@@ -182,29 +184,9 @@ def _describe(cfg, figures, step, out):
 # --- eval ------------------------------------------------------------------------------------------
 
 
-def load_run(run_dir, name=None):
-    """(MemoryTask with the run's weights, meta). Uses best.json when there is one, else last.json."""
-    from rnnkit.models.memory import MemoryConfig, MemoryTask
-    from rnnkit.train import has_checkpoint, load_checkpoint
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir}: no such run directory")
-    name = name or ("best" if has_checkpoint(run_dir, "best") else "last")
-    arrays, meta, task_name = load_checkpoint(run_dir, name)
-    if task_name not in ("adding", "copy"):
-        raise UserError(f"{run_dir}: a run of task {task_name!r}, expected adding or copy")
-    try:
-        cfg = MemoryConfig(**meta["config"])
-        task = MemoryTask(cfg)
-        task.model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
-    except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{run_dir}/{name}.json: checkpoint does not match a {task_name} model "
-                        f"({e.__class__.__name__}: {e})") from None
-    return task, meta
-
-
 def evaluate(args):
+    from rnnkit.tasks.memory import load_run
+
     if getattr(args, "data", None):
         raise UserError("--data: adding and copy runs evaluate on their generated test set; "
                         "drop --data")
@@ -275,7 +257,8 @@ def train_until_solved(task, steps, lr, clip, eval_every, batch, seed, threshold
 
 def experiment_vanishing(args):
     from rnnkit.data.synthetic import make_batch
-    from rnnkit.models.memory import MemoryConfig, MemoryTask
+    from rnnkit.models.memory import MemoryConfig
+    from rnnkit.tasks.memory import MemoryTask
     from rnnkit.train.checkpoint import write_json_atomic
 
     if not args.lr > 0:

@@ -13,7 +13,7 @@ Dimensions, declared once for this module:
 gradient crosses the boundary). `CharLM.step(tokens, state)` is the streaming inference API: feed one
 token (N,) or a chunk (T, N) together with a state, get the logits and the new state; the state is a plain
 dataclass of arrays with `to_dict` / `from_dict`, so a stream can be paused, saved and resumed.
-`LMTask` plugs the model into `rnnkit.train.loop.fit`.
+`rnnkit.tasks.lm.LMTask` plugs the model into `rnnkit.train.loop.fit`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from rnnkit.backend import DEFAULT_DTYPE
-from rnnkit.functional import softmax, softmax_cross_entropy, softmax_cross_entropy_loss_only
+from rnnkit.functional import softmax, softmax_cross_entropy_loss_only
 from rnnkit.layers import Dropout, Embedding, Linear, make_recurrent
 from rnnkit.layers.module import Module
 
@@ -204,51 +204,6 @@ def pick(logits, temperature, top_k, rng) -> int:
         cut = np.partition(z, -top_k)[-top_k]
         z = np.where(z >= cut, z, -np.inf)
     return int(rng.choice(z.size, p=softmax(z)))
-
-
-class LMTask:
-    """The language model as a `rnnkit.train.loop` task: truncated BPTT over `StreamBatches`.
-
-    The hidden state at the end of each chunk is carried into the next (values only) and reset to zeros
-    at each epoch's start; it is part of the checkpoint (`extra_state`), so a resumed run continues the
-    same streams.
-    """
-
-    task = "lm"
-
-    def __init__(self, model: CharLM, val_ids=None, eval_chars: int | None = None, eval_batch: int = 64):
-        self.model = model
-        self.modules = {"model": model}
-        self.val_ids = val_ids
-        self.eval_chars = eval_chars
-        self.eval_batch = eval_batch
-        self.state: LMState | None = None
-
-    def train_step(self, batch):
-        if batch.reset or self.state is None or self.state.h.shape[1] != batch.x.shape[1]:
-            self.state = self.model.init_state(batch.x.shape[1])
-        logits, self.state = self.model.forward(batch.x, self.state)
-        loss, dlogits = softmax_cross_entropy(logits, batch.y)
-        self.model.backward(dlogits)
-        return {"loss": loss, "tokens": int(batch.x.size)}
-
-    def evaluate(self):
-        if self.val_ids is None or len(self.val_ids) < 2:
-            return {}
-        ids = self.val_ids if not self.eval_chars else self.val_ids[: self.eval_chars + 1]
-        return evaluate_stream(self.model, ids, batch=self.eval_batch)
-
-    def extra_state(self):
-        if self.state is None:
-            return {}, {"carried_state": False}
-        return {f"state.{k}": v for k, v in self.state.to_dict().items()}, {"carried_state": True}
-
-    def load_extra_state(self, arrays, obj):
-        if obj.get("carried_state"):
-            self.state = LMState.from_dict({k[6:]: v.copy() for k, v in arrays.items()
-                                            if k.startswith("state.")})
-        else:
-            self.state = None
 
 
 def config_dict(cfg: LMConfig) -> dict:

@@ -7,17 +7,18 @@ Dimensions, declared once for this module:
     copy:    x (T+20, N) tokens -> one-hot (T+20, N, V) -> recurrent -> out (T+20, N, H)
              -> Linear at every step -> logits (T+20, N, V)                                   loss: CE
 
-The backward reads as the forward run bottom-up. `MemoryTask` is what `rnnkit.train.loop.fit` trains.
+The backward reads as the forward run bottom-up. `rnnkit.tasks.memory.MemoryTask` is what
+`rnnkit.train.loop.fit` trains.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
 from rnnkit.backend import get_array_module
-from rnnkit.data.synthetic import COPY_VOCAB, TASKS, adding_baseline, copy_baseline, test_set
+from rnnkit.data.synthetic import COPY_VOCAB, TASKS, adding_baseline, copy_baseline
 from rnnkit.functional import mse_backward, mse_forward, softmax_cross_entropy
 from rnnkit.layers import Linear, Module, make_recurrent
 
@@ -120,7 +121,7 @@ class MemoryModel(Module):
         return dlogits @ W.T
 
 
-# --- the training task -----------------------------------------------------------------------------
+# --- evaluation ------------------------------------------------------------------------------------
 
 
 def baseline(cfg: MemoryConfig):
@@ -148,40 +149,3 @@ def evaluate_model(model: MemoryModel, x, y, batch=500):
     if cfg.task == "adding":
         return {"test_mse": mean, "baseline": baseline(cfg)}
     return {"test_loss": mean, "test_acc": correct / count, "baseline": baseline(cfg)}
-
-
-class MemoryTask:
-    """`rnnkit.train.loop.TrainTask` for the adding and copy tasks."""
-
-    def __init__(self, cfg: MemoryConfig, dtype=None):
-        self.cfg = cfg
-        self.task = cfg.task
-        self.model = MemoryModel(cfg, dtype)
-        self.modules = {"model": self.model}
-        self._test = None
-
-    def test_data(self):
-        if self._test is None:
-            self._test = test_set(self.cfg.task, self.cfg.length, self.cfg.test_size, self.cfg.seed,
-                                  self.model.dtype)
-        return self._test
-
-    def train_step(self, batch):
-        x, y = batch
-        loss, dpred = self.model.loss(x, y)
-        self.model.backward(dpred)
-        return {"loss": loss, "tokens": int(x.shape[0] * x.shape[1])}
-
-    def evaluate(self):
-        figures = evaluate_model(self.model, *self.test_data())
-        key = "test_mse" if self.cfg.task == "adding" else "test_loss"
-        return {"val_loss": figures[key], **figures}
-
-    def extra_state(self):
-        return {}, {}
-
-    def load_extra_state(self, arrays, obj):
-        pass
-
-    def config(self):
-        return asdict(self.cfg)

@@ -121,7 +121,7 @@ def text_probe(model, ids, decode, title="language model", flow_len=200, flow_ba
 
 
 def memory_probe(task, seed=0):
-    """A probe for an adding or copy run (`rnnkit.models.memory.MemoryTask`)."""
+    """A probe for an adding or copy run (`rnnkit.tasks.memory.MemoryTask`)."""
     from rnnkit.data.synthetic import make_batch
 
     m = task.model
@@ -162,13 +162,12 @@ def memory_probe(task, seed=0):
 
 def _lm_probe(run_dir, view_chars):
     """A probe for a character language model run (`rnnkit train lm`) over its validation text."""
-    from rnnkit.cli import lm as lm_cli
     from rnnkit.data.text import split_ids
+    from rnnkit.tasks.lm import load_corpus, load_run, run_data_args
 
-    model, vocab, meta, which = lm_cli.load_run(run_dir)
-    cfg = meta.get("config") or {}
-    data_args = {**lm_cli.DATA_DEFAULTS, **(cfg.get("data_args") or {})}
-    text, _ = lm_cli.load_corpus(data_args["data"], data_args["encoding"], vocab.mode == "byte")
+    model, vocab, meta, which = load_run(run_dir)
+    data_args = run_data_args(meta)
+    text, _ = load_corpus(data_args["data"], data_args["encoding"], vocab.mode == "byte")
     ids = vocab.encode(text, data_args["data"] or "the default corpus")
     _, val = split_ids(ids, data_args["val_frac"])
     if len(val) < 3:
@@ -180,7 +179,7 @@ def _lm_probe(run_dir, view_chars):
 
 
 def _memory_run_probe(run_dir, view_chars):
-    from rnnkit.cli.memory import load_run
+    from rnnkit.tasks.memory import load_run
 
     task, _ = load_run(run_dir)
     return memory_probe(task)

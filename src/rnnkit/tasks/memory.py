@@ -1,0 +1,70 @@
+"""The long-range memory tasks (adding and copy, `rnnkit.data.synthetic`) as tasks: the training loop's
+view of a `MemoryModel` on its fixed test set (`MemoryTask`), and the run directory of
+`rnnkit train adding|copy`, whose checkpoint meta's "config" is the run's `MemoryConfig`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from rnnkit.data.synthetic import TASKS, test_set
+from rnnkit.errors import UserError
+from rnnkit.models.memory import MemoryConfig, MemoryModel, evaluate_model
+from rnnkit.train.checkpoint import has_checkpoint, load_checkpoint
+
+
+class MemoryTask:
+    """`rnnkit.train.loop.TrainTask` for the adding and copy tasks."""
+
+    def __init__(self, cfg: MemoryConfig, dtype=None):
+        self.cfg = cfg
+        self.task = cfg.task
+        self.model = MemoryModel(cfg, dtype)
+        self.modules = {"model": self.model}
+        self._test = None
+
+    def test_data(self):
+        if self._test is None:
+            self._test = test_set(self.cfg.task, self.cfg.length, self.cfg.test_size, self.cfg.seed,
+                                  self.model.dtype)
+        return self._test
+
+    def train_step(self, batch):
+        x, y = batch
+        loss, dpred = self.model.loss(x, y)
+        self.model.backward(dpred)
+        return {"loss": loss, "tokens": int(x.shape[0] * x.shape[1])}
+
+    def evaluate(self):
+        figures = evaluate_model(self.model, *self.test_data())
+        key = "test_mse" if self.cfg.task == "adding" else "test_loss"
+        return {"val_loss": figures[key], **figures}
+
+    def extra_state(self):
+        return {}, {}
+
+    def load_extra_state(self, arrays, obj):
+        pass
+
+    def config(self):
+        return asdict(self.cfg)
+
+
+def load_run(run_dir, which=None):
+    """(MemoryTask with the run's weights, meta). Uses best.json when there is one, else last.json."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run directory")
+    which = which or ("best" if has_checkpoint(run_dir, "best") else "last")
+    arrays, meta, task_name = load_checkpoint(run_dir, which)
+    if task_name not in TASKS:
+        raise UserError(f"{run_dir}: a run of task {task_name!r}, expected adding or copy")
+    try:
+        cfg = MemoryConfig(**meta["config"])
+        task = MemoryTask(cfg)
+        task.model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{run_dir}/{which}.json: checkpoint does not match a {task_name} model "
+                        f"({e.__class__.__name__}: {e})") from None
+    return task, meta
