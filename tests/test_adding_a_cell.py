@@ -4,11 +4,10 @@ NumPy references, and everything the registry gives it without a line of its own
 bidirectional layer with dropout and masks, recompute, one-step inference, diagnostics, the character
 LM trained and sampled, and the command line finding it through RNNKIT_CELLS.
 
-The example is imported once per process under the module name RNNKIT_CELLS would give it, so that a
-later plugin load in this process finds it imported and does not register a second class as "indrnn".
+The example is imported as a user's plugin is, through RNNKIT_CELLS, once per process: a later plugin
+load in this process finds it imported and does not register a second class as "indrnn".
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -27,13 +26,17 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "indrnn" / "indrnn.
 
 
 def _import_example():
-    name = f"rnnkit_cell_plugin_{EXAMPLE.stem}"  # what rnnkit.cells.load_plugins names a file plugin
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, EXAMPLE)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)  # registers "indrnn"
-    return sys.modules[name]
+    """The example imported as a user's plugin is: through RNNKIT_CELLS (registers "indrnn")."""
+    old = os.environ.get("RNNKIT_CELLS")
+    os.environ["RNNKIT_CELLS"] = str(EXAMPLE)
+    try:
+        cells.load_plugins()
+    finally:
+        if old is None:
+            del os.environ["RNNKIT_CELLS"]
+        else:
+            os.environ["RNNKIT_CELLS"] = old
+    return sys.modules[cells.plugin_module_name(EXAMPLE)]
 
 
 indrnn = _import_example()

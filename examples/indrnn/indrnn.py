@@ -41,8 +41,8 @@ import numpy as np
 import rnnkit.cells
 from rnnkit.backend import get_array_module, get_ops
 from rnnkit.cells import Cell
-from rnnkit.cells.common import final_grad, input_grad, step_gates
-from rnnkit.functional._checks import check_recurrent_args, expect_float, expect_shape
+from rnnkit.cells.common import (check_recurrent_args, expect_float, expect_shape, final_grad,
+                                 input_grad, step_gates)
 from rnnkit.kernels import LoopKernel, matmul
 
 SOURCE = Path(__file__).with_name("indrnn.c")

@@ -11,13 +11,15 @@ A name may preset options of a registered class ("rnn_relu" is the RNN cell with
 nonlinearity="relu").
 
 Cells from elsewhere are registered by importing their module, which calls `register`. So that the
-CLI and saved runs find them too, the registry imports on first use (once per process):
+CLI and saved runs find them too, the registry imports (each once per process, when a name is looked
+up; a file is imported as the module `rnnkit_cell_plugin_<stem>_<hash of its path>`):
     RNNKIT_CELLS=path/to/indrnn.py:some.module     files or module names, ':' or ',' apart
     the entry point group "rnnkit.cells"            of installed packages (each names a module)
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import os
@@ -28,7 +30,7 @@ from pathlib import Path
 from rnnkit.cells.cell import Cell, Gate
 
 __all__ = ["Cell", "Gate", "create", "describe", "get_class", "load_plugins", "names", "option_help",
-           "register"]
+           "plugin_module_name", "register"]
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,14 @@ def register(cls: type, name: str | None = None, *, summary: str | None = None, 
     return cls
 
 
-_plugins = {"loaded": False}
+_plugins = {"entry_points": None, "done": set()}
+
+
+def plugin_module_name(path) -> str:
+    """The module name a plugin file is imported under (one per file, whatever its directory)."""
+    path = Path(path).expanduser().resolve()
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:8]
+    return f"rnnkit_cell_plugin_{path.stem}_{digest}"
 
 
 def _import_plugin(spec: str):
@@ -72,7 +81,7 @@ def _import_plugin(spec: str):
         path = Path(spec).expanduser()
         if not path.is_file():
             raise ValueError(f"RNNKIT_CELLS: {spec}: no such file")
-        name = f"rnnkit_cell_plugin_{path.stem}"
+        name = plugin_module_name(path)
         if name in sys.modules:
             return
         found = importlib.util.spec_from_file_location(name, path)
@@ -88,26 +97,30 @@ def _import_plugin(spec: str):
 
 
 def load_plugins():
-    """Import the cell modules named by RNNKIT_CELLS and by the "rnnkit.cells" entry points (once).
-    A module that fails to import is reported as one ValueError naming it."""
-    if _plugins["loaded"]:
-        return
-    _plugins["loaded"] = True
+    """Import the cell modules named by RNNKIT_CELLS (as it is now) and by the "rnnkit.cells" entry
+    points (read once), each the first time it is named. A module that fails to import is reported as
+    one ValueError naming it (and tried again at the next call)."""
+    if _plugins["entry_points"] is None:
+        _plugins["entry_points"] = []
+        try:
+            from importlib.metadata import entry_points
+
+            _plugins["entry_points"] = [ep.value.split(":")[0]
+                                        for ep in entry_points(group="rnnkit.cells")]
+        except Exception:  # noqa: BLE001 - no metadata: only RNNKIT_CELLS
+            pass
     specs = [s.strip() for s in os.environ.get("RNNKIT_CELLS", "").replace(",", ":").split(":")
              if s.strip()]
-    try:
-        from importlib.metadata import entry_points
-
-        specs += [ep.value.split(":")[0] for ep in entry_points(group="rnnkit.cells")]
-    except Exception:  # noqa: BLE001 - no metadata: only RNNKIT_CELLS
-        pass
-    for spec in specs:
+    for spec in specs + _plugins["entry_points"]:
+        if spec in _plugins["done"]:
+            continue
         try:
             _import_plugin(spec)
         except ValueError:
             raise
         except Exception as e:  # noqa: BLE001 - any failure is the plugin's: say which
             raise ValueError(f"cell plugin {spec}: {type(e).__name__}: {e}") from None
+        _plugins["done"].add(spec)
 
 
 def names(plugins: bool = True) -> list:
@@ -123,7 +136,9 @@ def _entry(name):
     if key not in _REGISTRY:
         load_plugins()  # a saved run's cell, or a --cell value, from a plugin not imported yet
     if key not in _REGISTRY:
-        raise ValueError(f"cell must be one of {', '.join(_REGISTRY)}; got {name!r}")
+        raise ValueError(f"cell must be one of {', '.join(_REGISTRY)}; got {name!r} (a cell of a "
+                         f"plugin is found through RNNKIT_CELLS or an installed package's "
+                         f"'rnnkit.cells' entry point)")
     return _REGISTRY[key]
 
 

@@ -1,12 +1,19 @@
 """Math shared by the cells: the sigmoid, the input and weight gradients taken after a backward loop,
-gradients summed across the segments of one sequence, and the checks of one inference step. Public, so
-that a cell written outside the package can use them as the built-in ones do.
+gradients summed across the segments of one sequence, and the argument checks (of a whole sequence,
+`check_recurrent_args`, and of one inference step). Public, so that a cell written outside the package
+can use them as the built-in ones do.
 """
 
 from __future__ import annotations
 
 from rnnkit import kernels
-from rnnkit.functional._checks import expect_finite, expect_float, expect_shape
+from rnnkit.functional._checks import (  # noqa: F401 - re-exported for cells written elsewhere
+    check_mask,
+    check_recurrent_args,
+    expect_finite,
+    expect_float,
+    expect_shape,
+)
 from rnnkit.kernels.workspace import empty
 
 

@@ -256,7 +256,7 @@ class Recurrent(Module):
         all its segments on one thread (`pool.split_rows`), as the rows of a batch never meet.
         One part for arrays other than NumPy's (a GPU runs its own parallelism)."""
         threads = pool.threads() if xp is np else 1
-        parts = pool.row_parts(T, N, self.hidden_size ** 2 * self.cell.blocks, threads)
+        parts = pool.row_parts(T, N, self.hidden_size ** 2 * self.cell.step_blocks, threads)
         while len(self._part_ws) < len(parts):
             self._part_ws.append(Workspace())
         return parts
