@@ -9,6 +9,7 @@ from rnnkit import GRU, LSTM, RNN, kernels
 from rnnkit.cells.gru import gru_backward, gru_forward
 from rnnkit.cells.lstm import lstm_backward, lstm_forward
 from rnnkit.cells.mingru import mingru_backward, mingru_forward
+from rnnkit.cells.minlstm import minlstm_backward, minlstm_forward
 from rnnkit.cells.rnn import rnn_backward, rnn_forward
 from rnnkit.functional import softmax_cross_entropy
 
@@ -21,7 +22,7 @@ if not kernels.status()["available"]:
 def _run(cell, dtype, masked, rng, nonlinearity="tanh", shape=(T, N, D, H)):
     """Forward + backward (with final-state gradients and a trace) of one cell; every array it yields."""
     T, N, D, H = shape
-    G = {"lstm": 4, "gru": 3, "rnn": 1, "mingru": 2}[cell]
+    G = {"lstm": 4, "gru": 3, "rnn": 1, "mingru": 2, "minlstm": 3}[cell]
     r = lambda *s: rng.standard_normal(s).astype(dtype)  # noqa: E731
     x, h0, c0, dh, dhT, dcT = r(T, N, D), r(N, H), r(N, H), r(T, N, H), r(N, H), r(N, H)
     # Wh scaled down as H grows: a recurrence that blows up amplifies float32 rounding past any tolerance
@@ -40,6 +41,10 @@ def _run(cell, dtype, masked, rng, nonlinearity="tanh", shape=(T, N, D, H)):
         h, cache = mingru_forward(x, h0, Wx, b, mask)
         grads = mingru_backward(dh, cache, dhT, trace=trace)
         return [h, cache.gates, *grads, trace["dh"]]
+    if cell == "minlstm":
+        h, cache = minlstm_forward(x, h0, Wx, b, mask)
+        grads = minlstm_backward(dh, cache, dhT, trace=trace)
+        return [h, cache.gates, cache.fp, *grads, trace["dh"]]
     h, cache = rnn_forward(x, h0, Wx, Wh, b, mask, nonlinearity)
     grads = rnn_backward(dh, cache, dhT, trace=trace)
     return [h, *grads, trace["dh"]]
@@ -51,7 +56,7 @@ def _run(cell, dtype, masked, rng, nonlinearity="tanh", shape=(T, N, D, H)):
 @pytest.mark.parametrize("shape", [(T, N, D, H), (6, 11, 7, 20), (4, 9, 3, 72)])
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-13), (np.float32, 2e-6)])
 @pytest.mark.parametrize("masked", [False, True])
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "rnn_relu", "mingru"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "rnn_relu", "mingru", "minlstm"])
 def test_fast_equals_reference(cell, dtype, tol, masked, shape):
     nl = "relu" if cell == "rnn_relu" else "tanh"
     cell = cell.replace("_relu", "")
@@ -68,7 +73,7 @@ def test_fast_equals_reference(cell, dtype, tol, masked, shape):
 
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-13), (np.float32, 2e-6)])
 @pytest.mark.parametrize("masked", [False, True])
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "mingru"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "mingru", "minlstm"])
 def test_rows_split_across_threads_equal_reference(cell, dtype, tol, masked, monkeypatch):
     """The time loop cut into row ranges run on worker threads (here three uneven parts of 19 rows,
     whatever this machine's thread count) gives what the reference gives."""
@@ -210,12 +215,16 @@ def test_thread_settings_at_load(env, rnnkit_threads, blas_threads):
     import subprocess
     import sys
 
-    code = ("import numpy as np; from rnnkit import kernels; kernels.threads(); "
-            "print(kernels.threads(), kernels.blas_threads())")
-    run_env = {**os.environ, "OPENBLAS_NUM_THREADS": "2", "RNNKIT_NUM_THREADS": env}
-    r = subprocess.run([sys.executable, "-c", code], env=run_env, capture_output=True, text=True,
-                       check=True)
-    assert r.stdout.split() == [str(rnnkit_threads), str(blas_threads)]
+    # first the threads themselves; then a small layer's forward as the very first call, which runs
+    # inside blas_single_thread: the count must still come from OpenBLAS's setting, not from there
+    for first in ("kernels.threads()",
+                  "rnnkit.make_recurrent('rnn', 4, 4).forward(np.ones((3, 1, 4), np.float32))"):
+        code = (f"import numpy as np, rnnkit; from rnnkit import kernels; {first}; "
+                "print(kernels.threads(), kernels.blas_threads())")
+        run_env = {**os.environ, "OPENBLAS_NUM_THREADS": "2", "RNNKIT_NUM_THREADS": env}
+        r = subprocess.run([sys.executable, "-c", code], env=run_env, capture_output=True, text=True,
+                           check=True)
+        assert r.stdout.split() == [str(rnnkit_threads), str(blas_threads)], first
     assert ("RNNKIT_NUM_THREADS='two' is not a whole number" in r.stderr) == (env == "two")
 
 
@@ -416,7 +425,7 @@ def test_every_fast_test_above_really_ran_compiled_code(monkeypatch):
     to its NumPy reference for float32/float64 NumPy arrays (a fallback would make them compare the
     reference with itself)."""
     from rnnkit import cells
-    from rnnkit.cells import gru, lstm, mingru, rnn
+    from rnnkit.cells import gru, lstm, mingru, minlstm, rnn
     from rnnkit.functional import bag_mean_backward_into, bag_mean_forward
     from rnnkit.functional import layers as flayers
     from rnnkit.functional import losses
@@ -424,9 +433,9 @@ def test_every_fast_test_above_really_ran_compiled_code(monkeypatch):
     from rnnkit.optim import Adam
     from rnnkit.optim import optimizers
 
-    declared = [k for m in (lstm, gru, rnn, mingru, flayers, losses, optimizers) for k in vars(m).values()
-                if isinstance(k, (LoopKernel, FlatKernel))]
-    assert len(declared) == 14  # lstm 3, gru 3, rnn 2, mingru 2, bag 2, softmax 1, adam 1
+    modules = (lstm, gru, rnn, mingru, minlstm, flayers, losses, optimizers)
+    declared = [k for m in modules for k in vars(m).values() if isinstance(k, (LoopKernel, FlatKernel))]
+    assert len(declared) == 16  # lstm 3, gru 3, rnn 2, mingru 2, minlstm 2, bag 2, softmax 1, adam 1
 
     def refuse(*a, **k):
         raise AssertionError("a NumPy reference ran on the fast path")
@@ -435,7 +444,7 @@ def test_every_fast_test_above_really_ran_compiled_code(monkeypatch):
         monkeypatch.setattr(k, "reference", refuse)
     rng = np.random.default_rng(0)
     for dtype in (np.float32, np.float64):
-        for cell in ("lstm", "gru", "rnn", "mingru"):
+        for cell in ("lstm", "gru", "rnn", "mingru", "minlstm"):
             _run(cell, dtype, True, rng)
             for name in (cell,):
                 layer = rnnkit_layer(name, dtype)

@@ -101,13 +101,16 @@ class _Entry:
     def __init__(self, name: str, source, reference):
         self.name, self.source, self.reference = name, Path(source), reference
         self._fns = {}  # dtype -> the declared ctypes function
+        self._params = self._steps = None
 
     def __repr__(self):
         return f"{type(self).__name__}({self.name!r}, {self.source.name})"
 
     @property
     def params(self):
-        return prototype(self.source, self.name)
+        if self._params is None:  # read once: a sampled character calls a kernel per layer
+            self._params = prototype(self.source, self.name)
+        return self._params
 
     def _function(self, dtype):
         fn = self._fns.get(dtype)
@@ -132,6 +135,17 @@ class _Entry:
                 s for s in (missing and f"missing {', '.join(sorted(missing))}",
                             unknown and f"no argument {', '.join(sorted(unknown))}") if s))
 
+    def _plan(self):
+        """The parameters as (name, code, const), code: 0 filled here, 1 int, 2 real, 3 R array, 4 bytes,
+        5 int64 or float64 array, 6 other pointer: decided once, since a sampled character makes a
+        call per layer."""
+        if self._steps is None:
+            codes = {"int": 1, "real": 2, "array": 3, "bytes": 4, "i64": 5, "f64": 5, "ptr": 6}
+            filled = self.filled
+            self._steps = [(p.name, 0 if p.name in filled else codes[p.kind], p.const,
+                            np.int64 if p.kind == "i64" else np.float64) for p in self.params]
+        return self._steps
+
     def _convert(self, args):
         """(dtype, the C argument list with None in the filled slots, the arrays to keep alive, the
         ctypes function), or None where the compiled code cannot run these arguments (an array that is
@@ -139,41 +153,43 @@ class _Entry:
         if not blas.ready():
             return None
         dtype, values, keep = None, [], []
-        for p in self.params:
-            if p.name in self.filled:
+        ndarray = np.ndarray
+        for name, code, const, wide in self._plan():
+            if code == 0:
                 values.append(None)
                 continue
             try:
-                v = args[p.name]
+                v = args[name]
             except KeyError:
                 self.check_names(args)
                 raise
-            if p.kind == "int":
+            if code == 1:
                 values.append(int(v))
                 continue
-            if p.kind == "real":
+            if code == 2:
                 values.append(float(v))
                 continue
             if v is None:
                 values.append(None)
                 continue
-            if type(v) is not np.ndarray:
+            if type(v) is not ndarray:
                 return None
-            if p.kind == "array":
+            if code == 3:
                 if dtype is None:
                     dtype = v.dtype
                 elif v.dtype != dtype:
                     return None
-            elif p.kind == "bytes" and v.dtype == bool:
-                v = v.view(np.uint8)
-            elif p.kind in ("i64", "f64") and v.dtype != (np.int64 if p.kind == "i64" else np.float64):
-                if not p.const:
+            elif code == 4:
+                if v.dtype == bool:
+                    v = v.view(np.uint8)
+            elif code == 5 and v.dtype != wide:
+                if not const:
                     return None
-                v = v.astype(np.int64 if p.kind == "i64" else np.float64)
+                v = v.astype(wide)
             if not v.flags.c_contiguous:
-                if not p.const:
+                if not const:
                     if self.strict_layout:
-                        raise ValueError(f"{self.name}: {p.name} must be C-contiguous (it is written)")
+                        raise ValueError(f"{self.name}: {name} must be C-contiguous (it is written)")
                     return None
                 v = np.ascontiguousarray(v)
             keep.append(v)
@@ -182,7 +198,7 @@ class _Entry:
             self.check_names(args)
         if dtype not in _SUFFIX:
             return None
-        fn = self._function(dtype)
+        fn = self._fns.get(dtype) or self._function(dtype)
         return None if fn is None else (dtype, values, keep, fn)
 
 
@@ -197,6 +213,18 @@ class LoopKernel(_Entry):
     def __init__(self, name: str, source, reference, blocks: int = 1):
         super().__init__(name, source, reference)
         self.blocks = blocks
+        self._where = None
+
+    def _slots(self):
+        """The positions of n0, n1, gemm and ilp64 in the C argument list."""
+        if self._where is None:
+            names = [p.name for p in self.params]
+            missing = [n for n in self.filled if n not in names]
+            if missing:
+                raise ValueError(f"{self.source}: {self.name} must take {', '.join(missing)} "
+                                 f"(a time loop's row range, gemm and flags)")
+            self._where = tuple(names.index(n) for n in self.filled)
+        return self._where
 
     def compiled(self, args):
         """A function running the compiled loop on `args`, or None where it cannot (then the reference
@@ -209,13 +237,12 @@ class LoopKernel(_Entry):
         f32 = dtype == np.float32
         gemm = ctypes.addressof(found[0 if f32 else 1])
         flags = int(found[2]) | (2 if f32 and SMALL_GEMM else 0)
-        slots = [i for i, p in enumerate(self.params) if p.name in self.filled]
+        i0, i1, ig, iflags = self._slots()
         T, N, H = args["T"], args["N"], args["H"]
 
         def call_for(n0, n1):
             c = list(values)
-            for i, v in zip(slots, (n0, n1, gemm, flags)):  # in the order of `filled`
-                c[i] = v
+            c[i0], c[i1], c[ig], c[iflags] = n0, n1, gemm, flags
             return c
 
         def run(keep=keep):  # the converted arrays live until the call has run
@@ -242,10 +269,13 @@ class FlatKernel(_Entry):
     def __init__(self, name: str, reference, size, source=None):
         super().__init__(name, source if source is not None else blas.FLAT_SOURCE, reference)
         self.size = size
+        self._filled = None
 
     @property
     def filled(self):
-        return tuple(p.name for p in self.params[:2])
+        if self._filled is None:
+            self._filled = tuple(p.name for p in self.params[:2])
+        return self._filled
 
     def compiled(self, args):
         got = self._convert(args)

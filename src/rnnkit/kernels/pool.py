@@ -125,6 +125,8 @@ def split_rows(fn, parts):
 def blas_single_thread():
     """NumPy's BLAS on one thread inside the block (tiny products: a second thread only adds hand-offs);
     a no-op while the kernels are loaded, since OpenBLAS is then on one thread throughout."""
+    if build.enabled():
+        threads()  # set up first: rnnkit's thread count is read from OpenBLAS's, not from inside here
     prev = blas.blas_threads() if build.enabled() else 1
     prev = 1 if prev is None else prev
     if prev > 1:
