@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import rnnkit
+import rnnkit.diagnostics
 from gradcheck import numerical_grad, rel_error
 from rnnkit import cells, kernels
 

@@ -182,6 +182,7 @@ def describe(choices=None) -> str:
 from rnnkit.cells.gru import GRUCell  # noqa: E402
 from rnnkit.cells.lstm import LSTMCell  # noqa: E402
 from rnnkit.cells.mingru import MinGRUCell  # noqa: E402
+from rnnkit.cells.minlstm import MinLSTMCell  # noqa: E402
 from rnnkit.cells.rnn import RNNCell  # noqa: E402
 
 register(LSTMCell)
@@ -189,3 +190,4 @@ register(GRUCell)
 register(RNNCell)
 register(RNNCell, "rnn_relu", nonlinearity="relu", summary="the vanilla RNN with relu")
 register(MinGRUCell)
+register(MinLSTMCell)

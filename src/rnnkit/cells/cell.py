@@ -61,8 +61,9 @@ class Cell:
     gates: ClassVar[tuple] = ()  # Gate blocks of cache.gates, in column order
     scratch: ClassVar[tuple] = ()  # cache fields that are the cell's own buffers (pooled once used)
     blocks: ClassVar[int] = 1  # G: the input projection x Wx + b has G*H columns (x_gates, input_gates)
-    # a step's work per batch row in H x H multiply-adds (4 for the LSTM's h Wh; an element-wise step
-    # counts as 1 here too): the estimate of whether cutting a recompute's batch rows across threads pays
+    # a step's work per batch row in units of H x H multiply-adds (4 for the LSTM's h Wh), for the
+    # estimate of whether cutting a recompute's batch rows across threads pays; a loop with no product
+    # counts a small number (its gate blocks, or 1) so that long loops still split
     step_blocks: ClassVar[int] = 1
     torch_mode: ClassVar[str | None] = None  # PyTorch's nn.RNNBase mode (interop), or None
     # backward takes into=(dx, acc): dx written into the given array, the weight gradients summed into

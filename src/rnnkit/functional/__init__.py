@@ -45,7 +45,7 @@ from rnnkit.functional.norms import (
     feature_norm_forward,
 )
 from rnnkit.functional.pooling import POOLINGS, SeqPoolCache, pool_backward, pool_forward
-from rnnkit.functional.scan import linear_scan
+from rnnkit.functional.scan import linear_scan, linear_scan_log
 
 __all__ = [
     "ChannelNormCache", "FeatureNormCache", "ImageAttentionCache", "MSECache",
@@ -56,7 +56,7 @@ __all__ = [
     "embedding_backward", "embedding_backward_into", "embedding_forward",
     "feature_norm_backward", "feature_norm_forward",
     "image_attention_backward", "image_attention_forward",
-    "lengths_to_mask", "linear_scan", "mask_to_lengths", "reverse_padded",
+    "lengths_to_mask", "linear_scan", "linear_scan_log", "mask_to_lengths", "reverse_padded",
     "log_softmax", "logsumexp",
     "mse_backward", "mse_forward",
     "pool_backward", "pool_forward",
