@@ -87,6 +87,8 @@ class Recurrent(Module):
                 for name, value in self.cell.init_params(self.rng, D, hidden_size, dtype).items():
                     self.add_param(pre + name, value)
         self._caches = None
+        self._param_names = {}  # (layer, direction) -> [(the cell's name, the full name)]
+        self._state_shapes = {}  # N -> the shape of each part of the whole stack's state
         # Exact BPTT in bounded memory (Chen et al. 2016): with recompute=k, forward keeps only the state
         # at every k-th step and backward re-runs each k-step segment before back-propagating through
         # it; None runs plain BPTT. "sqrt" picks k = ceil(sqrt(T)) for each call.
@@ -105,9 +107,14 @@ class Recurrent(Module):
         return f"l{k}{'_reverse' if d else ''}."
 
     def layer_params(self, k, d=0):
-        """The parameters of layer k, direction d, by the cell's own names."""
-        pre = self._prefix(k, d)
-        return {name[len(pre):]: p for name, p in self.params.items() if name.startswith(pre)}
+        """The parameters of layer k, direction d, by the cell's own names (looked up in `params` at
+        each call: `astype` and `load_state_dict` may have replaced the arrays)."""
+        names = self._param_names.get((k, d))
+        if names is None:  # one step of sampling asks once per layer: the names are found once
+            pre = self._prefix(k, d)
+            names = self._param_names[k, d] = [(n[len(pre):], n) for n in self.params if n.startswith(pre)]
+        params = self.params
+        return {short: params[full] for short, full in names}
 
     # --- the state ----------------------------------------------------------------------------------
 
@@ -130,13 +137,18 @@ class Recurrent(Module):
         """The user's state as a tuple of (L*K, ...) arrays, shapes checked."""
         if state is None:
             state = self.init_state(N)
-        names = tuple(f"{p}0" for p in self.cell.state)
+        shapes = self._state_shapes.get(N)
+        if shapes is None:
+            LK = self.num_layers * self.num_directions
+            shapes = self._state_shapes[N] = [
+                (f"{part}0", (LK,) + shape, ("L*K", "N") + ("H",) * (len(shape) - 1))
+                for part, shape in self.cell.state_shape(N, self.hidden_size).items()]
         parts = self.state_parts(state)
-        if len(parts) != len(names):
-            raise ValueError(f"state for {self.cell.name} must be {names}, got {len(parts)} arrays")
-        LK = self.num_layers * self.num_directions
-        for name, s, shape in zip(names, parts, self.cell.state_shape(N, self.hidden_size).values()):
-            expect_shape(name, s, (LK,) + shape, ("L*K", "N") + ("H",) * (len(shape) - 1))
+        if len(parts) != len(shapes):
+            raise ValueError(f"state for {self.cell.name} must be {tuple(n for n, _, _ in shapes)}, got "
+                             f"{len(parts)} arrays")
+        for (name, shape, letters), s in zip(shapes, parts):
+            expect_shape(name, s, shape, letters)
         return parts
 
     # --- forward and backward over a sequence ------------------------------------------------------
