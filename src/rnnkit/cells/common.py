@@ -7,6 +7,7 @@ can use them as the built-in ones do.
 from __future__ import annotations
 
 from rnnkit import kernels
+from rnnkit.backend import get_array_module, get_ops
 from rnnkit.functional._checks import (  # noqa: F401 - re-exported for cells written elsewhere
     check_mask,
     check_recurrent_args,
@@ -115,3 +116,46 @@ def wh_transposed_once(p, xp):
     """p with Wh^T made contiguous once, for all the segments of one backward: the caches carry Wh as
     the transpose of that copy, whose .T each segment's backward then finds contiguous as it is."""
     return dict(p, Wh=xp.ascontiguousarray(p["Wh"].T).T)
+
+
+# --- cells whose gates read the input only (minGRU, minLSTM): x Wx + b of every step is the only
+# product of the forward, and dx, dWx, db the only products of the backward
+
+def input_only_args(x, h0, Wx, b, mask, scan_weights, G, parts):
+    """The checks of such a cell's forward: Wx (D, G*H) and b (G*H,) = [the G blocks named `parts`].
+    Returns (T, N, D, H, mask)."""
+    expect_shape("b", b, (None,), (f"{G}H",))
+    if b.shape[0] % G:
+        raise ValueError(f"b has shape {tuple(b.shape)}, expected ({G}H,): [{' | '.join(parts)}]")
+    H = b.shape[0] // G
+    T, N, D, mask = check_recurrent_args(
+        x,
+        {"h0": (h0, (x.shape[1] if x.ndim == 3 else None, H))},
+        {"Wx": (Wx, (x.shape[-1], G * H), ("D", f"{G}H")), "b": (b, (G * H,), (f"{G}H",))},
+        mask,
+        scan_weights,
+    )
+    return T, N, D, H, mask
+
+
+def input_projection(x, Wx, b):
+    """x Wx + b (T, N, G*H) for every step at once."""
+    T, N, D = x.shape
+    xp = get_array_module(x)
+    gates = xp.empty((T, N, Wx.shape[1]), dtype=x.dtype)
+    get_ops(x, Wx).matmul(x.reshape(T * N, D), Wx, out=gates.reshape(T * N, Wx.shape[1]))
+    gates += b
+    return gates
+
+
+def input_projection_grads(x, dgates, Wx, into=None):
+    """The backward of `input_projection` from the pre-activations' gradient dgates (T, N, G*H):
+    dx = dgates Wx^T, dWx = x^T dgates, db = the sum of dgates over every step. into: (dx, acc) as in
+    `rnnkit.cells.lstm.lstm_backward`. Returns dx, dWx, db."""
+    T, N, D = x.shape
+    dg2 = dgates.reshape(T * N, dgates.shape[-1])
+    dx, acc = into if into is not None else (None, None)
+    dx = input_grad(dg2, Wx, dx, (T, N, D))
+    dWx = summed(acc, "Wx", x.reshape(T * N, D).T, dg2)
+    db = summed(acc, "b", dg2.sum(axis=0))
+    return dx, dWx, db

@@ -27,8 +27,8 @@ from typing import NamedTuple
 
 from rnnkit.backend import get_array_module, get_ops
 from rnnkit.cells.cell import Cell, Gate
-from rnnkit.cells.common import final_grad, input_grad, sigmoid_, step_gates, summed
-from rnnkit.functional._checks import check_recurrent_args, expect_float, expect_shape
+from rnnkit.cells.common import (expect_float, expect_shape, final_grad, input_only_args,
+                                 input_projection, input_projection_grads, sigmoid_, step_gates)
 from rnnkit.functional.scan import linear_scan
 from rnnkit.kernels import LoopKernel
 
@@ -49,19 +49,9 @@ def mingru_forward(x, h0, Wx, b, mask=None, *, scan_weights=True, parallel=False
     At a padded step (mask 0) the state is carried: a = 1, b = 0 there. scan_weights: see lstm_forward;
     parallel: the scan's form (`linear_scan`).
     """
-    expect_shape("b", b, (None,), ("2H",))
-    if b.shape[0] % 2:
-        raise ValueError(f"b has shape {tuple(b.shape)}, expected (2H,): [bz | bc]")
-    H = b.shape[0] // 2
-    T, N, D, mask = check_recurrent_args(
-        x,
-        {"h0": (h0, (x.shape[1] if x.ndim == 3 else None, H))},
-        {"Wx": (Wx, (x.shape[-1], 2 * H), ("D", "2H")), "b": (b, (2 * H,), ("2H",))},
-        mask,
-        scan_weights,
-    )
+    T, N, D, H, mask = input_only_args(x, h0, Wx, b, mask, scan_weights, 2, ("bz", "bc"))
     xp = get_array_module(x)
-    gates = _input_gates(x, Wx, b, xp)
+    gates = input_projection(x, Wx, b)
     h = xp.empty((T + 1, N, H), dtype=x.dtype)
     h[0] = h0
     if parallel:
@@ -91,18 +81,9 @@ def mingru_recompute(x, h, Wx, b, mask=None):
     """The cache of `mingru_forward` rebuilt from the hidden states it produced: only the gates, one
     product and a sigmoid (they do not depend on h), for exact BPTT in bounded memory."""
     xp = get_array_module(x)
-    gates = _input_gates(x, Wx, b, xp)
+    gates = input_projection(x, Wx, b)
     sigmoid_(gates[..., :b.shape[0] // 2], xp)
     return MinGRUCache(x, h, gates, Wx, mask)
-
-
-def _input_gates(x, Wx, b, xp):
-    """x Wx + b (T, N, 2H) for every step at once: the only product of the forward."""
-    T, N, D = x.shape
-    gates = xp.empty((T, N, Wx.shape[1]), dtype=x.dtype)
-    get_ops(x, Wx).matmul(x.reshape(T * N, D), Wx, out=gates.reshape(T * N, Wx.shape[1]))
-    gates += b
-    return gates
 
 
 def mingru_backward(dh, cache, dhT=None, trace=None, *, into=None):
@@ -126,11 +107,7 @@ def mingru_backward(dh, cache, dhT=None, trace=None, *, into=None):
     if trace is not None:
         trace_dh[0] = g_next
         trace["dh"] = trace_dh
-    dg2 = dgates.reshape(T * N, 2 * H)
-    dx, acc = into if into is not None else (None, None)
-    dx = input_grad(dg2, Wx, dx, (T, N, D))
-    dWx = summed(acc, "Wx", x.reshape(T * N, D).T, dg2)
-    db = summed(acc, "b", dg2.sum(axis=0))
+    dx, dWx, db = input_projection_grads(x, dgates, Wx, into)
     return dx, g_next, dWx, db
 
 

@@ -37,8 +37,8 @@ from typing import NamedTuple
 
 from rnnkit.backend import get_array_module, get_ops
 from rnnkit.cells.cell import Cell, Gate
-from rnnkit.cells.common import final_grad, input_grad, step_gates, summed
-from rnnkit.functional._checks import check_recurrent_args, expect_float, expect_shape
+from rnnkit.cells.common import (expect_float, expect_shape, final_grad, input_only_args,
+                                 input_projection, input_projection_grads, step_gates)
 from rnnkit.functional.scan import linear_scan
 from rnnkit.kernels import LoopKernel
 
@@ -60,19 +60,9 @@ def minlstm_forward(x, h0, Wx, b, mask=None, *, scan_weights=True, parallel=Fals
     At a padded step (mask 0) the state is carried: a = 1, b = 0 there. scan_weights: see lstm_forward;
     parallel: the scan's form (`linear_scan`).
     """
-    expect_shape("b", b, (None,), ("3H",))
-    if b.shape[0] % 3:
-        raise ValueError(f"b has shape {tuple(b.shape)}, expected (3H,): [bf | bi | bh~]")
-    H = b.shape[0] // 3
-    T, N, D, mask = check_recurrent_args(
-        x,
-        {"h0": (h0, (x.shape[1] if x.ndim == 3 else None, H))},
-        {"Wx": (Wx, (x.shape[-1], 3 * H), ("D", "3H")), "b": (b, (3 * H,), ("3H",))},
-        mask,
-        scan_weights,
-    )
+    T, N, D, H, mask = input_only_args(x, h0, Wx, b, mask, scan_weights, 3, ("bf", "bi", "bh~"))
     xp = get_array_module(x)
-    gates = _input_gates(x, Wx, b, xp)
+    gates = input_projection(x, Wx, b)
     fp = xp.empty((T, N, H), dtype=x.dtype)
     h = xp.empty((T + 1, N, H), dtype=x.dtype)
     h[0] = h0
@@ -131,19 +121,10 @@ def minlstm_recompute(x, h, Wx, b, mask=None):
     xp = get_array_module(x)
     T, N, _ = x.shape
     H = b.shape[0] // 3
-    gates = _input_gates(x, Wx, b, xp)
+    gates = input_projection(x, Wx, b)
     fp = xp.empty((T, N, H), dtype=x.dtype)
     _activate(gates, fp, H, xp)
     return MinLSTMCache(x, h, gates, fp, Wx, mask)
-
-
-def _input_gates(x, Wx, b, xp):
-    """x Wx + b (T, N, 3H) for every step at once: the only product of the forward."""
-    T, N, D = x.shape
-    gates = xp.empty((T, N, Wx.shape[1]), dtype=x.dtype)
-    get_ops(x, Wx).matmul(x.reshape(T * N, D), Wx, out=gates.reshape(T * N, Wx.shape[1]))
-    gates += b
-    return gates
 
 
 def minlstm_backward(dh, cache, dhT=None, trace=None, *, into=None):
@@ -167,11 +148,7 @@ def minlstm_backward(dh, cache, dhT=None, trace=None, *, into=None):
     if trace is not None:
         trace_dh[0] = g_next
         trace["dh"] = trace_dh
-    dg2 = dgates.reshape(T * N, 3 * H)
-    dx, acc = into if into is not None else (None, None)
-    dx = input_grad(dg2, Wx, dx, (T, N, D))
-    dWx = summed(acc, "Wx", x.reshape(T * N, D).T, dg2)
-    db = summed(acc, "b", dg2.sum(axis=0))
+    dx, dWx, db = input_projection_grads(x, dgates, Wx, into)
     return dx, g_next, dWx, db
 
 
