@@ -58,14 +58,19 @@ class CompiledOps(NumpyOps):
 
 
 REFERENCE, COMPILED = NumpyOps(), CompiledOps()
+_build = []  # rnnkit.kernels.build, imported at the first call (the kernels import this module)
 
 
 def get_ops(*arrays):
     """The backend for these arrays: the compiled CPU kernels for NumPy arrays while the fast path is
     on (`rnnkit.kernels.set_enabled`, RNNKIT_FAST), else the NumPy reference."""
-    from rnnkit.kernels import build
+    if not _build:
+        from rnnkit.kernels import build, matmul
 
-    if not build.enabled():
+        _build.append(build)
+        # bound once on the two objects: a sampled character asks for a product per layer
+        REFERENCE.matmul = COMPILED.matmul = matmul
+    if not _build[0].enabled():
         return REFERENCE
     for a in arrays:
         if a is not None and type(a) is not np.ndarray:

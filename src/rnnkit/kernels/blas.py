@@ -121,8 +121,10 @@ def find_blas(choice=""):
 def ready() -> bool:
     """Whether the compiled path is in use: enabled, a BLAS found and the element-wise library built
     (tried once per process; `status()` says why not)."""
-    if not build.enabled():
+    if not build._enabled:
         return False
+    if state["blas"] is not None:  # asked several times a call: the answer once found is kept
+        return True
     if not state["tried"]:
         state["tried"] = True
         try:
@@ -193,6 +195,7 @@ def set_blas_threads(n: int) -> bool:
     if fn is None:
         return False
     fn(int(n))
+    state["threads_set"] = int(n)
     return True
 
 

@@ -50,10 +50,12 @@ def _set_up():
 def threads() -> int:
     """How many threads rnnkit's time loops and products use (1 when the fast path is off, and inside
     a part run by `split_rows`)."""
-    if not blas.ready():
-        return 1
     if not _pool["set_up"]:
+        if not blas.ready():
+            return 1
         _set_up()
+    if not build._enabled:
+        return 1
     return getattr(_local, "threads", 0) or _pool["threads"] or 1
 
 
@@ -127,6 +129,9 @@ def blas_single_thread():
     a no-op while the kernels are loaded, since OpenBLAS is then on one thread throughout."""
     if build.enabled():
         threads()  # set up first: rnnkit's thread count is read from OpenBLAS's, not from inside here
+        if blas.state.get("threads_set") == 1:  # the usual case, asked at every sampled character
+            yield
+            return
     prev = blas.blas_threads() if build.enabled() else 1
     prev = 1 if prev is None else prev
     if prev > 1:

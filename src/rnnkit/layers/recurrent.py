@@ -88,6 +88,7 @@ class Recurrent(Module):
                     self.add_param(pre + name, value)
         self._caches = None
         self._param_names = {}  # (layer, direction) -> [(the cell's name, the full name)]
+        self._pass_macs = None  # see _small
         self._state_shapes = {}  # N -> the shape of each part of the whole stack's state
         # Exact BPTT in bounded memory (Chen et al. 2016): with recompute=k, forward keeps only the state
         # at every k-th step and backward re-runs each k-step segment before back-propagating through
@@ -156,9 +157,11 @@ class Recurrent(Module):
     def _small(self, T, N):
         """True when even the largest product of a pass (the input projection of all steps) is small:
         then a second BLAS thread only adds hand-offs, ruinous on a busy machine (50x at (50,1,64,64))."""
-        D = max(self.input_size, self.output_size * self.num_directions)
-        shapes = self.cell.param_shapes(D, self.hidden_size).values()
-        return T * N * sum(math.prod(s) for s in shapes if len(s) == 2) < SMALL_PASS_MACS
+        if self._pass_macs is None:  # multiply-adds per row and step of the widest layer's products
+            D = max(self.input_size, self.output_size * self.num_directions)
+            shapes = self.cell.param_shapes(D, self.hidden_size).values()
+            self._pass_macs = sum(math.prod(s) for s in shapes if len(s) == 2)
+        return T * N * self._pass_macs < SMALL_PASS_MACS
 
     def forward(self, x, state=None, mask=None):
         """x: (T, N, D) -> out (T, N, K*H), final state (L*K, N, H) (a tuple for a state of parts)."""
