@@ -139,7 +139,3 @@ class Cell:
     def torch_kwargs(self) -> dict:
         """Constructor arguments of the PyTorch module beyond the sizes (the RNN's nonlinearity)."""
         return {}
-
-
-def zeros_state(cell: Cell, N: int, H: int, dtype, xp=np):
-    return tuple(xp.zeros(shape, dtype=dtype) for shape in cell.state_shape(N, H).values())

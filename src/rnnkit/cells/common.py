@@ -118,8 +118,8 @@ def wh_transposed_once(p, xp):
     return dict(p, Wh=xp.ascontiguousarray(p["Wh"].T).T)
 
 
-# --- cells whose gates read the input only (minGRU, minLSTM): x Wx + b of every step is the only
-# product of the forward, and dx, dWx, db the only products of the backward
+# --- cells whose gates read the input only (Feng et al.'s minimal GRU and LSTM): x Wx + b of every
+# step is the only product of the forward, and dx, dWx, db the only products of the backward
 
 def input_only_args(x, h0, Wx, b, mask, scan_weights, G, parts):
     """The checks of such a cell's forward: Wx (D, G*H) and b (G*H,) = [the G blocks named `parts`].

@@ -1,7 +1,7 @@
-"""minLSTM: minGRU's sibling in Feng et al. 2024, "Were RNNs All We Needed?": an LSTM whose forget and
-input gates read the input alone, normalised to sum to one, with no output gate and no cell state
-apart from h. The state enters each step only linearly, so no matrix product is left inside the time
-loop.
+"""minLSTM: the LSTM-derived cell of Feng et al. 2024, "Were RNNs All We Needed?": an LSTM whose forget
+and input gates read the input alone, normalised to sum to one, with no output gate and no cell
+state apart from h. The state enters each step only linearly, so no matrix product is left inside
+the time loop.
 
 Dimensions, declared once for this module:
     T  time steps        N  batch size        D  input size        H  hidden size
@@ -13,15 +13,16 @@ Dimensions, declared once for this module:
     i'_t = i_t / (f_t + i_t)                    combination and its scale does not grow with t
     h_t  = f'_t h_{t-1} + i'_t h~_t             = a_t h_{t-1} + b_t: linear in h
 
-Buffers: x (T, N, D); Wx (D, 3H) = [Wf | Wi | Wh~]; b (3H,) = [bf | bi | bh~]; h (T+1, N, H) with h[0]
-the initial state; gates (T, N, 3H) = [f | i | h~] after the sigmoids; fp (T, N, H) = f'. As with
-minGRU, the input projection of all steps is one product before the loop, the loop is the first-order
-linear recurrence `linear_scan` (sequential, or a parallel prefix scan), and BPTT is one reverse scan
-followed by two products. Since f' + i' = 1 the recurrence is minGRU's with the update gate z = i'
-written as a ratio of two sigmoids: what differs is the gate's parametrisation and its gradient (the
-quotient rule through f/(f+i)), not the family of recurrences. Derivation in
-docs/derivations/minlstm.md. The cell's declaration is `MinLSTMCell`; its time loops are written twice,
-here in NumPy (the reference) and in minlstm.c (compiled), tested equal.
+Buffers: x (T, N, D); Wx (D, 3H) = [Wf | Wi | Wh~]; b (3H,) = [bf | bi | bh~]; h (T+1, N, H) with
+h[0] the initial state; gates (T, N, 3H) = [f | i | h~] after the sigmoids; fp (T, N, H) = f'. As in
+the paper's GRU-derived cell, the input projection of all steps is one product before the loop, the
+loop is the first-order linear recurrence `linear_scan` (sequential, or a parallel prefix scan), and
+BPTT is one reverse scan followed by two products. Since f' + i' = 1 the recurrence is that GRU-
+derived cell's with its update gate z = i' written as a ratio of two sigmoids: what differs is the
+gate's parametrisation and its gradient (the quotient rule through f/(f+i)), not the family of
+recurrences. Derivation in docs/derivations/minlstm.md. The cell's declaration is `MinLSTMCell`; its
+time loops are written twice, here in NumPy (the reference) and in minlstm.c (compiled), tested
+equal.
 
 The ratio f/(f+i) is formed from e^{-|k|} of each pre-activation (`_gates`), not from the two sigmoids:
 where both gates are nearly shut the sigmoids lose their relative precision (float32's tanh-based
@@ -208,7 +209,7 @@ class MinLSTMCell(Cell):
     """minLSTM (Feng et al. 2024): h_t = f'_t h_{t-1} + i'_t h~_t with f' = f/(f+i), i' = i/(f+i),
     f_t = sigmoid(x_t Wf + bf), i_t = sigmoid(x_t Wi + bi) and h~_t = x_t Wh~ + bh~; one layer and
     direction has Wx = [Wf | Wi | Wh~] (D, 3H) and b = [bf | bi | bh~] (3H,), no recurrent weights, so
-    the time loop is an element-wise linear scan. Like minGRU it relies on stacked layers for depth."""
+    the time loop is an element-wise linear scan; depth comes from stacked layers."""
 
     name = "minlstm"
     title = "MinLSTM"
