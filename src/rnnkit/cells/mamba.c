@@ -191,3 +191,76 @@ EXPORT void FN(mamba_scan_bw)(long T, long N, long H, long S, long rank, long k,
     }
     free(hb);
 }
+
+/* The causal depthwise convolution and its SiLU (rnnkit/functional/causal_conv.py is the reference's):
+ * xz (T,N,2H), xi its first half; conv0 (N,K-1,H) the K-1 inputs before the sequence; w (K,H), b (H);
+ * xs (T,N,H) out: silu(b + sum_j w[j] xi_{t-K+1+j}). */
+EXPORT void FN(mamba_conv_fw)(long T, long N, long H, long K, long n0, long n1, const R *xz,
+                              const R *conv0, const R *w, const R *b, R *xs, void *gemm, int ilp64) {
+    (void)gemm;
+    (void)ilp64;
+    for (long n = n0; n < n1; n++)
+        for (long t = 0; t < T; t++) {
+            R *o = xs + (t * N + n) * H;
+            for (long e = 0; e < H; e++) o[e] = b[e];
+            for (long j = 0; j < K; j++) {
+                const long tau = t - K + 1 + j;
+                const R *src = tau < 0 ? conv0 + (n * (K - 1) + K - 1 + tau) * H
+                                       : xz + (tau * N + n) * 2 * H;
+                const R *wj = w + j * H;
+                VEC for (long e = 0; e < H; e++) o[e] += wj[e] * src[e];
+            }
+            VEC for (long e = 0; e < H; e++) o[e] = o[e] * FN(mb_sigmoid)(o[e]);
+        }
+}
+
+/* Its backward: dxs (T,N,H) in: the gradient of xs, out: of the convolution's output (through the
+ * SiLU, recomputed here rather than kept); dxz[..., :H] out: dxi; dconv0 (N,K-1,H) out; dw (N,K,H) and
+ * db (N,H) out, per batch row. The final state's gradient is the caller's to add. */
+EXPORT void FN(mamba_conv_bw)(long T, long N, long H, long K, long n0, long n1, const R *xz,
+                              const R *conv0, const R *w, const R *b, R *dxs, R *dxz, R *dconv0,
+                              R *dw, R *db, void *gemm, int ilp64) {
+    (void)gemm;
+    (void)ilp64;
+    R *c = malloc(H * sizeof(R));
+    if (!c) abort();
+    for (long n = n0; n < n1; n++) {
+        R *dwn = dw + n * K * H, *dbn = db + n * H;
+        memset(dwn, 0, K * H * sizeof(R));
+        memset(dbn, 0, H * sizeof(R));
+        for (long t = 0; t < T; t++) { /* dxc = dxs silu'(xc), and the taps' gradients */
+            R *g = dxs + (t * N + n) * H;
+            for (long e = 0; e < H; e++) c[e] = b[e];
+            for (long j = 0; j < K; j++) {
+                const long tau = t - K + 1 + j;
+                const R *src = tau < 0 ? conv0 + (n * (K - 1) + K - 1 + tau) * H
+                                       : xz + (tau * N + n) * 2 * H;
+                const R *wj = w + j * H;
+                VEC for (long e = 0; e < H; e++) c[e] += wj[e] * src[e];
+            }
+            VEC for (long e = 0; e < H; e++) {
+                const R s = FN(mb_sigmoid)(c[e]);
+                g[e] *= s * ((R)1 + c[e] * ((R)1 - s));
+                dbn[e] += g[e];
+            }
+            for (long j = 0; j < K; j++) {
+                const long tau = t - K + 1 + j;
+                const R *src = tau < 0 ? conv0 + (n * (K - 1) + K - 1 + tau) * H
+                                       : xz + (tau * N + n) * 2 * H;
+                R *dwj = dwn + j * H;
+                VEC for (long e = 0; e < H; e++) dwj[e] += g[e] * src[e];
+            }
+        }
+        for (long tau = -(K - 1); tau < T; tau++) { /* dxi_tau = sum_j w[j] dxc_{tau+K-1-j} */
+            R *dst = tau < 0 ? dconv0 + (n * (K - 1) + K - 1 + tau) * H : dxz + (tau * N + n) * 2 * H;
+            for (long e = 0; e < H; e++) dst[e] = 0;
+            for (long j = 0; j < K; j++) {
+                const long t = tau + K - 1 - j;
+                if (t < 0 || t >= T) continue;
+                const R *g = dxs + (t * N + n) * H, *wj = w + j * H;
+                VEC for (long e = 0; e < H; e++) dst[e] += wj[e] * g[e];
+            }
+        }
+    }
+    free(c);
+}

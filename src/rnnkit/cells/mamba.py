@@ -45,7 +45,8 @@ import numpy as np
 from rnnkit.backend import get_array_module, get_ops
 from rnnkit.cells.cell import Cell, Gate
 from rnnkit.cells.common import check_mask, expect_finite, expect_float, expect_shape
-from rnnkit.functional.causal_conv import causal_conv_backward, causal_conv_forward
+from rnnkit.functional.causal_conv import (causal_conv_backward, causal_conv_forward, final_state,
+                                           final_state_backward)
 from rnnkit.functional.norms import rms_norm_backward, rms_norm_forward
 from rnnkit.functional.scan import linear_scan
 from rnnkit.kernels import LoopKernel
@@ -59,8 +60,8 @@ class MambaCache(NamedTuple):
     x: object  # (T, N, D)
     norm: object  # RMSNormCache
     xz: object  # (T, N, 2E): [xi | z]
-    conv: object  # CausalConvCache
-    xc: object  # (T, N, E) the convolution's output, before the SiLU
+    conv0: object  # (N, K-1, E) the conv state before the sequence
+    lengths: object  # (N,) each sequence's length, or None (all T)
     xs: object  # (T, N, E) silu(xc): the scan's input
     dbc: object  # (T, N, R+2S): [dt_low | B | C]
     pre: object  # (T, N, E) dt_low W_dt + b_dt, before the softplus
@@ -179,10 +180,28 @@ def mamba_scan_bw(T, N, H, S, rank, k, xs, pre, At, dbc, skip, xz, y, mask, kept
         trace[1:] = lam
 
 
+def mamba_conv_fw(T, N, H, K, xz, conv0, w, b, xs):
+    """The convolution and its SiLU (the reference of mamba.c's `mamba_conv_fw`): xs = silu(causal
+    conv of xz's first half), H the channels (E)."""
+    xc, _, _ = causal_conv_forward(xz[..., :H], conv0, w, b)
+    xs[...] = _silu(xc, get_array_module(xc))
+
+
+def mamba_conv_bw(T, N, H, K, xz, conv0, w, b, dxs, dxz, dconv0, dw, db):
+    """Its backward (the reference of mamba.c's `mamba_conv_bw`): dxs in: xs's gradient, out: the
+    convolution output's; dxz[..., :H], dconv0 out; dw (N, K, H), db (N, H) per batch row."""
+    xp = get_array_module(dxs)
+    xc, _, cache = causal_conv_forward(xz[..., :H], conv0, w, b)
+    dxs *= _dsilu(xc, xp)
+    dxz[..., :H], dconv0[...], dw[...], db[...] = causal_conv_backward(dxs, cache, per_row=True)
+
+
 # The compiled loops: each the entry point of the same name in mamba.c, with the function above as its
 # reference. A row's step is S passes along E channels, about an H x H block's work at H = E.
 MAMBA_SCAN_FW = LoopKernel("mamba_scan_fw", SOURCE, mamba_scan_fw, blocks=1)
 MAMBA_SCAN_BW = LoopKernel("mamba_scan_bw", SOURCE, mamba_scan_bw, blocks=3)
+MAMBA_CONV_FW = LoopKernel("mamba_conv_fw", SOURCE, mamba_conv_fw, blocks=1)
+MAMBA_CONV_BW = LoopKernel("mamba_conv_bw", SOURCE, mamba_conv_bw, blocks=1)
 
 
 def selective_scan(xs, pre, At, dbc, skip, xz, h0, mask=None, *, chunk=32, parallel=False):
@@ -244,8 +263,11 @@ def mamba_forward(x, conv0, ssm0, p, mask=None, *, chunk=32, scan_weights=True, 
     u, norm = rms_norm_forward(x, p["norm"], EPS)
     xz = (u.reshape(T * N, D) @ p["W_in"]).reshape(T, N, 2 * E)
     lengths = None if mask is None else mask.sum(axis=0)
-    xc, conv_final, conv = causal_conv_forward(xz[..., :E], conv0, p["conv_w"], p["conv_b"], lengths)
-    xs = _silu(xc, xp)
+    conv0 = xp.ascontiguousarray(conv0)
+    xs = xp.empty((T, N, E), dtype=x.dtype)
+    get_ops(xz, conv0).run(MAMBA_CONV_FW, T=T, N=N, H=E, K=K, xz=xz, conv0=conv0, w=p["conv_w"],
+                           b=p["conv_b"], xs=xs)
+    conv_final = final_state(xz[..., :E], conv0, lengths)
     dbc = (xs.reshape(T * N, E) @ p["W_x"]).reshape(T, N, R + 2 * S)
     pre = (dbc[..., :R].reshape(T * N, R) @ p["W_dt"]).reshape(T, N, E)
     pre += p["b_dt"]
@@ -257,7 +279,7 @@ def mamba_forward(x, conv0, ssm0, p, mask=None, *, chunk=32, scan_weights=True, 
     residual = D == H
     if residual:
         out += x
-    cache = MambaCache(x, norm, xz, conv, xc, xs, dbc, pre, At, y, o, kept, mask, p, residual, chunk)
+    cache = MambaCache(x, norm, xz, conv0, lengths, xs, dbc, pre, At, y, o, kept, mask, p, residual, chunk)
     return out, (conv_final, xp.ascontiguousarray(h.transpose(0, 2, 1))), cache
 
 
@@ -268,7 +290,7 @@ def mamba_backward(dout, cache: MambaCache, dconv=None, dssm=None, trace=None):
     Returns dx (T, N, D), (dconv0, dssm0), {parameter name: gradient}.
     The block's forward read backwards: the output projection, the fused scan (mamba.c), the step-size
     and x projections, the convolution, the input projection, the norm and the residual."""
-    x, norm, xz, conv, xc, xs, dbc, pre, At, y, o, kept, mask, p, residual, chunk = cache
+    x, norm, xz, conv0, lengths, xs, dbc, pre, At, y, o, kept, mask, p, residual, chunk = cache
     T, N, D = x.shape
     E, S, R, K, H = _sizes(p)
     xp = get_array_module(dout)
@@ -301,9 +323,14 @@ def mamba_backward(dout, cache: MambaCache, dconv=None, dssm=None, trace=None):
     db2 = ddbc.reshape(T * N, R + 2 * S)
     grads["W_x"] = xs.reshape(T * N, E).T @ db2
     dxs += (db2 @ p["W_x"].T).reshape(T, N, E)
-    dxc = dxs * _dsilu(xc, xp)
-    dxi, dconv0, grads["conv_w"], grads["conv_b"] = causal_conv_backward(dxc, conv, dconv)
-    dxz[..., :E] = dxi
+    dconv0 = xp.empty_like(conv0)
+    dw, db = xp.empty((N, K, E), dtype=x.dtype), xp.empty((N, E), dtype=x.dtype)
+    get_ops(dxs, xz).run(MAMBA_CONV_BW, T=T, N=N, H=E, K=K, xz=xz, conv0=conv0, w=p["conv_w"],
+                         b=p["conv_b"], dxs=dxs, dxz=dxz, dconv0=dconv0, dw=dw, db=db)
+    grads["conv_w"], grads["conv_b"] = dw.sum(axis=0), db.sum(axis=0)
+    if dconv is not None:
+        expect_shape("dconv", dconv, (N, K - 1, E), ("N", "K-1", "E"))
+        final_state_backward(dconv, lengths, dxz[..., :E], dconv0)
     dz2 = dxz.reshape(T * N, 2 * E)
     u = norm.xhat * p["norm"]
     grads["W_in"] = u.reshape(T * N, D).T @ dz2
