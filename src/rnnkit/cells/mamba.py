@@ -391,6 +391,7 @@ class MambaCell(Cell):
     summary = "Mamba (Gu and Dao 2023): the selective state-space scan, dt, B, C read from the input"
     state = ("conv", "ssm")
     output_is_state = False
+    flow_part = "ssm"
     # What diagnostics show beside the state: the step sizes (how far each channel moves at each token:
     # large dt forgets and writes, small dt keeps) and the output gate.
     gates = (Gate("dt", "step size dt = softplus(dt_low W_dt + b_dt)", "linear"),
