@@ -197,7 +197,8 @@ def test_bad_eval_lengths(tmp_path, capsys):
     assert err.startswith("rnnkit: error: --lengths: only for induction runs") and err.count("\n") == 1
     with pytest.raises(SystemExit) as e:
         main(["eval", str(out), "--lengths", "16,x"])
-    assert e.value.code == 2 and "--lengths: expected comma-separated integers" in capsys.readouterr().err
+    assert e.value.code == 2
+    assert "--lengths: expected comma-separated integers" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main(["train", "induction", "--tokens", "4"])  # selective copying's flag alone
     assert e.value.code == 2 and "--tokens" in capsys.readouterr().err

@@ -34,8 +34,16 @@ TRAIN_DEFAULTS = {"steps": 2000, "minutes": None, "optimizer": "adam", "lr": 1e-
 # Defaults of the selection tasks' model and data flags where they are not MemoryConfig's: lengths a
 # 2-core CPU trains an LSTM of 64 units on in a few minutes.
 SELECTION_DEFAULTS = {"selective-copy": {"length": 64}, "induction": {"length": 64}}
+# ... and of their training flags where they are not TRAIN_DEFAULTS's
+SELECTION_TRAIN_DEFAULTS = {"selective-copy": {"steps": 5000, "eval_every": 500},
+                            "induction": {"steps": 2000, "eval_every": 200}}
 # eval of an induction run without --lengths: these multiples of the training length
 INDUCTION_TEST_MULTIPLES = (1, 2, 4, 8, 16)
+
+
+def train_defaults(task):
+    """The defaults of the training flags of `rnnkit train TASK`."""
+    return {**TRAIN_DEFAULTS, **SELECTION_TRAIN_DEFAULTS.get(task, {})}
 
 
 def _positive_int(s):
@@ -75,14 +83,16 @@ def _cell_list(s):
 def register(sub, train_sub):
     from rnnkit import cells
 
+    sc, ih = SELECTION_DEFAULTS["selective-copy"]["length"], SELECTION_DEFAULTS["induction"]["length"]
     for task, what, length in (
             ("adding", "the adding problem (regress the sum of two marked values)",
              "the gap to remember; 100"),
-            ("copy", "the copy-memory task (repeat 10 symbols after T blanks)", "the gap to remember; 100"),
+            ("copy", "the copy-memory task (repeat 10 symbols after T blanks)",
+             "the gap to remember; 100"),
             ("selective-copy", "selective copying (recall the data tokens scattered among noise, in "
-             "order)", "every step, the markers included; 64"),
+             "order)", f"every step, the markers included; {sc}"),
             ("induction", "induction heads (recall the token that followed a trigger when the trigger "
-             "comes again)", "every step, the final trigger included; 64")):
+             "comes again)", f"every step, the final trigger included; {ih}")):
         p = train_sub.add_parser(task, help=f"train a recurrent model on {what}")
         m = p.add_argument_group("model and data (a resumed run keeps its own)")
         m.add_argument("--cell", choices=cells.names(), help=f"recurrent cell (lstm): {cells.describe()}")
@@ -96,7 +106,7 @@ def register(sub, train_sub):
         m.add_argument("--dtype", choices=["float64", "float32"],
                        help="float64 by default: vanishing float32 gradients hit slow subnormal numbers")
         m.add_argument("--seed", type=int, help="weights, batches and the test set (0)")
-        add_optimization_args(p.add_argument_group("training"), TRAIN_DEFAULTS,
+        add_optimization_args(p.add_argument_group("training"), train_defaults(task),
                               {"checkpoint_every": "--eval-every"})
         add_run_args(p.add_argument_group("run"), None, f"runs/{task}-<cell>-T<length>")
         p.set_defaults(func=train, task=task)
@@ -134,7 +144,8 @@ def _add_selection_args(group, task):
 
     if task == "selective-copy":
         group.add_argument("--tokens", "-M", type=_positive_int,
-                           help=f"data tokens to remember, M ({MemoryConfig.tokens})")
+                           help=f"data tokens to remember, M ({MemoryConfig.tokens}; the Mamba paper's "
+                                f"16 at length 4096 is a GPU's budget)")
     if task in SELECTION_DEFAULTS:
         group.add_argument("--vocab", "-V", type=_positive_int,
                            help=f"vocabulary V: the noise (or no-op), the marker and V-2 symbols "
@@ -197,7 +208,7 @@ def train(args):
                 raise UserError(f"--{flag[field].replace('_', '-')} {value} differs from the run's "
                                 f"{getattr(cfg, field)!r}; a resumed run keeps its model and data")
         saved_train = meta.get("train") or {}
-    train_args = resolve(args, TRAIN_DEFAULTS, saved_train)
+    train_args = resolve(args, train_defaults(args.task), saved_train)
     check(train_args)
     if not args.resume:
         prepare_run_dir(out, resume=False, force=args.force)

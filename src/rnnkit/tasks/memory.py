@@ -57,7 +57,8 @@ class MemoryTask:
         rows = []
         for T in lengths:
             figures = evaluate_model(self.model, *self.test_data_at(T))
-            rows.append({"length": T, "test_loss": figures["test_loss"], "test_acc": figures["test_acc"]})
+            rows.append({"length": T, "test_loss": figures["test_loss"],
+                         "test_acc": figures["test_acc"]})
         return rows
 
     def extra_state(self):
