@@ -115,9 +115,15 @@ def test_model_gradients_at_the_answer_steps(task, cell, rng):
     loss, dpred = model.loss(x, y)
     assert dpred.shape == (cfg.answers(), 2, 5)
     model.backward(dpred)
+    nums, grads = [], []
     for name, p, g in model.named_parameters():
         num = numerical_grad(lambda: np.array(model.loss(x, y)[0]), p, np.array(1.0))
-        assert rel_error(num, g) < 1e-6, name
+        # the differences' round-off, ~1e-10 on a loss of ~2.6, is up to 1e-5 of a cell's smallest
+        # gradients at init; a loss reaching the wrong steps is wrong by far more
+        assert rel_error(num, g) < 1e-4, name
+        nums.append(num.ravel())
+        grads.append(g.ravel())
+    assert rel_error(np.concatenate(nums), np.concatenate(grads)) < 1e-7
 
 
 def test_evaluation_counts_the_answers_and_the_whole_sequences(rng):
