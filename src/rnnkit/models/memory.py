@@ -119,7 +119,7 @@ class MemoryModel(Module):
         elif self.cfg.answers():
             danswers = self.head.backward(dpred)  # (K, N, H)
             dout = xp.zeros(self._shape, dtype=danswers.dtype)
-            dout[-self.cfg.answers():] = danswers  # nor here any step before the answers
+            dout[-self.cfg.answers():] = danswers  # the loss sees only the answer steps
         else:
             dout = self.head.backward(dpred)
         self.rnn.backward(dout)
@@ -185,7 +185,7 @@ def evaluate_model(model: MemoryModel, x, y, batch=500):
     if cfg.task == "adding":
         return {"test_mse": mean, "baseline": baseline(cfg)}
     if cfg.answers():
-        whole = {"test_seq_acc": whole / N} if cfg.answers() > 1 else {}
-        return {"test_loss": mean, "test_acc": correct / count, **whole, "baseline": baseline(cfg),
+        seq = {"test_seq_acc": whole / N} if cfg.answers() > 1 else {}
+        return {"test_loss": mean, "test_acc": correct / count, **seq, "baseline": baseline(cfg),
                 "chance_acc": selection_baseline(cfg.vocab)[1]}
     return {"test_loss": mean, "test_acc": correct / count, "baseline": baseline(cfg)}
