@@ -197,11 +197,12 @@ def mamba_conv_bw(T, N, H, K, xz, conv0, w, b, dxs, dxz, dconv0, dw, db):
 
 
 # The compiled loops: each the entry point of the same name in mamba.c, with the function above as its
-# reference. A row's step is S passes along E channels, about an H x H block's work at H = E.
-MAMBA_SCAN_FW = LoopKernel("mamba_scan_fw", SOURCE, mamba_scan_fw, blocks=1)
-MAMBA_SCAN_BW = LoopKernel("mamba_scan_bw", SOURCE, mamba_scan_bw, blocks=3)
-MAMBA_CONV_FW = LoopKernel("mamba_conv_fw", SOURCE, mamba_conv_fw, blocks=1)
-MAMBA_CONV_BW = LoopKernel("mamba_conv_bw", SOURCE, mamba_conv_bw, blocks=1)
+# reference. A row's step is S passes along E channels, about an H x H block's work at H = E, and
+# worth a thread of its own: the rows are cut down to one per thread.
+MAMBA_SCAN_FW = LoopKernel("mamba_scan_fw", SOURCE, mamba_scan_fw, blocks=1, min_rows=1)
+MAMBA_SCAN_BW = LoopKernel("mamba_scan_bw", SOURCE, mamba_scan_bw, blocks=3, min_rows=1)
+MAMBA_CONV_FW = LoopKernel("mamba_conv_fw", SOURCE, mamba_conv_fw, blocks=1, min_rows=1)
+MAMBA_CONV_BW = LoopKernel("mamba_conv_bw", SOURCE, mamba_conv_bw, blocks=1, min_rows=1)
 
 
 def selective_scan(xs, pre, At, dbc, skip, xz, h0, mask=None, *, chunk=32, parallel=False):

@@ -206,13 +206,14 @@ class LoopKernel(_Entry):
     """A time loop over the batch rows: the compiled entry point `name` of `source` and its NumPy
     `reference`, which takes the same arguments by name less the filled-in ones (n0, n1, gemm, ilp64).
     blocks: the per-step product's H x H weight blocks per batch row (4 for the LSTM; an element-wise
-    step counts as one), for the estimate of whether cutting the rows pays."""
+    step counts as one), for the estimate of whether cutting the rows pays. min_rows: the fewest rows a
+    thread's part may have (None: `pool.SPLIT_MIN_ROWS`, for the small gemm's row tiles)."""
 
     filled = ("n0", "n1", "gemm", "ilp64")
 
-    def __init__(self, name: str, source, reference, blocks: int = 1):
+    def __init__(self, name: str, source, reference, blocks: int = 1, min_rows: int | None = None):
         super().__init__(name, source, reference)
-        self.blocks = blocks
+        self.blocks, self.min_rows = blocks, min_rows
         self._where = None
 
     def _slots(self):
@@ -246,7 +247,7 @@ class LoopKernel(_Entry):
             return c
 
         def run(keep=keep):  # the converted arrays live until the call has run
-            parts = pool.row_parts(T, N, H * H * max(1, self.blocks), pool.threads())
+            parts = pool.row_parts(T, N, H * H * max(1, self.blocks), pool.threads(), self.min_rows)
             if len(parts) > 1:
                 # The rows of a batch never meet inside the time loop: each worker runs its own rows,
                 # with its own products, and nothing is shared but the read-only weights.

@@ -66,12 +66,13 @@ def set_threads(n: int) -> None:
     _pool["threads"] = max(1, int(n))
 
 
-def row_parts(T, N, step_macs, threads):
+def row_parts(T, N, step_macs, threads, min_rows=None):
     """How a time loop over N batch rows is cut for `threads` workers: [(n0, n1), ...], one part when
-    splitting does not pay (few rows, or too little work per call to cover the hand-off)."""
+    splitting does not pay (few rows, or too little work per call to cover the hand-off). min_rows: the
+    fewest rows a part may have (default SPLIT_MIN_ROWS; 1 for a loop whose row is much work alone)."""
     if not SPLIT_ROWS or threads < 2 or T * N * step_macs < SPLIT_MIN_MACS:
         return [(0, N)]
-    k = min(threads, N // SPLIT_MIN_ROWS)
+    k = min(threads, N // (SPLIT_MIN_ROWS if min_rows is None else min_rows))
     if k < 2:
         return [(0, N)]
     # multiples of 4 rows where possible: the small gemm's register tile is 4 rows
