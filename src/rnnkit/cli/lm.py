@@ -14,6 +14,7 @@ import numpy as np
 
 from rnnkit import cells
 from rnnkit.data.text import CharVocab, check_encoding, split_ids
+from rnnkit.cli._cells import add_cell_args, cell_options
 from rnnkit.cli._training import add_optimization_args, add_run_args, check, check_run_flags, \
     explicit, resolve, train_config
 from rnnkit.errors import UserError
@@ -49,6 +50,8 @@ def register(sub, train_sub):
     m.add_argument("--embed", type=int, help="character embedding size (64)")
     m.add_argument("--dropout", type=float, help="dropout between layers and before the output (0)")
     m.add_argument("--seed", type=int, help="seed of the weights, dropout and batch order (0)")
+    add_cell_args(p.add_argument_group("the cell's options (a resumed run keeps its own)"),
+                  shown={"forget_bias": "1.0"})
     t = p.add_argument_group("training")
     t.add_argument("--seq-len", type=int, help="truncated-BPTT chunk length k (64)")
     t.add_argument("--batch", type=int, help="parallel streams N (32)")
@@ -130,6 +133,8 @@ def train(args):
                 raise UserError(f"--{k.replace('_', '-')} {v} differs from the run's {saved!r}; "
                                 f"a resumed run keeps its model and data")
         model_args = {k: saved_model.get(k, d) for k, d in MODEL_DEFAULTS.items()}
+        model_args["cell_options"] = cell_options(args, model_args["cell"],
+                                                  saved=saved_model.get("cell_options", {}))
         data_args = {k: saved_data.get(k, d) for k, d in DATA_DEFAULTS.items()}
         if "data" in data_opts:  # the text may have moved; its checksum is compared below
             data_args["data"] = data_opts["data"]
@@ -137,6 +142,7 @@ def train(args):
         train_args = resolve(args, TRAIN_DEFAULTS, saved_train)
     else:
         model_args = {**MODEL_DEFAULTS, **model_opts}
+        model_args["cell_options"] = cell_options(args, model_args["cell"])
         data_args = {**DATA_DEFAULTS, **data_opts}
         train_args = resolve(args, TRAIN_DEFAULTS)
     check(train_args)

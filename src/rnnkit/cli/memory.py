@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnkit.cli._cells import add_cell_args, cell_options, own_options
 from rnnkit.cli._training import add_optimization_args, add_run_args, check, check_run_flags, \
     resolve, train_config
 from rnnkit.errors import UserError
@@ -83,6 +84,7 @@ def register(sub, train_sub):
         m.add_argument("--dtype", choices=["float64", "float32"],
                        help="float64 by default: vanishing float32 gradients hit slow subnormal numbers")
         m.add_argument("--seed", type=int, help="weights, batches and the test set (0)")
+        add_cell_args(m, own=("forget_bias", "update_bias"))
         add_optimization_args(p.add_argument_group("training"), TRAIN_DEFAULTS,
                               {"checkpoint_every": "--eval-every"})
         add_run_args(p.add_argument_group("run"), None, f"runs/{task}-<cell>-T<length>")
@@ -109,6 +111,7 @@ def register(sub, train_sub):
                    help="size of the fixed test set")
     v.add_argument("--update-bias", type=float, default=None, help=cells.option_help("update_bias"))
     v.add_argument("--seed", type=int, default=0)
+    add_cell_args(v, own=("update_bias",), shown={"forget_bias": "1.0"})
     v.add_argument("--out", default="runs/vanishing", help="output folder (default runs/vanishing)")
     v.add_argument("--json", action="store_true", help="print the table as JSON")
     v.set_defaults(func=experiment_vanishing)
@@ -153,6 +156,7 @@ def train(args):
                 raise UserError(f"--{flag[field].replace('_', '-')} {value} differs from the run's "
                                 f"{getattr(cfg, field)!r}; a resumed run keeps its model and data")
         saved_train = meta.get("train") or {}
+    cfg.cell_options = cell_options(args, cfg.cell, saved=cfg.cell_options if args.resume else None)
     train_args = resolve(args, TRAIN_DEFAULTS, saved_train)
     check(train_args)
     if not args.resume:
@@ -263,6 +267,7 @@ def experiment_vanishing(args):
 
     if not args.lr > 0:
         raise UserError(f"--lr: expected a positive number, got {args.lr}")
+    options = cell_options(args, *args.cells)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory")
@@ -273,7 +278,8 @@ def experiment_vanishing(args):
         for T in args.lengths:
             cfg = MemoryConfig(task="adding", length=T, cell=cell, hidden=args.hidden, seed=args.seed,
                                batch_size=args.batch, test_size=args.test_size,
-                               update_bias=args.update_bias)
+                               update_bias=args.update_bias,
+                               cell_options=own_options(cell, options))
             task = MemoryTask(cfg)
             probe = make_batch("adding", 64, T, np.random.default_rng([args.seed, 31337]))
             t0, cpu0 = time.perf_counter(), time.process_time()
@@ -296,7 +302,7 @@ def experiment_vanishing(args):
     settings = {"lengths": args.lengths, "cells": args.cells, "steps": args.steps, "hidden": args.hidden,
                 "batch": args.batch, "lr": args.lr, "clip": args.clip, "eval_every": args.eval_every,
                 "test_size": args.test_size, "seed": args.seed, "threshold": SOLVED_MSE,
-                "update_bias": args.update_bias,
+                "update_bias": args.update_bias, "cell_options": options,
                 "baseline_mse": 1 / 6}
     result = {"settings": settings, "rows": rows, "seconds": round(elapsed, 1),
               "cpu_seconds": round(time.process_time() - cpu_all, 1)}
@@ -343,7 +349,9 @@ def markdown_table(result):
              f"{s['lr']}, H={s['hidden']}), stopping once below {s['threshold']} (solved). Predicting the "
              f"mean gives 0.167. Flow: ||dL/dh_1|| / ||dL/dh_T|| for the loss at the last step."
              + (f" Update-gate bias {s['update_bias']:g} at initialisation (cells that have one)."
-                if s.get("update_bias") is not None else ""),
+                if s.get("update_bias") is not None else "")
+             + (f" Cell options {s['cell_options']} (to the cells that have them)."
+                if s.get("cell_options") else ""),
              "",
              "| cell | T | solved | steps | test MSE | flow at init | flow trained | seconds |",
              "|---|---|---|---|---|---|---|---|"]

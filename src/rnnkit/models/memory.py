@@ -13,7 +13,7 @@ The backward reads as the forward run bottom-up. `rnnkit.tasks.memory.MemoryTask
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from rnnkit.backend import get_array_module
 from rnnkit.data.synthetic import COPY_VOCAB, TASKS, adding_baseline, copy_baseline
 from rnnkit.functional import mse_backward, mse_forward, softmax_cross_entropy
 from rnnkit.layers import Linear, Module, make_recurrent
+from rnnkit.models.cell_options import recurrent_options
 
 
 
@@ -37,6 +38,8 @@ class MemoryConfig:
     forget_bias: float = 1.0  # LSTM forget-gate bias at initialisation
     # the update gate's bias at initialisation, for a cell that has that option (None: uniform)
     update_bias: float | None = None
+    # the cell's own options (rnnkit.cells.options(cell)) over the two above; empty: the defaults
+    cell_options: dict = field(default_factory=dict)
     seed: int = 0  # weights
     batch_size: int = 64  # training batch
     test_size: int = 1000  # fixed test set drawn from its own seed
@@ -69,8 +72,10 @@ class MemoryModel(Module):
         self.cfg = cfg
         self.dtype = np.dtype(dtype)
         self.rnn = make_recurrent(cfg.cell, cfg.input_size(), cfg.hidden, num_layers=cfg.layers,
-                                  forget_bias=cfg.forget_bias, update_bias=cfg.update_bias,
-                                  seed=cfg.seed, dtype=dtype)
+                                  seed=cfg.seed, dtype=dtype,
+                                  **recurrent_options(cfg.cell, cfg.cell_options,
+                                                      forget_bias=cfg.forget_bias,
+                                                      update_bias=cfg.update_bias))
         self.head = Linear(cfg.hidden, cfg.output_size(), seed=cfg.seed + 1, dtype=dtype)
         self._shape = None
 
