@@ -1,8 +1,8 @@
-"""A cell's options from the registry to the models and the command line (rnnkit.cli._cells): every
-verb with --cell has one flag per option of the registered cells, plugins included (the IndRNN example's
-u_max, a cell registered here); the chosen cell's reach its model's `cell_options`, are saved with the
-run and kept on --resume; a flag for a cell without that option is refused in one line; configs saved
-before `cell_options` existed still load."""
+"""A cell's options from the registry to the models and the command line (rnnkit.cli._cells):
+every verb with --cell has one flag per option of the registered cells, plugins included (the IndRNN
+example's u_max, a cell registered here); the chosen cell's reach its model's `cell_options`, are
+saved with the run and kept on --resume; a flag for a cell without that option is refused in one
+line; a config saved without `cell_options` still loads."""
 
 from __future__ import annotations
 
@@ -192,7 +192,7 @@ def test_vanishing_gives_each_cell_the_options_it_has(tmp_path, capsys):
     assert "Cell options {'forget_bias': 2.0}" in (tmp_path / "b" / "vanishing.md").read_text()
 
 
-# --- the model configs -------------------------------------------------------------------------------
+# --- the model configs ---------------------------------------------------------------------------
 
 
 def _forget_bias(rnn):

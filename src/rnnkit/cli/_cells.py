@@ -1,7 +1,8 @@
-"""The cells' options as flags, for every verb with a --cell: one flag per option found in the registry
-(`rnnkit.cells.options`; plugin cells included, since the CLI loads them before building its parsers),
-named after the dataclass field (`state_size` -> --state-size), typed by its annotation, its help
-naming the cells that have it. `add_cell_args` declares them, `cell_options` reads the chosen cell's.
+"""The cells' options as flags, for every verb with a --cell: one flag per option found in the
+registry (`rnnkit.cells.options`; plugin cells included, since the CLI loads them before it builds
+its parsers), named after the dataclass field (`state_size` -> --state-size), typed by its
+annotation, its help naming the cells that have it. `add_cell_args` declares them, `cell_options`
+reads the chosen cell's.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ DEST = "cell_option_"  # the namespace attribute of option x is cell_option_x: n
 
 
 def _flag_type(cls, f):
-    """(argparse type, choices) of the option field `f` of the cell class `cls`; None for a type a flag
-    cannot give (a tuple, a dict)."""
+    """(argparse type, choices) of the option field `f` of the cell class `cls`; None for a type a
+    flag cannot give (a tuple, a dict)."""
     try:
         kind = typing.get_type_hints(cls).get(f.name, f.type)
     except Exception:  # noqa: BLE001 - an annotation that does not evaluate: go by the default
@@ -45,11 +46,11 @@ def _all_options():
 
 
 def add_cell_args(group, own=(), shown=None):
-    """One flag per cell option of the registry, on the argparse `group`, except the options in `own`
-    (those the verb declares itself, e.g. memory's --forget-bias; the config fields they set are
-    older than cell_options). `shown`: words for an option's default in this verb ({"forget_bias":
-    "1.0"}), where the model's differs from the cell's. An option whose flag a verb already has for
-    something else is --cell-<option> there."""
+    """One flag per cell option of the registry, on the argparse `group`, except the options in
+    `own` (those the verb declares itself, for a config field of their own: memory's --forget-bias
+    sets MemoryConfig.forget_bias, for any cell). `shown`: words for an option's default in this
+    verb ({"forget_bias": "1.0"}), where the model's differs from the cell's. An option whose flag
+    a verb already has for something else is --cell-<option> there."""
     flags = {}
     for option, (kind, choices) in _all_options().items():
         if option in own:
@@ -57,8 +58,11 @@ def add_cell_args(group, own=(), shown=None):
         help_text = cells.option_help(option)
         if shown and option in shown:
             help_text += f"; this model's default: {shown[option]}"
-        spec = {"action": argparse.BooleanOptionalAction} if kind is bool else \
-            {"type": kind, "choices": choices, "metavar": option.upper() if choices is None else None}
+        if kind is bool:
+            spec = {"action": argparse.BooleanOptionalAction}
+        else:
+            spec = {"type": kind, "choices": choices,
+                    "metavar": option.upper() if choices is None else None}
         for flag in (f"--{option.replace('_', '-')}", f"--cell-{option.replace('_', '-')}"):
             try:
                 group.add_argument(flag, dest=DEST + option, default=None, help=help_text, **spec)
@@ -89,8 +93,8 @@ def cell_options(args, *chosen, saved=None) -> dict:
         for option, value in given.items():
             if option not in saved or saved[option] != value:
                 was = repr(saved[option]) if option in saved else "(the cell's default)"
-                raise UserError(f"{flags[option]} {value} differs from the run's {was}; a resumed run "
-                                f"keeps its model")
+                raise UserError(f"{flags[option]} {value} differs from the run's {was}; a resumed "
+                                f"run keeps its model")
         return dict(saved)
     for c in chosen:
         mine = own_options(c, given)
@@ -102,6 +106,6 @@ def cell_options(args, *chosen, saved=None) -> dict:
 
 
 def own_options(cell, options) -> dict:
-    """Those of `options` that the cell `cell` has (an experiment's options, for each of its cells)."""
+    """Those of `options` that the cell `cell` has (an experiment's, for each of its cells)."""
     have = cells.options(cell)
     return {k: v for k, v in options.items() if k in have}
