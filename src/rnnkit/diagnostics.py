@@ -60,6 +60,7 @@ def gradient_flow(rnn, x, last_grad, dtype=np.float64):
     x: (T, N, D) the stack's input; last_grad: a function out_last (N, H) -> dL/d out_last (N, H), the
     gradient the loss sends into the top layer's last output (the head's backward).
     Returns {"lag": (T+1,) with lag[t] = T - t, "layers": [{"dh": (T+1,), "dc": (T+1,) or absent}, ...]}
+    ("dh" is the gradient of the cell's `flow_part` of the state: h, or Mamba's SSM state)
     where dh[t] is the mean over the batch of ||dL/dh_t||_2, bottom layer first; index t = 0 is the
     initial state. Computed in float64 by default: a vanishing gradient falls below float32's range (and
     through its slow subnormal numbers) within a few hundred steps.
@@ -79,9 +80,11 @@ def gradient_flow(rnn, x, last_grad, dtype=np.float64):
     for k in reversed(range(rnn.num_layers)):
         trace = {}
         dx, _, _ = cell.backward(dh, layers[k][0]["cache"], zeros, trace=trace)
-        # one curve per state part the backward traces: dh, and dc for the LSTM's cell state
+        # one curve per state part the backward traces: dh, and dc for the LSTM's cell state; "dh" is
+        # the cell's `flow_part` (Mamba's SSM state, the paper's h)
         result[k] = {f"d{part}": np.linalg.norm(trace[f"d{part}"].reshape(T + 1, N, -1), axis=-1)
                      .mean(axis=1) for part in cell.state if f"d{part}" in trace}
+        result[k]["dh"] = result[k][f"d{cell.flow_part}"]
         dh = dx  # the gradient of the layer below's outputs
     return {"lag": np.arange(T, -1, -1), "layers": result, "cell": cell.name}
 

@@ -187,6 +187,7 @@ def describe(choices=None) -> str:
 # The built-in cells, each declared in its own module: the one place they are listed.
 from rnnkit.cells.gru import GRUCell  # noqa: E402
 from rnnkit.cells.lstm import LSTMCell  # noqa: E402
+from rnnkit.cells.mamba import MambaCell  # noqa: E402
 from rnnkit.cells.mingru import MinGRUCell  # noqa: E402
 from rnnkit.cells.minlstm import MinLSTMCell  # noqa: E402
 from rnnkit.cells.rnn import RNNCell  # noqa: E402
@@ -197,3 +198,4 @@ register(RNNCell)
 register(RNNCell, "rnn_relu", nonlinearity="relu", summary="the vanilla RNN with relu")
 register(MinGRUCell)
 register(MinLSTMCell)
+register(MambaCell)

@@ -58,6 +58,8 @@ class Cell:
     state: ClassVar[tuple] = ("h",)  # the state's parts; the output at each step is state[0] unless
     # the cell says otherwise (`output_is_state`)
     output_is_state: ClassVar[bool] = True
+    # the state part whose gradient diagnostics draw as the gradient through time, ||dL/dh_t||
+    flow_part: ClassVar[str] = "h"
     gates: ClassVar[tuple] = ()  # Gate blocks of cache.gates, in column order
     scratch: ClassVar[tuple] = ()  # cache fields that are the cell's own buffers (pooled once used)
     blocks: ClassVar[int] = 1  # G: the input projection x Wx + b has G*H columns (x_gates, input_gates)

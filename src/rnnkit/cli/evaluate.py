@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from rnnkit.cli.memory import _lengths
 from rnnkit.errors import UserError
 from rnnkit.train.checkpoint import read_json
 
@@ -17,6 +18,8 @@ TASK_MODULES = {
     "translate": "rnnkit.cli.translate",
     "adding": "rnnkit.cli.memory",
     "copy": "rnnkit.cli.memory",
+    "selective-copy": "rnnkit.cli.memory",
+    "induction": "rnnkit.cli.memory",
 }
 
 
@@ -32,6 +35,9 @@ def register(sub, train_sub):
     p.add_argument("--encoding", default="utf-8", help="text encoding of --data")
     p.add_argument("--skip-bad-rows", action="store_true",
                    help="skip (and count) malformed rows of --data instead of stopping at the first")
+    p.add_argument("--lengths", type=_lengths, default=None,
+                   help="induction: comma-separated test lengths (default 1, 2, 4, 8 and 16 times "
+                        "the training length)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=run)
 
@@ -55,5 +61,7 @@ def run(args):
     if task != "translate" and (args.split != "test" or args.length_penalty is not None):
         raise UserError(f"--split / --length-penalty: only for translation runs ({args.dir} is a {task} "
                         f"run)")
+    if args.lengths and task != "induction":
+        raise UserError(f"--lengths: only for induction runs ({args.dir} is a {task} run)")
     module = importlib.import_module(TASK_MODULES[task])
     return module.evaluate(args)

@@ -1,6 +1,9 @@
-"""`rnnkit train adding|copy`, `rnnkit experiment vanishing`, and `evaluate(args)` for `rnnkit eval DIR`
-on runs of the long-range memory tasks (`rnnkit.data.synthetic`, `rnnkit.models.memory`,
-`rnnkit.tasks.memory`).
+"""`rnnkit train adding|copy|selective-copy|induction`, `rnnkit experiment vanishing`, and
+`evaluate(args)` for `rnnkit eval DIR` on runs of the long-range memory tasks (`rnnkit.data.synthetic`,
+`rnnkit.models.memory`, `rnnkit.tasks.memory`).
+
+`rnnkit eval DIR` on an induction run reports the accuracy at the training length and at 2, 4, 8 and 16
+times it (or at `--lengths`), the length generalisation of Gu and Dao (2023, section 4.1).
 
 `rnnkit experiment vanishing` trains each cell on the adding problem at each length for a fixed budget
 of updates (stopping early once solved), measures the gradient flow ||dL/dh_t|| against the lag at
@@ -29,6 +32,19 @@ SOLVED_MSE = 0.01  # the adding problem counts as solved below this test MSE (Le
 TRAIN_DEFAULTS = {"steps": 2000, "minutes": None, "optimizer": "adam", "lr": 1e-2, "weight_decay": 0.0,
                   "clip": 1.0, "schedule": "constant", "warmup": 0, "eval_every": 200,
                   "checkpoint_every": None, "patience": 0, "ema": 0.0}
+# Defaults of the selection tasks' model and data flags where they are not MemoryConfig's: lengths a
+# 2-core CPU trains an LSTM of 64 units on in a few minutes.
+SELECTION_DEFAULTS = {"selective-copy": {"length": 64}, "induction": {"length": 64}}
+# ... and of their training flags where they are not TRAIN_DEFAULTS's
+SELECTION_TRAIN_DEFAULTS = {"selective-copy": {"steps": 5000, "eval_every": 500},
+                            "induction": {"steps": 2000, "eval_every": 200}}
+# eval of an induction run without --lengths: these multiples of the training length
+INDUCTION_TEST_MULTIPLES = (1, 2, 4, 8, 16)
+
+
+def train_defaults(task):
+    """The defaults of the training flags of `rnnkit train TASK`."""
+    return {**TRAIN_DEFAULTS, **SELECTION_TRAIN_DEFAULTS.get(task, {})}
 
 
 def _positive_int(s):
@@ -68,13 +84,20 @@ def _cell_list(s):
 def register(sub, train_sub):
     from rnnkit import cells
 
-    for task, what in (("adding", "the adding problem (regress the sum of two marked values)"),
-                       ("copy", "the copy-memory task (repeat 10 symbols after T blanks)")):
+    sc, ih = SELECTION_DEFAULTS["selective-copy"]["length"], SELECTION_DEFAULTS["induction"]["length"]
+    for task, what, length in (
+            ("adding", "the adding problem (regress the sum of two marked values)",
+             "the gap to remember; 100"),
+            ("copy", "the copy-memory task (repeat 10 symbols after T blanks)",
+             "the gap to remember; 100"),
+            ("selective-copy", "selective copying (recall the data tokens scattered among noise, in "
+             "order)", f"every step, the markers included; {sc}"),
+            ("induction", "induction heads (recall the token that followed a trigger when the trigger "
+             "comes again)", f"every step, the final trigger included; {ih}")):
         p = train_sub.add_parser(task, help=f"train a recurrent model on {what}")
         m = p.add_argument_group("model and data (a resumed run keeps its own)")
         m.add_argument("--cell", choices=cells.names(), help=f"recurrent cell (lstm): {cells.describe()}")
-        m.add_argument("--length", "-T", type=_positive_int,
-                       help="sequence length T (the gap to remember; 100)")
+        m.add_argument("--length", "-T", type=_positive_int, help=f"sequence length T ({length})")
         m.add_argument("--hidden", type=_positive_int, help="hidden size H (64)")
         m.add_argument("--layers", type=_positive_int, help="stacked layers (1)")
         m.add_argument("--forget-bias", type=float, help="LSTM forget-gate bias at init (1.0)")
@@ -85,10 +108,11 @@ def register(sub, train_sub):
                        help="float64 by default: vanishing float32 gradients hit slow subnormal numbers")
         m.add_argument("--seed", type=int, help="weights, batches and the test set (0)")
         add_cell_args(m, own=("forget_bias", "update_bias"))
-        add_optimization_args(p.add_argument_group("training"), TRAIN_DEFAULTS,
+        add_optimization_args(p.add_argument_group("training"), train_defaults(task),
                               {"checkpoint_every": "--eval-every"})
         add_run_args(p.add_argument_group("run"), None, f"runs/{task}-<cell>-T<length>")
         p.set_defaults(func=train, task=task)
+        _add_selection_args(m, task)
 
     exp = sub.add_parser("experiment", help="run a packaged experiment (vanishing)")
     exp_sub = exp.add_subparsers(dest="experiment", metavar="<experiment>", required=True)
@@ -117,6 +141,36 @@ def register(sub, train_sub):
     v.set_defaults(func=experiment_vanishing)
 
 
+def _add_selection_args(group, task):
+    """The selection tasks' own model and data flags."""
+    from rnnkit.models.memory import MemoryConfig
+
+    if task == "selective-copy":
+        group.add_argument("--tokens", "-M", type=_positive_int,
+                           help=f"data tokens to remember, M ({MemoryConfig.tokens}; the Mamba paper's "
+                                f"16 at length 4096 is a GPU's budget)")
+    if task in SELECTION_DEFAULTS:
+        group.add_argument("--vocab", "-V", type=_positive_int,
+                           help=f"vocabulary V: the noise (or no-op), the marker and V-2 symbols "
+                                f"({MemoryConfig.vocab})")
+
+
+def check_selection(cfg):
+    """Refuse a selection task's length or vocabulary it cannot be generated at, naming the flag."""
+    if cfg.task not in SELECTION_DEFAULTS:
+        return
+    if cfg.vocab < 4:
+        raise UserError(f"--vocab {cfg.vocab}: expected at least 4 (the noise, the marker and two "
+                        f"symbols to tell apart)")
+    if cfg.task == "selective-copy" and cfg.length < 2 * cfg.tokens + 1:
+        raise UserError(f"--length {cfg.length}: too short for --tokens {cfg.tokens}; selective copying "
+                        f"needs at least 2 x tokens + 1 = {2 * cfg.tokens + 1} (the data, one noise "
+                        f"token, the markers)")
+    if cfg.task == "induction" and cfg.length < 3:
+        raise UserError(f"--length {cfg.length}: expected at least 3 (the trigger, its symbol, the "
+                        f"trigger again)")
+
+
 # --- train -----------------------------------------------------------------------------------------
 
 
@@ -124,23 +178,24 @@ def register(sub, train_sub):
 MODEL_FLAGS = {"cell": "cell", "length": "length", "hidden": "hidden", "layers": "layers",
                "forget_bias": "forget_bias", "update_bias": "update_bias", "batch": "batch_size",
                "test_size": "test_size", "dtype": "dtype", "seed": "seed"}
+MODEL_FLAGS |= {"tokens": "tokens", "vocab": "vocab"}  # of the selection tasks only
 
 
 def _model_flags(args):
     """{MemoryConfig field: value} of the model and data flags the user gave."""
-    return {field: getattr(args, flag) for flag, field in MODEL_FLAGS.items()
-            if getattr(args, flag) is not None}
+    return {field: getattr(args, flag, None) for flag, field in MODEL_FLAGS.items()
+            if getattr(args, flag, None) is not None}
 
 
 def train(args):
-    from rnnkit.data.synthetic import SyntheticSource
     from rnnkit.models.memory import MemoryConfig
     from rnnkit.tasks.memory import MemoryTask
     from rnnkit.train import fit, load_checkpoint, prepare_run_dir
 
     check_run_flags(args)
     given = _model_flags(args)
-    cfg = MemoryConfig(task=args.task, **given)
+    cfg = MemoryConfig(task=args.task, **{**SELECTION_DEFAULTS.get(args.task, {}), **given})
+    check_selection(cfg)
     out = Path(args.out or f"runs/{args.task}-{cfg.cell}-T{cfg.length}")
     saved_train = {}
     if args.resume:  # the model and data are the run's: a flag that says otherwise is refused
@@ -157,13 +212,12 @@ def train(args):
                                 f"{getattr(cfg, field)!r}; a resumed run keeps its model and data")
         saved_train = meta.get("train") or {}
     cfg.cell_options = cell_options(args, cfg.cell, saved=cfg.cell_options if args.resume else None)
-    train_args = resolve(args, TRAIN_DEFAULTS, saved_train)
+    train_args = resolve(args, train_defaults(args.task), saved_train)
     check(train_args)
     if not args.resume:
         prepare_run_dir(out, resume=False, force=args.force)
     task = MemoryTask(cfg)
-    source = SyntheticSource(cfg.task, cfg.length, cfg.batch_size, seed=cfg.seed, dtype=task.model.dtype)
-    summary = fit(task, source, train_config(train_args, cfg.seed), out, asdict(cfg),
+    summary = fit(task, task.source(), train_config(train_args, cfg.seed), out, asdict(cfg),
                   resume=args.resume, progress=not args.no_progress and not args.json)
     last = summary["last_eval"]
     if cfg.task == "adding":
@@ -180,9 +234,28 @@ def _describe(cfg, figures, step, out):
         return (f"{cfg.cell} on the adding problem, T={cfg.length}, step {step}: test MSE "
                 f"{figures['test_mse']:.4f} (predicting the mean: {figures['baseline']:.3f}; solved below "
                 f"{SOLVED_MSE}: {verdict}); run in {out}")
+    if cfg.task in SELECTION_DEFAULTS:
+        return _describe_selection(cfg, figures, step, out)
     return (f"{cfg.cell} on the copy task, T={cfg.length}, step {step}: test cross-entropy "
             f"{figures['test_loss']:.4f} nats/step (memoryless: {figures['baseline']:.4f}), recall "
             f"accuracy {figures['test_acc']:.3f} (chance 0.125); run in {out}")
+
+
+def _describe_selection(cfg, figures, step, out):
+    if cfg.task == "selective-copy":
+        what = (f"selective copying, T={cfg.length}, M={cfg.tokens}, V={cfg.vocab}, step {step}: "
+                f"accuracy {figures['test_acc']:.3f} on the data tokens (chance "
+                f"{figures['chance_acc']:.3f}), every token right in {figures['test_seq_acc']:.3f} of "
+                f"the sequences")
+    else:
+        what = (f"induction heads, T={cfg.length}, V={cfg.vocab}, step {step}: accuracy "
+                f"{figures['test_acc']:.3f} on the recalled token (chance {figures['chance_acc']:.3f})")
+    lines = [f"{cfg.cell} on {what}, test cross-entropy {figures['test_loss']:.4f} nats/answer "
+             f"(chance: {figures['baseline']:.4f}); run in {out}"]
+    for row in figures.get("lengths", []):
+        lines.append(f"  length {row['length']:>6} ({row['length'] / cfg.length:g}x): accuracy "
+                     f"{row['test_acc']:.3f}, cross-entropy {row['test_loss']:.4f}")
+    return "\n".join(lines)
 
 
 # --- eval ------------------------------------------------------------------------------------------
@@ -192,12 +265,18 @@ def evaluate(args):
     from rnnkit.tasks.memory import load_run
 
     if getattr(args, "data", None):
-        raise UserError("--data: adding and copy runs evaluate on their generated test set; "
-                        "drop --data")
+        raise UserError("--data: runs of the generated memory tasks evaluate on their generated test "
+                        "set; drop --data")
     task, meta = load_run(args.dir)
+    cfg = task.cfg
+    lengths = getattr(args, "lengths", None)
     figures = task.evaluate()
     figures.pop("val_loss", None)
-    cfg = task.cfg
+    if cfg.task == "induction":
+        lengths = lengths or [k * cfg.length for k in INDUCTION_TEST_MULTIPLES]
+        if min(lengths) < 3:
+            raise UserError(f"--lengths: expected lengths of at least 3, got {min(lengths)}")
+        figures["lengths"] = task.evaluate_lengths(lengths)
     if cfg.task == "adding":
         figures["solved"] = bool(figures["test_mse"] < SOLVED_MSE)
     if args.json:

@@ -39,19 +39,23 @@ from rnnkit.functional.losses import (
 from rnnkit.functional.norms import (
     ChannelNormCache,
     FeatureNormCache,
+    RMSNormCache,
     channel_norm_backward,
     channel_norm_forward,
     feature_norm_backward,
     feature_norm_forward,
+    rms_norm_backward,
+    rms_norm_forward,
 )
+from rnnkit.functional.causal_conv import CausalConvCache, causal_conv_backward, causal_conv_forward
 from rnnkit.functional.pooling import POOLINGS, SeqPoolCache, pool_backward, pool_forward
 from rnnkit.functional.scan import linear_scan, linear_scan_log
 
 __all__ = [
-    "ChannelNormCache", "FeatureNormCache", "ImageAttentionCache", "MSECache",
+    "CausalConvCache", "ChannelNormCache", "FeatureNormCache", "RMSNormCache", "ImageAttentionCache", "MSECache",
     "POOLINGS", "SatContextCache", "SeqPoolCache",
     "affine_backward", "affine_forward", "bag_mean_backward_into", "bag_mean_forward",
-    "channel_norm_backward", "channel_norm_forward",
+    "causal_conv_backward", "causal_conv_forward", "channel_norm_backward", "channel_norm_forward",
     "dropout_backward", "dropout_forward",
     "embedding_backward", "embedding_backward_into", "embedding_forward",
     "feature_norm_backward", "feature_norm_forward",
@@ -59,7 +63,7 @@ __all__ = [
     "lengths_to_mask", "linear_scan", "linear_scan_log", "mask_to_lengths", "reverse_padded",
     "log_softmax", "logsumexp",
     "mse_backward", "mse_forward",
-    "pool_backward", "pool_forward",
+    "pool_backward", "pool_forward", "rms_norm_backward", "rms_norm_forward",
     "sat_context_backward", "sat_context_forward",
     "softmax", "softmax_cross_entropy", "softmax_cross_entropy_loss_only",
 ]

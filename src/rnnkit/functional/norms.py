@@ -1,12 +1,14 @@
-"""Standardisations without gain or bias (the projection after each provides those), forward beside
-backward: over the channels of each feature-map location (layer normalisation) and over the batch for
-each feature (batch normalisation).
+"""Normalisations, forward beside backward: standardisations without gain or bias (the projection
+after each provides those) over the channels of each feature-map location (layer normalisation) and over
+the batch for each feature (batch normalisation); and the root-mean-square normalisation with a gain of
+the pre-norm residual blocks (Mamba's, RWKV's).
 
 Dimensions, declared once for this module:
     N  batch size (images)    L  feature-map locations (h * w)    C  channels    D  features of a vector
 
     A, Ahat    (N, L, C)   a feature map, one C-vector per location, and its standardised copy
     v, vhat    (N, D)      feature vectors, and their standardised copy
+    x, u       (..., D)    vectors of any leading shape, and their RMS-normalised copy
 """
 
 from __future__ import annotations
@@ -19,6 +21,12 @@ from rnnkit.backend import get_array_module
 class ChannelNormCache(NamedTuple):
     Ahat: object  # (N, L, C) the standardised map
     inv: object  # (N, L, 1) 1 / sqrt(var + eps) of each location
+
+
+class RMSNormCache(NamedTuple):
+    xhat: object  # (..., D) x / rms(x)
+    inv: object  # (..., 1) 1 / sqrt(mean(x^2) + eps)
+    w: object  # (D,) the gain
 
 
 class FeatureNormCache(NamedTuple):
@@ -69,3 +77,23 @@ def feature_norm_backward(dvhat, cache: FeatureNormCache):
     if not batch:
         return dvhat * inv
     return inv * (dvhat - dvhat.mean(axis=0) - vhat * (dvhat * vhat).mean(axis=0))
+
+
+def rms_norm_forward(x, w, eps=1e-5):
+    """Root-mean-square normalisation with a gain (Zhang and Sennrich 2019), over the last axis:
+        u = x / sqrt(mean_d x^2 + eps) * w
+    x: (..., D), w: (D,) -> u (..., D) and the cache. No mean is taken out, and there is no bias."""
+    xp = get_array_module(x)
+    inv = 1.0 / xp.sqrt(xp.mean(x * x, axis=-1, keepdims=True) + eps)
+    xhat = x * inv
+    return xhat * w, RMSNormCache(xhat, inv, w)
+
+
+def rms_norm_backward(du, cache: RMSNormCache):
+    """With g = du w (the gradient of xhat):  dx = inv (g - xhat mean_d(g xhat)),  dw = sum du xhat
+    over every leading axis. Returns dx, dw."""
+    xhat, inv, w = cache
+    g = du * w
+    dx = inv * (g - xhat * (g * xhat).mean(axis=-1, keepdims=True))
+    dw = (du * xhat).reshape(-1, w.shape[0]).sum(axis=0)
+    return dx, dw

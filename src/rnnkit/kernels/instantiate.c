@@ -32,6 +32,7 @@ EXPORT int rnnkit_flush_subnormals(int on) {
 #define SQRT sqrtf
 #define EXP expf
 #define LOG logf
+#define LOG1P log1pf
 #include RNNKIT_BODY
 #undef R
 #undef SFX
@@ -41,6 +42,7 @@ EXPORT int rnnkit_flush_subnormals(int on) {
 #undef SQRT
 #undef EXP
 #undef LOG
+#undef LOG1P
 
 #define R double
 #define SFX _f64
@@ -50,4 +52,5 @@ EXPORT int rnnkit_flush_subnormals(int on) {
 #define SQRT sqrt
 #define EXP exp
 #define LOG log
+#define LOG1P log1p
 #include RNNKIT_BODY

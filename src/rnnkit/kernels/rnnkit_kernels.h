@@ -24,6 +24,8 @@
 __attribute__((simd("notinbranch"))) double tanh(double);
 __attribute__((simd("notinbranch"))) double exp(double);
 __attribute__((simd("notinbranch"))) float expf(float);
+__attribute__((simd("notinbranch"))) double log1p(double);
+__attribute__((simd("notinbranch"))) float log1pf(float);
 #define VEC _Pragma("omp simd")
 #else
 #define VEC

@@ -50,15 +50,20 @@ class LMConfig:
 
 @dataclass
 class LMState:
-    """The recurrent state between calls: the cell's state parts by name, each (L, N, H): {"h": ...},
-    and "c" too for the LSTM."""
+    """The recurrent state between calls: the cell's state parts by name, each (L, N, ...): {"h": ...},
+    "c" too for the LSTM, {"conv": ..., "ssm": ...} for Mamba."""
 
     parts: dict
 
     @property
     def h(self):
-        """The hidden state (L, N, H), which every cell has."""
+        """The hidden state (L, N, H), of the cells that have one."""
         return self.parts["h"]
+
+    @property
+    def batch_size(self) -> int:
+        """N: the streams this state carries."""
+        return next(iter(self.parts.values())).shape[1]
 
     def copy(self):
         return LMState({k: v.copy() for k, v in self.parts.items()})

@@ -1,11 +1,14 @@
 """Models for the long-range memory tasks (`rnnkit.data.synthetic`): a recurrent stack and a linear head.
 
 Dimensions, declared once for this module:
-    T  time steps    N  batch size    D  input size    H  hidden size    V  copy-task vocabulary (10)
+    T  time steps    N  batch size    D  input size    H  hidden size
+    V  vocabulary (copy: 10; selection tasks: the run's, 16)    K  answer steps of a selection task
 
     adding:  x (T, N, 2)  -> recurrent -> out[T-1] (N, H) -> Linear -> prediction (N,)      loss: MSE
     copy:    x (T+20, N) tokens -> one-hot (T+20, N, V) -> recurrent -> out (T+20, N, H)
              -> Linear at every step -> logits (T+20, N, V)                                   loss: CE
+    selective-copy, induction:  x (T, N) tokens -> one-hot (T, N, V) -> recurrent -> out (T, N, H)
+             -> out[T-K:] -> Linear -> logits (K, N, V)        loss: CE at the K answer steps alone
 
 The backward reads as the forward run bottom-up. `rnnkit.tasks.memory.MemoryTask` is what
 `rnnkit.train.loop.fit` trains.
@@ -18,7 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rnnkit.backend import get_array_module
-from rnnkit.data.synthetic import COPY_VOCAB, TASKS, adding_baseline, copy_baseline
+from rnnkit.data.synthetic import COPY_VOCAB, SELECTION_TASKS, TASKS, adding_baseline, answer_steps, \
+    copy_baseline, selection_baseline
 from rnnkit.functional import mse_backward, mse_forward, softmax_cross_entropy
 from rnnkit.layers import Linear, Module, make_recurrent
 from rnnkit.models.cell_options import recurrent_options
@@ -30,8 +34,10 @@ from rnnkit.models.cell_options import recurrent_options
 
 @dataclass
 class MemoryConfig:
-    task: str = "adding"  # adding | copy
+    task: str = "adding"  # adding | copy | selective-copy | induction
     length: int = 100  # T of the task (copy sequences are T+20 long)
+    tokens: int = 8  # selective-copy: M data tokens to remember (the Mamba paper's 16 is slow on a CPU)
+    vocab: int = 16  # selective-copy and induction: V tokens, noise, V-2 symbols and the marker
     cell: str = "lstm"  # any registered cell: rnnkit.cells.names()
     hidden: int = 64  # H
     layers: int = 1  # stacked recurrent layers
@@ -48,10 +54,22 @@ class MemoryConfig:
     dtype: str = "float64"
 
     def input_size(self):
-        return 2 if self.task == "adding" else COPY_VOCAB
+        return 2 if self.task == "adding" else self.vocab_size()
 
     def output_size(self):
-        return 1 if self.task == "adding" else COPY_VOCAB
+        return 1 if self.task == "adding" else self.vocab_size()
+
+    def vocab_size(self):
+        """V of a token task."""
+        return self.vocab if self.task in SELECTION_TASKS else COPY_VOCAB
+
+    def data_options(self):
+        """The generator's own options of this task (`rnnkit.data.synthetic.make_batch`)."""
+        return {"tokens": self.tokens, "vocab": self.vocab} if self.task in SELECTION_TASKS else {}
+
+    def answers(self):
+        """K, the answer steps at the end of a selection task's sequence; None for adding and copy."""
+        return answer_steps(self.task, self.tokens) if self.task in SELECTION_TASKS else None
 
 
 def one_hot(tokens, V, dtype):
@@ -62,7 +80,8 @@ def one_hot(tokens, V, dtype):
 
 
 class MemoryModel(Module):
-    """Recurrent stack -> Linear: at the last step (adding) or at every step (copy)."""
+    """Recurrent stack -> Linear: at the last step (adding), at every step (copy), or at the K answer
+    steps (selective-copy, induction)."""
 
     def __init__(self, cfg: MemoryConfig, dtype=None):
         super().__init__()
@@ -81,16 +100,18 @@ class MemoryModel(Module):
 
     def inputs(self, x):
         """The recurrent stack's input (T, N, D) for a batch's x."""
-        if self.cfg.task == "copy":
-            return one_hot(x, COPY_VOCAB, self.dtype)
-        return x.astype(self.dtype, copy=False)
+        if self.cfg.task == "adding":
+            return x.astype(self.dtype, copy=False)
+        return one_hot(x, self.cfg.vocab_size(), self.dtype)
 
     def forward(self, x):
-        """adding: prediction (N,); copy: logits (T+20, N, V)."""
+        """adding: prediction (N,); copy: logits (T+20, N, V); selection: logits (K, N, V)."""
         out, _ = self.rnn.forward(self.inputs(x))
         self._shape = out.shape
         if self.cfg.task == "adding":
             return self.head.forward(out[-1])[:, 0]
+        if self.cfg.answers():
+            return self.head.forward(out[-self.cfg.answers():])
         return self.head.forward(out)
 
     def backward(self, dpred):
@@ -100,6 +121,10 @@ class MemoryModel(Module):
             dlast = self.head.backward(dpred[:, None])  # (N, H)
             dout = xp.zeros(self._shape, dtype=dlast.dtype)
             dout[-1] = dlast  # the loss sees only the last step
+        elif self.cfg.answers():
+            danswers = self.head.backward(dpred)  # (K, N, H)
+            dout = xp.zeros(self._shape, dtype=danswers.dtype)
+            dout[-self.cfg.answers():] = danswers  # the loss sees only the answer steps
         else:
             dout = self.head.backward(dpred)
         self.rnn.backward(dout)
@@ -115,7 +140,7 @@ class MemoryModel(Module):
     def last_step_grad(self, out_last, y):
         """dL/d out[T-1] (N, H) of the loss at the last step alone, for the gradient-flow diagnostic.
 
-        adding: the MSE of the prediction. copy: the cross-entropy of the last step's prediction.
+        adding: the MSE of the prediction. Token tasks: the cross-entropy of the last step's prediction.
         """
         W, b = self.head.params["W"], self.head.params["b"]
         if self.cfg.task == "adding":
@@ -130,21 +155,32 @@ class MemoryModel(Module):
 
 
 def baseline(cfg: MemoryConfig):
-    """The loss of a model that predicts without memory (adding: 0.167; copy: 10 ln 8 / (T+20))."""
+    """The loss of a model that predicts without memory (adding: 0.167; copy: 10 ln 8 / (T+20);
+    selection: ln(V-2))."""
+    if cfg.task in SELECTION_TASKS:
+        return selection_baseline(cfg.vocab)[0]
     return adding_baseline() if cfg.task == "adding" else copy_baseline(cfg.length)
 
 
 def evaluate_model(model: MemoryModel, x, y, batch=500):
-    """Test figures: adding {"test_mse"}; copy {"test_loss", "test_acc" (on the 10 recalled symbols)}."""
+    """Test figures: adding {"test_mse"}; copy {"test_loss", "test_acc" (on the 10 recalled symbols)};
+    selection {"test_loss", "test_acc" (on the answers), "test_seq_acc" (selective-copy: sequences with
+    every answer right), "chance_acc"}."""
     cfg = model.cfg
     model.eval()
-    losses, correct, count = [], 0, 0
+    losses, correct, count, whole = [], 0, 0, 0
     N = x.shape[1]
     for s in range(0, N, batch):
-        xb, yb = x[:, s:s + batch], y[..., s:s + batch] if cfg.task == "copy" else y[s:s + batch]
+        xb, yb = x[:, s:s + batch], y[s:s + batch] if cfg.task == "adding" else y[:, s:s + batch]
         pred = model.forward(xb)
         if cfg.task == "adding":
             losses.append(mse_forward(pred, yb)[0] * xb.shape[1])
+        elif cfg.answers():
+            losses.append(softmax_cross_entropy(pred, yb)[0] * xb.shape[1])
+            right = pred.argmax(-1) == yb  # (K, N)
+            correct += int(right.sum())
+            count += right.size
+            whole += int(right.all(axis=0).sum())
         else:
             losses.append(softmax_cross_entropy(pred, yb)[0] * xb.shape[1])
             recall = pred[-10:].argmax(-1)
@@ -153,4 +189,8 @@ def evaluate_model(model: MemoryModel, x, y, batch=500):
     mean = float(sum(losses) / N)
     if cfg.task == "adding":
         return {"test_mse": mean, "baseline": baseline(cfg)}
+    if cfg.answers():
+        seq = {"test_seq_acc": whole / N} if cfg.answers() > 1 else {}
+        return {"test_loss": mean, "test_acc": correct / count, **seq, "baseline": baseline(cfg),
+                "chance_acc": selection_baseline(cfg.vocab)[1]}
     return {"test_loss": mean, "test_acc": correct / count, "baseline": baseline(cfg)}

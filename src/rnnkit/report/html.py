@@ -261,7 +261,10 @@ def build_report(run_dir, records, task=None, meta=None, probe=None):
                                  f"{rec['dc'][T - lag]:.3e}" if "dc" in rec else ""])
             sections.append(
                 "<section id=flow><h2>Gradient flow</h2>"
-                f"<p>Mean norm of dL/dh<sub>t</sub> over a batch, for the {e(probe.flow_what)}, against "
+                "<p>Mean norm of dL/dh<sub>t</sub> "
+                + (f"(h<sub>t</sub> here the {e(rnn.cell.title)} cell's {e(rnn.cell.flow_part)} "
+                   f"state) " if rnn.cell.flow_part != "h" else "")
+                + f"over a batch, for the {e(probe.flow_what)}, against "
                 "the lag T - t between step t and the loss (log scale), from the hand-written BPTT. A "
                 "straight falling line is a gradient vanishing geometrically; the LSTM's cell state "
                 "(dashed, dL/dc<sub>t</sub>) carries it further.</p>"

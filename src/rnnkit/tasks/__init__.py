@@ -1,7 +1,7 @@
 """Tasks: a model together with its data, its loss and its run directory, one module per task.
 
     rnnkit.tasks.lm         character-level language model      LMTask
-    rnnkit.tasks.memory     the adding and copy problems         MemoryTask
+    rnnkit.tasks.memory     the generated memory tasks          MemoryTask
     rnnkit.tasks.caption    image captioning                     CaptionTask
     rnnkit.tasks.classify   sentence classification              ClassifyTask, PretrainTask
     rnnkit.tasks.translate  encoder-decoder translation          TranslateTask

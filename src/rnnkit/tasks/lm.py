@@ -40,7 +40,7 @@ class LMTask:
         self.state: LMState | None = None
 
     def train_step(self, batch):
-        if batch.reset or self.state is None or self.state.h.shape[1] != batch.x.shape[1]:
+        if batch.reset or self.state is None or self.state.batch_size != batch.x.shape[1]:
             self.state = self.model.init_state(batch.x.shape[1])
         logits, self.state = self.model.forward(batch.x, self.state)
         loss, dlogits = softmax_cross_entropy(logits, batch.y)

@@ -1,6 +1,7 @@
-"""The long-range memory tasks (adding and copy, `rnnkit.data.synthetic`) as tasks: the training loop's
-view of a `MemoryModel` on its fixed test set (`MemoryTask`), and the run directory of
-`rnnkit train adding|copy`, whose checkpoint meta's "config" is the run's `MemoryConfig`.
+"""The long-range memory tasks (adding, copy, selective-copy and induction, `rnnkit.data.synthetic`) as
+tasks: the training loop's view of a `MemoryModel` on its fixed test set (`MemoryTask`), and the run
+directory of `rnnkit train adding|copy|selective-copy|induction`, whose checkpoint meta's "config" is the
+run's `MemoryConfig`.
 """
 
 from __future__ import annotations
@@ -8,14 +9,14 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from rnnkit.data.synthetic import TASKS, test_set
+from rnnkit.data.synthetic import TASKS, SyntheticSource, test_set
 from rnnkit.errors import UserError
 from rnnkit.models.memory import MemoryConfig, MemoryModel, evaluate_model
 from rnnkit.train.checkpoint import has_checkpoint, load_checkpoint
 
 
 class MemoryTask:
-    """`rnnkit.train.loop.TrainTask` for the adding and copy tasks."""
+    """`rnnkit.train.loop.TrainTask` for the long-range memory tasks."""
 
     def __init__(self, cfg: MemoryConfig, dtype=None):
         self.cfg = cfg
@@ -26,9 +27,18 @@ class MemoryTask:
 
     def test_data(self):
         if self._test is None:
-            self._test = test_set(self.cfg.task, self.cfg.length, self.cfg.test_size, self.cfg.seed,
-                                  self.model.dtype)
+            self._test = self.test_data_at(self.cfg.length)
         return self._test
+
+    def test_data_at(self, length):
+        """A fixed test set of this run's task at sequence length `length`."""
+        return test_set(self.cfg.task, length, self.cfg.test_size, self.cfg.seed, self.model.dtype,
+                        **self.cfg.data_options())
+
+    def source(self):
+        """The run's endless training batches."""
+        return SyntheticSource(self.cfg.task, self.cfg.length, self.cfg.batch_size, seed=self.cfg.seed,
+                               dtype=self.model.dtype, **self.cfg.data_options())
 
     def train_step(self, batch):
         x, y = batch
@@ -40,6 +50,16 @@ class MemoryTask:
         figures = evaluate_model(self.model, *self.test_data())
         key = "test_mse" if self.cfg.task == "adding" else "test_loss"
         return {"val_loss": figures[key], **figures}
+
+    def evaluate_lengths(self, lengths):
+        """[{"length", test figures}] at each test length: a recurrent model runs at any length, and
+        the induction task asks whether it generalises beyond the one it was trained at."""
+        rows = []
+        for T in lengths:
+            figures = evaluate_model(self.model, *self.test_data_at(T))
+            rows.append({"length": T, "test_loss": figures["test_loss"],
+                         "test_acc": figures["test_acc"]})
+        return rows
 
     def extra_state(self):
         return {}, {}
@@ -59,7 +79,7 @@ def load_run(run_dir, which=None):
     which = which or ("best" if has_checkpoint(run_dir, "best") else "last")
     arrays, meta, task_name = load_checkpoint(run_dir, which)
     if task_name not in TASKS:
-        raise UserError(f"{run_dir}: a run of task {task_name!r}, expected adding or copy")
+        raise UserError(f"{run_dir}: a run of task {task_name!r}, expected one of {', '.join(TASKS)}")
     try:
         cfg = MemoryConfig(**meta["config"])
         task = MemoryTask(cfg)
