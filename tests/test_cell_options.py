@@ -40,6 +40,7 @@ class KnobCell(RNNCell):
     """The vanilla RNN with options of every kind a flag can take; the math ignores them."""
 
     hidden: int = dataclasses.field(default=0, metadata={"help": "a name the verbs use already"})
+    seed: int = dataclasses.field(default=0, metadata={"help": "one some declare late"})
     flip: bool = dataclasses.field(default=False, metadata={"help": "a switch"})
     mode: Literal["near", "far"] = dataclasses.field(default="near", metadata={"help": "a choice"})
     sizes: tuple = (1, 2)  # no flag can give a tuple
@@ -73,8 +74,9 @@ def _help(capsys, argv):
 
 VERBS = {
     "lm": ["train", "lm"], "classify": ["train", "classify"], "adding": ["train", "adding"],
-    "copy": ["train", "copy"], "translate": ["train", "translate"], "caption": ["train", "caption"],
-    "vanishing": ["experiment", "vanishing"],
+    "copy": ["train", "copy"], "selective-copy": ["train", "selective-copy"],
+    "induction": ["train", "induction"], "translate": ["train", "translate"],
+    "caption": ["train", "caption"], "vanishing": ["experiment", "vanishing"],
 }
 
 
@@ -86,6 +88,7 @@ def test_every_verb_with_a_cell_has_the_registry_options_as_flags(verb, capsys, 
     assert "--nonlinearity NONLINEARITY rnn, knob: tanh | relu" in text  # rnn_relu presets it
     # the test cell's: its `hidden` beside the verbs' own --hidden, a switch, a choice; no tuple
     assert "--cell-hidden HIDDEN knob: a name the verbs use already" in text
+    assert "--cell-seed SEED knob: one some declare late" in text
     assert "--flip, --no-flip knob: a switch" in text and "--mode {near,far} knob: a choice" in text
     assert "--sizes" not in text
 
@@ -169,7 +172,7 @@ def _missing(tmp_path):
 @pytest.mark.parametrize("verb,argv", [
     ("lm", ["--data", "{missing}"]),
     ("classify", ["--train", "{missing}", "--dev", "{missing}"]),
-    ("adding", []), ("copy", []), ("translate", []),
+    ("adding", []), ("copy", []), ("selective-copy", []), ("induction", []), ("translate", []),
     ("caption", ["--images", "{missing}", "--captions", "{missing}"]),
 ])
 def test_a_flag_for_a_cell_without_that_option_is_refused(verb, argv, tmp_path, capsys):

@@ -50,7 +50,8 @@ def add_cell_args(group, own=(), shown=None):
     `own` (those the verb declares itself, for a config field of their own: memory's --forget-bias
     sets MemoryConfig.forget_bias, for any cell). `shown`: words for an option's default in this
     verb ({"forget_bias": "1.0"}), where the model's differs from the cell's. An option whose flag
-    a verb already has for something else is --cell-<option> there."""
+    a verb already has for something else is --cell-<option> there, so a verb calls this after
+    declaring its own flags (a plugin's option then never takes a name the verb needs)."""
     flags = {}
     for option, (kind, choices) in _all_options().items():
         if option in own:

@@ -61,7 +61,6 @@ def register(sub, train_sub):
                         "the cell's input) (none)")
     m.add_argument("--dropout", type=float, help="dropout on image vector, embeddings, output (0.3)")
     m.add_argument("--seed", type=int, help="seed of the weights, dropout and batch order (0)")
-    add_cell_args(p.add_argument_group("the cell's options (a resumed run keeps its own)"))
     t = p.add_argument_group("training")
     t.add_argument("--batch", type=int, help="images per batch, each with all of its captions (16)")
     add_optimization_args(t, TRAIN_DEFAULTS)
@@ -69,6 +68,7 @@ def register(sub, train_sub):
                    help="what picks the best checkpoint: dev loss, or dev BLEU-4 of greedy captions "
                         "(noisy on 113 dev images) (val_loss)")
     add_run_args(p.add_argument_group("run"), "runs/caption")
+    add_cell_args(p.add_argument_group("the cell's options (a resumed run keeps its own)"))
     p.set_defaults(func=train)
 
     c = sub.add_parser("caption", help="caption images with a trained captioning run")

@@ -82,8 +82,6 @@ def register(sub, train_sub):
                         "(+1.5 points on SST-2, docs/RESULTS.md); 0: off")
     m.add_argument("--subword-n", default="3-5", metavar="MIN-MAX",
                    help="n-gram lengths, counting the word markers < and >")
-    add_cell_args(p.add_argument_group("the cell's options (a resumed run keeps its own)"),
-                  shown={"forget_bias": "1.0"})
     t = p.add_argument_group("training")
     t.add_argument("--batch-size", type=int, default=64)
     t.add_argument("--epochs", type=float, default=None, help="stop after this many passes (sets --steps)")
@@ -97,6 +95,8 @@ def register(sub, train_sub):
     r = p.add_argument_group("run")
     add_run_args(r, "runs/classify")
     r.add_argument("--quiet", dest="no_progress", action="store_true", help="the same as --no-progress")
+    add_cell_args(p.add_argument_group("the cell's options (a resumed run keeps its own)"),
+                  shown={"forget_bias": "1.0"})
     p.set_defaults(func=train)
 
     q = sub.add_parser("predict", help="classify each line of a file (or stdin) with a trained run")

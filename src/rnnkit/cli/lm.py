@@ -50,8 +50,6 @@ def register(sub, train_sub):
     m.add_argument("--embed", type=int, help="character embedding size (64)")
     m.add_argument("--dropout", type=float, help="dropout between layers and before the output (0)")
     m.add_argument("--seed", type=int, help="seed of the weights, dropout and batch order (0)")
-    add_cell_args(p.add_argument_group("the cell's options (a resumed run keeps its own)"),
-                  shown={"forget_bias": "1.0"})
     t = p.add_argument_group("training")
     t.add_argument("--seq-len", type=int, help="truncated-BPTT chunk length k (64)")
     t.add_argument("--batch", type=int, help="parallel streams N (32)")
@@ -63,6 +61,9 @@ def register(sub, train_sub):
                    help="recompute BPTT: keep every K-th state (or 'sqrt': every sqrt(seq-len)-th) and "
                         "recompute the rest in backward; same gradients, less memory, more time")
     add_run_args(p.add_argument_group("run"), "runs/lm")
+    # last, as in every verb: its own flags keep their names (a cell option of one is --cell-<name>)
+    add_cell_args(p.add_argument_group("the cell's options (a resumed run keeps its own)"),
+                  shown={"forget_bias": "1.0"})
     p.set_defaults(func=train)
 
     s = sub.add_parser("sample", help="sample text from a trained language model",

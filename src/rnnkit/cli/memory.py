@@ -107,12 +107,12 @@ def register(sub, train_sub):
         m.add_argument("--dtype", choices=["float64", "float32"],
                        help="float64 by default: vanishing float32 gradients hit slow subnormal numbers")
         m.add_argument("--seed", type=int, help="weights, batches and the test set (0)")
-        add_cell_args(m, own=("forget_bias", "update_bias"))
         add_optimization_args(p.add_argument_group("training"), train_defaults(task),
                               {"checkpoint_every": "--eval-every"})
         add_run_args(p.add_argument_group("run"), None, f"runs/{task}-<cell>-T<length>")
         p.set_defaults(func=train, task=task)
         _add_selection_args(m, task)
+        add_cell_args(m, own=("forget_bias", "update_bias"))
 
     exp = sub.add_parser("experiment", help="run a packaged experiment (vanishing)")
     exp_sub = exp.add_subparsers(dest="experiment", metavar="<experiment>", required=True)
@@ -135,9 +135,9 @@ def register(sub, train_sub):
                    help="size of the fixed test set")
     v.add_argument("--update-bias", type=float, default=None, help=cells.option_help("update_bias"))
     v.add_argument("--seed", type=int, default=0)
-    add_cell_args(v, own=("update_bias",), shown={"forget_bias": "1.0"})
     v.add_argument("--out", default="runs/vanishing", help="output folder (default runs/vanishing)")
     v.add_argument("--json", action="store_true", help="print the table as JSON")
+    add_cell_args(v, own=("update_bias",), shown={"forget_bias": "1.0"})
     v.set_defaults(func=experiment_vanishing)
 
 

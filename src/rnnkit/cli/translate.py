@@ -87,8 +87,6 @@ def register(sub, train_sub):
                    help="on the embeddings, between layers and before the output layer (0.1; date "
                         "task 0)")
     m.add_argument("--seed", type=int, default=0)
-    add_cell_args(p.add_argument_group("the cell's options (a resumed run keeps its own)"),
-                  shown={"forget_bias": "1.0"})
     t = p.add_argument_group("training")
     t.add_argument("--teacher-forcing", type=float, default=1.0, help="ratio of gold decoder inputs")
     t.add_argument("--batch-size", type=int, default=64)
@@ -102,6 +100,8 @@ def register(sub, train_sub):
     r = p.add_argument_group("run")
     r.add_argument("--beam", type=int, default=5, help="beam width for the final test evaluation")
     add_run_args(r, "runs/translate")
+    add_cell_args(p.add_argument_group("the cell's options (a resumed run keeps its own)"),
+                  shown={"forget_bias": "1.0"})
     p.set_defaults(func=train)
 
     q = sub.add_parser("translate", help="translate lines with a trained run")
