@@ -30,7 +30,7 @@ from pathlib import Path
 from rnnkit.cells.cell import Cell, Gate
 
 __all__ = ["Cell", "Gate", "create", "describe", "get_class", "load_plugins", "names", "option_help",
-           "plugin_module_name", "register"]
+           "options", "plugin_module_name", "register"]
 
 
 @dataclass(frozen=True)
@@ -161,15 +161,21 @@ def create(name: str, *, strict: bool = True, **options) -> Cell:
     return entry.cls(**{**entry.preset, **given})
 
 
+def options(name: str) -> dict:
+    """{option: its dataclasses.Field} of the cell `name` that a user may set: its class's fields less
+    those its name presets ("rnn_relu" fixes the RNN's nonlinearity)."""
+    entry = _entry(name)
+    return {f.name: f for f in fields(entry.cls) if f.name not in entry.preset}
+
+
 def option_help(option: str) -> str:
     """Help text for a cell option, naming the cells that have it (for a flag such as --update-bias)."""
     owners, text = [], ""
     for name in names():
-        entry = _REGISTRY[name]
-        for f in fields(entry.cls):
-            if f.name == option and option not in entry.preset:
-                owners.append(name)
-                text = text or f.metadata.get("help", "")
+        f = options(name).get(option)
+        if f is not None:
+            owners.append(name)
+            text = text or f.metadata.get("help", "")
     return f"{', '.join(owners) or 'no cell'}: {text}" if text else f"option of {', '.join(owners)}"
 
 

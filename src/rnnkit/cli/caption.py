@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnkit import cells
+from rnnkit.cli._cells import add_cell_args, cell_options
 from rnnkit.cli._training import add_optimization_args, add_run_args, check, check_run_flags, \
     explicit, resolve, train_config
 from rnnkit.errors import UserError
@@ -67,6 +68,7 @@ def register(sub, train_sub):
                    help="what picks the best checkpoint: dev loss, or dev BLEU-4 of greedy captions "
                         "(noisy on 113 dev images) (val_loss)")
     add_run_args(p.add_argument_group("run"), "runs/caption")
+    add_cell_args(p.add_argument_group("the cell's options (a resumed run keeps its own)"))
     p.set_defaults(func=train)
 
     c = sub.add_parser("caption", help="caption images with a trained captioning run")
@@ -155,9 +157,12 @@ def train(args):
         _, meta, _ = load_checkpoint(out, "last", "caption")
         saved = meta.get("config") or {}
         model_args, data_args = saved["model_args"], saved["data_args"]
+        model_args["cell_options"] = cell_options(args, model_args["cell"],
+                                                  saved=model_args.get("cell_options", {}))
         train_args = resolve(args, TRAIN_DEFAULTS, saved["train_args"])
     else:
         model_args = {**MODEL_DEFAULTS, **model_opts}
+        model_args["cell_options"] = cell_options(args, model_args["cell"])
         data_args = {**DATA_DEFAULTS, **data_opts}
         train_args = resolve(args, TRAIN_DEFAULTS)
     check(train_args)
@@ -194,18 +199,15 @@ def train(args):
                np.array([dpos[c.image] for c in dev_caps], dtype=np.int64),
                [dev_by_img[n] for n in dev_names])
 
+    shared = dict(vocab_size=len(vocab), cell=model_args["cell"], embed=model_args["embed"],
+                  hidden=model_args["hidden"], pool=model_args["pool"],
+                  attention=_attention_kind(model_args["attention"]), dropout=model_args["dropout"],
+                  seed=model_args["seed"], cell_options=model_args["cell_options"])
     if imgs.kind == "pixels":
-        cfg = CaptionerConfig(vocab_size=len(vocab), cell=model_args["cell"], embed=model_args["embed"],
-                              hidden=model_args["hidden"], encoder="conv", image_size=data_args["size"],
-                              channels=_parse_channels(model_args["channels"]), pool=model_args["pool"],
-                              attention=_attention_kind(model_args["attention"]), dropout=model_args["dropout"],
-                              seed=model_args["seed"])
+        cfg = CaptionerConfig(encoder="conv", image_size=data_args["size"],
+                              channels=_parse_channels(model_args["channels"]), **shared)
     else:
-        cfg = CaptionerConfig(vocab_size=len(vocab), cell=model_args["cell"], embed=model_args["embed"],
-                              hidden=model_args["hidden"], encoder="features",
-                              feature_shape=tuple(inputs.shape[1:]), pool=model_args["pool"],
-                              attention=_attention_kind(model_args["attention"]), dropout=model_args["dropout"],
-                              seed=model_args["seed"])
+        cfg = CaptionerConfig(encoder="features", feature_shape=tuple(inputs.shape[1:]), **shared)
     try:
         model = Captioner(cfg, vocab.bos_id, vocab.eos_id, vocab.pad_id, vocab.unk_id)
     except ValueError as e:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnkit.cli._cells import add_cell_args, cell_options
 from rnnkit.cli._training import add_optimization_args, add_run_args, check, check_run_flags, \
     resolve, train_config
 from rnnkit.data.tsv import read_labelled_tsv, read_text_lines
@@ -94,6 +95,8 @@ def register(sub, train_sub):
     r = p.add_argument_group("run")
     add_run_args(r, "runs/classify")
     r.add_argument("--quiet", dest="no_progress", action="store_true", help="the same as --no-progress")
+    add_cell_args(p.add_argument_group("the cell's options (a resumed run keeps its own)"),
+                  shown={"forget_bias": "1.0"})
     p.set_defaults(func=train)
 
     q = sub.add_parser("predict", help="classify each line of a file (or stdin) with a trained run")
@@ -214,6 +217,11 @@ def train(args):
         # The vocabulary and labels come from the run, so the data must give the same ones.
         _, meta, _ = load_checkpoint(out, "last", TASK)
         saved_train = meta.get("train") or {}
+        saved_model = (meta.get("config") or {}).get("model") or {}
+        options = cell_options(args, saved_model.get("cell", args.cell),
+                               saved=saved_model.get("cell_options", {}))
+    else:
+        options = cell_options(args, args.cell)
     train_args = resolve(args, TRAIN_DEFAULTS, saved_train)
     check(train_args)
     prepare_run_dir(out, resume=args.resume, force=args.force)
@@ -241,7 +249,7 @@ def train(args):
             embed_dropout=args.embed_dropout, word_dropout=args.word_dropout, dropout=args.dropout,
             layer_dropout=args.layer_dropout, embed_init_std=args.embed_init_std,
             subword_buckets=args.subwords, subword_min=subword_n[0], subword_max=subword_n[1],
-            seed=args.seed).validate()
+            seed=args.seed, cell_options=options).validate()
     except ValueError as e:
         raise UserError(f"model configuration: {e}") from None
     table = surface_table(mcfg)  # one table for both files: it only hashes each word's spelling

@@ -14,6 +14,7 @@ import numpy as np
 
 from rnnkit import cells
 from rnnkit.data.text import CharVocab, check_encoding, split_ids
+from rnnkit.cli._cells import add_cell_args, cell_options
 from rnnkit.cli._training import add_optimization_args, add_run_args, check, check_run_flags, \
     explicit, resolve, train_config
 from rnnkit.errors import UserError
@@ -60,6 +61,9 @@ def register(sub, train_sub):
                    help="recompute BPTT: keep every K-th state (or 'sqrt': every sqrt(seq-len)-th) and "
                         "recompute the rest in backward; same gradients, less memory, more time")
     add_run_args(p.add_argument_group("run"), "runs/lm")
+    # last, as in every verb: its own flags keep their names (a cell option of one is --cell-<name>)
+    add_cell_args(p.add_argument_group("the cell's options (a resumed run keeps its own)"),
+                  shown={"forget_bias": "1.0"})
     p.set_defaults(func=train)
 
     s = sub.add_parser("sample", help="sample text from a trained language model",
@@ -130,6 +134,8 @@ def train(args):
                 raise UserError(f"--{k.replace('_', '-')} {v} differs from the run's {saved!r}; "
                                 f"a resumed run keeps its model and data")
         model_args = {k: saved_model.get(k, d) for k, d in MODEL_DEFAULTS.items()}
+        model_args["cell_options"] = cell_options(args, model_args["cell"],
+                                                  saved=saved_model.get("cell_options", {}))
         data_args = {k: saved_data.get(k, d) for k, d in DATA_DEFAULTS.items()}
         if "data" in data_opts:  # the text may have moved; its checksum is compared below
             data_args["data"] = data_opts["data"]
@@ -137,6 +143,7 @@ def train(args):
         train_args = resolve(args, TRAIN_DEFAULTS, saved_train)
     else:
         model_args = {**MODEL_DEFAULTS, **model_opts}
+        model_args["cell_options"] = cell_options(args, model_args["cell"])
         data_args = {**DATA_DEFAULTS, **data_opts}
         train_args = resolve(args, TRAIN_DEFAULTS)
     check(train_args)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnkit.cli._cells import add_cell_args, cell_options, own_options
 from rnnkit.cli._training import add_optimization_args, add_run_args, check, check_run_flags, \
     resolve, train_config
 from rnnkit.errors import UserError
@@ -111,6 +112,7 @@ def register(sub, train_sub):
         add_run_args(p.add_argument_group("run"), None, f"runs/{task}-<cell>-T<length>")
         p.set_defaults(func=train, task=task)
         _add_selection_args(m, task)
+        add_cell_args(m, own=("forget_bias", "update_bias"))
 
     exp = sub.add_parser("experiment", help="run a packaged experiment (vanishing)")
     exp_sub = exp.add_subparsers(dest="experiment", metavar="<experiment>", required=True)
@@ -135,6 +137,7 @@ def register(sub, train_sub):
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--out", default="runs/vanishing", help="output folder (default runs/vanishing)")
     v.add_argument("--json", action="store_true", help="print the table as JSON")
+    add_cell_args(v, own=("update_bias",), shown={"forget_bias": "1.0"})
     v.set_defaults(func=experiment_vanishing)
 
 
@@ -208,6 +211,7 @@ def train(args):
                 raise UserError(f"--{flag[field].replace('_', '-')} {value} differs from the run's "
                                 f"{getattr(cfg, field)!r}; a resumed run keeps its model and data")
         saved_train = meta.get("train") or {}
+    cfg.cell_options = cell_options(args, cfg.cell, saved=cfg.cell_options if args.resume else None)
     train_args = resolve(args, train_defaults(args.task), saved_train)
     check(train_args)
     if not args.resume:
@@ -342,6 +346,7 @@ def experiment_vanishing(args):
 
     if not args.lr > 0:
         raise UserError(f"--lr: expected a positive number, got {args.lr}")
+    options = cell_options(args, *args.cells)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory")
@@ -352,7 +357,8 @@ def experiment_vanishing(args):
         for T in args.lengths:
             cfg = MemoryConfig(task="adding", length=T, cell=cell, hidden=args.hidden, seed=args.seed,
                                batch_size=args.batch, test_size=args.test_size,
-                               update_bias=args.update_bias)
+                               update_bias=args.update_bias,
+                               cell_options=own_options(cell, options))
             task = MemoryTask(cfg)
             probe = make_batch("adding", 64, T, np.random.default_rng([args.seed, 31337]))
             t0, cpu0 = time.perf_counter(), time.process_time()
@@ -375,7 +381,7 @@ def experiment_vanishing(args):
     settings = {"lengths": args.lengths, "cells": args.cells, "steps": args.steps, "hidden": args.hidden,
                 "batch": args.batch, "lr": args.lr, "clip": args.clip, "eval_every": args.eval_every,
                 "test_size": args.test_size, "seed": args.seed, "threshold": SOLVED_MSE,
-                "update_bias": args.update_bias,
+                "update_bias": args.update_bias, "cell_options": options,
                 "baseline_mse": 1 / 6}
     result = {"settings": settings, "rows": rows, "seconds": round(elapsed, 1),
               "cpu_seconds": round(time.process_time() - cpu_all, 1)}
@@ -422,7 +428,9 @@ def markdown_table(result):
              f"{s['lr']}, H={s['hidden']}), stopping once below {s['threshold']} (solved). Predicting the "
              f"mean gives 0.167. Flow: ||dL/dh_1|| / ||dL/dh_T|| for the loss at the last step."
              + (f" Update-gate bias {s['update_bias']:g} at initialisation (cells that have one)."
-                if s.get("update_bias") is not None else ""),
+                if s.get("update_bias") is not None else "")
+             + (f" Cell options {s['cell_options']} (to the cells that have them)."
+                if s.get("cell_options") else ""),
              "",
              "| cell | T | solved | steps | test MSE | flow at init | flow trained | seconds |",
              "|---|---|---|---|---|---|---|---|"]

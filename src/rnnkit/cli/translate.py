@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnkit import cells
+from rnnkit.cli._cells import add_cell_args, cell_options
 from rnnkit.cli._training import add_optimization_args, add_run_args, check, check_run_flags, \
     resolve, train_config
 from rnnkit.data.parallel import build_vocabs, detokenize, encode_pairs, read_parallel
@@ -99,6 +100,8 @@ def register(sub, train_sub):
     r = p.add_argument_group("run")
     r.add_argument("--beam", type=int, default=5, help="beam width for the final test evaluation")
     add_run_args(r, "runs/translate")
+    add_cell_args(p.add_argument_group("the cell's options (a resumed run keeps its own)"),
+                  shown={"forget_bias": "1.0"})
     p.set_defaults(func=train)
 
     q = sub.add_parser("translate", help="translate lines with a trained run")
@@ -168,8 +171,11 @@ def train(args):
         meta = read_json(run_dir / "last.json", "checkpoint index")["meta"]
         config, saved_train = meta["config"], meta.get("train", {})
         ds = config["data"]
+        options = cell_options(args, config["model"]["cell"],
+                               saved=config["model"].get("cell_options", {}))
     else:
         ds = _data_settings(args)
+        options = cell_options(args, args.cell)
     dates = ds["kind"] == "dates"
     opts = resolve(args, DATE_DEFAULTS if dates else TEXT_DEFAULTS, saved_train)
     check(opts)
@@ -187,7 +193,8 @@ def train(args):
         mcfg = Seq2SeqConfig(len(src_vocab), len(tgt_vocab), emb=args.emb or (32 if dates else 256),
                              hidden=args.hidden or (64 if dates else 256), cell=args.cell,
                              layers=args.layers, bidirectional=not args.unidirectional,
-                             attention=args.attention, dropout=opts["dropout"], seed=args.seed)
+                             attention=args.attention, dropout=opts["dropout"], seed=args.seed,
+                             cell_options=options)
         config = {"model": asdict(mcfg), "src_vocab": src_vocab.to_dict(), "tgt_vocab": tgt_vocab.to_dict(),
                   "data": ds, "teacher_forcing": args.teacher_forcing, "batch_size": args.batch_size,
                   "label_smoothing": opts["label_smoothing"], "batching": opts["batching"]}

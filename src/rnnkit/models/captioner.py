@@ -35,7 +35,7 @@ search in `rnnkit.models.decoding`.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 
 import numpy as np
@@ -58,6 +58,7 @@ from rnnkit.functional.conv import global_avgpool_backward, global_avgpool_forwa
 from rnnkit.layers import Dropout, Embedding, Linear, Module, make_recurrent
 from rnnkit.layers.conv import Conv2d, MaxPool2d, ReLU, Sequential
 from rnnkit.models import decoding
+from rnnkit.models.cell_options import recurrent_options
 
 
 @dataclass
@@ -74,6 +75,8 @@ class CaptionerConfig:
     pool: str = "avg"  # image vector from the map: "avg" (global average, C) or "flatten" (C*h*w)
     dropout: float = 0.0  # on the image vector, the word embeddings and the decoder output
     seed: int = 0
+    # the cell's own options (rnnkit.cells.options(cell)), e.g. {"forget_bias": 1.0}; empty: its defaults
+    cell_options: dict = field(default_factory=dict)
 
     def to_dict(self):
         d = asdict(self)
@@ -123,7 +126,8 @@ class Captioner(Module):
         self.bos_id, self.eos_id, self.pad_id, self.unk_id = bos_id, eos_id, pad_id, unk_id
         self.dtype = np.dtype(dtype)
         s = cfg.seed
-        cell = cells.create(cfg.cell)
+        options = recurrent_options(cfg.cell, cfg.cell_options)
+        cell = cells.create(cfg.cell, **options)  # its options may shape its state
         if not cell.output_is_state or any(shape != (1, cfg.hidden)
                                            for shape in cell.state_shape(1, cfg.hidden).values()):
             raise ValueError(f"the captioner's decoder needs a cell whose state is (N, H) arrays, the "
@@ -157,7 +161,8 @@ class Captioner(Module):
         self.img_proj = Linear(Dv, len(cell.state) * H, dtype=dtype, seed=s + 1)
         self.embed = Embedding(V, E, dtype=dtype, seed=s + 2)
         self.sat = cfg.attention == "sat"
-        self.rnn = make_recurrent(cfg.cell, E + (C if self.sat else 0), H, dtype=dtype, seed=s + 3)
+        self.rnn = make_recurrent(cfg.cell, E + (C if self.sat else 0), H, dtype=dtype, seed=s + 3,
+                                  **options)
         if cfg.attention != "none":
             rng = np.random.default_rng(s + 4)
             self.add_param("att_Wa", rng.uniform(-1, 1, (C, H)).astype(dtype) / math.sqrt(C))

@@ -18,7 +18,7 @@ Pooling (`rnnkit.functional.pooling`: last, mean or max) reads only the valid st
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -34,6 +34,7 @@ from rnnkit.functional import (
     softmax_cross_entropy,
 )
 from rnnkit.layers import BagEmbedding, Dropout, Embedding, Linear, Module, make_recurrent
+from rnnkit.models.cell_options import recurrent_options
 
 
 
@@ -60,6 +61,8 @@ class ClassifierConfig:
     subword_min: int = 3  # shortest n-gram (with the "<" ">" word markers)
     subword_max: int = 5  # longest n-gram
     seed: int = 0
+    # the cell's own options (rnnkit.cells.options(cell)) over forget_bias; empty: the defaults
+    cell_options: dict = field(default_factory=dict)
 
     @property
     def subwords(self) -> SubwordHasher | None:
@@ -136,7 +139,9 @@ class SentenceClassifier(Module):
         self.emb_drop = Dropout(cfg.embed_dropout, seed=s + 1)
         self.rnn = make_recurrent(cfg.cell, cfg.embed_dim, cfg.hidden, num_layers=cfg.layers,
                                   bidirectional=cfg.bidirectional, dropout=cfg.layer_dropout,
-                                  forget_bias=cfg.forget_bias, dtype=dtype, seed=s + 2)
+                                  dtype=dtype, seed=s + 2,
+                                  **recurrent_options(cfg.cell, cfg.cell_options,
+                                                      forget_bias=cfg.forget_bias))
         self.drop = Dropout(cfg.dropout, seed=s + 3)
         K = 2 if cfg.bidirectional else 1
         self.head = Linear(K * cfg.hidden, cfg.num_classes, dtype=dtype, seed=s + 4)

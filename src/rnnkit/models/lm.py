@@ -19,7 +19,7 @@ dataclass of arrays with `to_dict` / `from_dict`, so a stream can be paused, sav
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -27,6 +27,7 @@ from rnnkit.backend import DEFAULT_DTYPE
 from rnnkit.functional import softmax, softmax_cross_entropy_loss_only
 from rnnkit.layers import Dropout, Embedding, Linear, make_recurrent
 from rnnkit.layers.module import Module
+from rnnkit.models.cell_options import recurrent_options
 
 
 @dataclass
@@ -38,6 +39,9 @@ class LMConfig:
     layers: int = 2  # recurrent layers L
     dropout: float = 0.0  # between recurrent layers and before the output layer
     seed: int = 0
+    # the cell's own options (rnnkit.cells.options(cell)), e.g. {"forget_bias": 2.0}; empty: its
+    # defaults, and this model's (an LSTM's forget bias 1.0)
+    cell_options: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d):
@@ -79,9 +83,9 @@ class CharLM(Module):
         self.cfg = cfg
         s = cfg.seed
         self.embed = Embedding(cfg.vocab_size, cfg.embed, dtype=dtype, seed=s)
-        # forget_bias applies to the LSTM only (make_recurrent leaves out options a cell lacks)
         self.rnn = make_recurrent(cfg.cell, cfg.embed, cfg.hidden, num_layers=cfg.layers,
-                                  dropout=cfg.dropout, dtype=dtype, seed=s + 1, forget_bias=1.0)
+                                  dropout=cfg.dropout, dtype=dtype, seed=s + 1,
+                                  **recurrent_options(cfg.cell, cfg.cell_options, forget_bias=1.0))
         self.drop = Dropout(cfg.dropout, seed=s + 2)
         self.head = Linear(cfg.hidden, cfg.vocab_size, dtype=dtype, seed=s + 3)
 

@@ -16,7 +16,7 @@ The backward reads as the forward run bottom-up. `rnnkit.tasks.memory.MemoryTask
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from rnnkit.data.synthetic import COPY_VOCAB, SELECTION_TASKS, TASKS, adding_bas
     copy_baseline, selection_baseline
 from rnnkit.functional import mse_backward, mse_forward, softmax_cross_entropy
 from rnnkit.layers import Linear, Module, make_recurrent
+from rnnkit.models.cell_options import recurrent_options
 
 
 
@@ -43,6 +44,8 @@ class MemoryConfig:
     forget_bias: float = 1.0  # LSTM forget-gate bias at initialisation
     # the update gate's bias at initialisation, for a cell that has that option (None: uniform)
     update_bias: float | None = None
+    # the cell's own options (rnnkit.cells.options(cell)) over the two above; empty: the defaults
+    cell_options: dict = field(default_factory=dict)
     seed: int = 0  # weights
     batch_size: int = 64  # training batch
     test_size: int = 1000  # fixed test set drawn from its own seed
@@ -88,8 +91,10 @@ class MemoryModel(Module):
         self.cfg = cfg
         self.dtype = np.dtype(dtype)
         self.rnn = make_recurrent(cfg.cell, cfg.input_size(), cfg.hidden, num_layers=cfg.layers,
-                                  forget_bias=cfg.forget_bias, update_bias=cfg.update_bias,
-                                  seed=cfg.seed, dtype=dtype)
+                                  seed=cfg.seed, dtype=dtype,
+                                  **recurrent_options(cfg.cell, cfg.cell_options,
+                                                      forget_bias=cfg.forget_bias,
+                                                      update_bias=cfg.update_bias))
         self.head = Linear(cfg.hidden, cfg.output_size(), seed=cfg.seed + 1, dtype=dtype)
         self._shape = None
 

@@ -24,7 +24,7 @@ one call during training):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 
 import numpy as np
@@ -35,6 +35,7 @@ from rnnkit.functional import log_softmax, softmax_cross_entropy
 from rnnkit.functional.attention import attention_backward, attention_forward, attention_params
 from rnnkit.layers import Dropout, Embedding, Linear, Module, make_recurrent
 from rnnkit.models import decoding
+from rnnkit.models.cell_options import recurrent_options
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3  # special token ids shared by both vocabularies
 SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>"]
@@ -54,6 +55,9 @@ class Seq2SeqConfig:
     dropout: float = 0.0  # on the embeddings and the attentional state (and between layers)
     forget_bias: float | None = 1.0  # LSTM forget-gate bias at initialisation
     seed: int = 0
+    # the cell's own options (rnnkit.cells.options(cell)) over forget_bias, both sides; empty: the
+    # defaults
+    cell_options: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.attention not in ATTENTIONS:
@@ -91,7 +95,7 @@ class Seq2Seq(Module):
         D, H, s = cfg.emb, cfg.hidden, cfg.seed
         self.K = 2 if cfg.bidirectional else 1
         rec = dict(num_layers=cfg.layers, dropout=cfg.dropout if cfg.layers > 1 else 0.0, dtype=dtype,
-                   forget_bias=cfg.forget_bias)
+                   **recurrent_options(cfg.cell, cfg.cell_options, forget_bias=cfg.forget_bias))
         self.src_emb = Embedding(cfg.src_vocab, D, dtype=dtype, seed=s + 1)
         self.tgt_emb = Embedding(cfg.tgt_vocab, D, dtype=dtype, seed=s + 2)
         self.encoder = make_recurrent(cfg.cell, D, H, bidirectional=cfg.bidirectional, seed=s + 3, **rec)
