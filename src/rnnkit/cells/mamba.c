@@ -35,25 +35,26 @@ static inline __attribute__((always_inline)) R FN(mb_dsoftplus)(R x) {
     return x > (R)SOFTPLUS_LINEAR ? (R)1 : FN(mb_sigmoid)(x);
 }
 
-/* One step of the recurrence for one batch row: hc = exp(dt A) * hp + dt B x (S passes along H), with
- * Abar written to ab when ab is not NULL. d, dx: (H,) dt and dt * xs of the step. */
+/* One step of the recurrence for one batch row: hc = exp(dt A) * hp + dt B x (S passes along H), Abar
+ * written to ab (S*H). d, dx: (H,) dt and dt * xs of the step. The exponentials are taken in one flat
+ * pass over all S*H values, so that only that pass's end is not a whole vector: per row of H, a width
+ * that is not a multiple of the vector (E = 72) left a scalar exp call per leftover lane of every row,
+ * most of the step's time. */
 static inline __attribute__((always_inline)) void FN(mb_step)(long S, long H, const R *At, const R *B,
                                                               const R *d, const R *dx, const R *hp,
                                                               R *hc, R *ab) {
     for (long s = 0; s < S; s++) {
+        const R *As = At + s * H;
+        R *abs_ = ab + s * H;
+        VEC for (long e = 0; e < H; e++) abs_[e] = d[e] * As[e];
+    }
+    const long SH = S * H;
+    VEC for (long i = 0; i < SH; i++) ab[i] = EXP(ab[i]);
+    for (long s = 0; s < S; s++) {
         const R b = B[s];
-        const R *As = At + s * H, *hps = hp + s * H;
+        const R *hps = hp + s * H, *abs_ = ab + s * H;
         R *hcs = hc + s * H;
-        if (ab) {
-            R *abs_ = ab + s * H;
-            VEC for (long e = 0; e < H; e++) {
-                const R a = EXP(d[e] * As[e]);
-                abs_[e] = a;
-                hcs[e] = a * hps[e] + dx[e] * b;
-            }
-        } else {
-            VEC for (long e = 0; e < H; e++) hcs[e] = EXP(d[e] * As[e]) * hps[e] + dx[e] * b;
-        }
+        VEC for (long e = 0; e < H; e++) hcs[e] = abs_[e] * hps[e] + dx[e] * b;
     }
 }
 
@@ -68,7 +69,7 @@ EXPORT void FN(mamba_scan_fw)(long T, long N, long H, long S, long rank, long k,
     (void)gemm;
     (void)ilp64;
     const long W = rank + 2 * S, SH = S * H;
-    R *d = malloc(2 * H * sizeof(R)), *dx = d + H;
+    R *d = malloc((2 * H + S * H) * sizeof(R)), *dx = d + H, *ab = dx + H;
     if (!d) abort(); /* a few kilobytes: there is no sensible way on */
     for (long n = n0; n < n1; n++) {
         R *hn = h + n * SH;
@@ -87,7 +88,7 @@ EXPORT void FN(mamba_scan_fw)(long T, long N, long H, long S, long rank, long k,
                 dx[e] = d[e] * ut[e];
                 yt[e] = skip[e] * ut[e];
             }
-            FN(mb_step)(S, H, At, Bt, d, dx, hn, hn, NULL);
+            FN(mb_step)(S, H, At, Bt, d, dx, hn, hn, ab);
             for (long s = 0; s < S; s++) { /* y += C_t[s] h_t[s, :] */
                 const R c = Ct[s], *hs = hn + s * H;
                 VEC for (long e = 0; e < H; e++) yt[e] += c * hs[e];
