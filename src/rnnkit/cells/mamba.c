@@ -15,8 +15,10 @@
 #define MAMBA_C_ONCE
 #if defined(RNNKIT_MVEC)
 #define VEC_DBC _Pragma("omp simd reduction(+ : dBs, dCs)")
+#define VEC_Y _Pragma("omp simd reduction(+ : y)")
 #else
 #define VEC_DBC
+#define VEC_Y
 #endif
 #define SOFTPLUS_LINEAR 20 /* softplus(x) = x above this (PyTorch's threshold) */
 #endif
@@ -264,4 +266,75 @@ EXPORT void FN(mamba_conv_bw)(long T, long N, long H, long K, long n0, long n1, 
         }
     }
     free(c);
+}
+
+/* One token of the whole block, for generation (rnnkit/cells/mamba.py's mamba_step is the reference):
+ * x (N,D) -> out (N,H); conv (N,K-1,E) and ssm (N,E,S) updated in place (the caller passes copies).
+ * Here the SSM state keeps PyTorch's (N,E,S) layout: one step reads it once, along S. The products run
+ * through the BLAS for the rows [n0, n1) at once (a gemv at one row). */
+EXPORT void FN(mamba_step)(long T, long N, long H, long D, long E, long S, long rank, long K, long n0,
+                           long n1, const R *x, const R *norm, const R *W_in, const R *conv_w,
+                           const R *conv_b, const R *W_x, const R *W_dt, const R *b_dt, const R *A_log,
+                           const R *skip, const R *W_out, R *conv, R *ssm, R *out, void *gemm,
+                           int ilp64) {
+    (void)T;
+    const long M = n1 - n0, W = rank + 2 * S;
+    R *u = malloc((M * D + M * 2 * E + 3 * M * E + M * W) * sizeof(R));
+    if (!u) abort();
+    R *xz = u + M * D, *xs = xz + M * 2 * E, *pre = xs + M * E, *o = pre + M * E, *dbc = o + M * E;
+    for (long r = 0; r < M; r++) { /* u = x / rms(x) * norm */
+        const R *xr = x + (n0 + r) * D;
+        R ss = 0;
+        for (long i = 0; i < D; i++) ss += xr[i] * xr[i];
+        const R inv = (R)1 / SQRT(ss / (R)D + (R)1e-5);
+        for (long i = 0; i < D; i++) u[r * D + i] = xr[i] * inv * norm[i];
+    }
+    GEMM(gemm, ilp64, NULL, M, 2 * E, D, u, D, W_in, 2 * E, (R)0, xz, 2 * E);
+    for (long r = 0; r < M; r++) { /* the convolution over [conv | xi], then the window moves on */
+        R *cs = conv + (n0 + r) * (K - 1) * E, *xi = xz + r * 2 * E, *c = xs + r * E;
+        const R *wl = conv_w + (K - 1) * E;
+        VEC for (long e = 0; e < E; e++) c[e] = conv_b[e] + wl[e] * xi[e];
+        for (long j = 0; j < K - 1; j++) {
+            const R *wj = conv_w + j * E, *sj = cs + j * E;
+            VEC for (long e = 0; e < E; e++) c[e] += wj[e] * sj[e];
+        }
+        VEC for (long e = 0; e < E; e++) c[e] = c[e] * FN(mb_sigmoid)(c[e]);
+        if (K > 1) {
+            memmove(cs, cs + E, (K - 2) * E * sizeof(R));
+            memcpy(cs + (K - 2) * E, xi, E * sizeof(R));
+        }
+    }
+    GEMM(gemm, ilp64, NULL, M, W, E, xs, E, W_x, W, (R)0, dbc, W);
+    GEMM(gemm, ilp64, NULL, M, E, rank, dbc, W, W_dt, E, (R)0, pre, E);
+    /* A = -exp(A_log) once for all rows; then per row, the channels' dt, dt xs and silu(z) in passes
+     * along E, the state's update along each channel's S entries (PyTorch's layout), the output gated */
+    R *An = malloc((E * S + 3 * E) * sizeof(R));
+    if (!An) abort();
+    R *dv = An + E * S, *dxv = dv + E, *gz = dxv + E;
+    VEC for (long i = 0; i < E * S; i++) An[i] = -EXP(A_log[i]);
+    for (long r = 0; r < M; r++) { /* h = exp(dt A) h + dt B xs; y = C . h + skip xs; o = y silu(z) */
+        const R *B = dbc + r * W + rank, *C = B + S, *z = xz + r * 2 * E + E, *xr = xs + r * E;
+        R *h = ssm + (n0 + r) * E * S, *pr = pre + r * E, *orow = o + r * E;
+        VEC for (long e = 0; e < E; e++) {
+            dv[e] = FN(mb_softplus)(pr[e] + b_dt[e]);
+            dxv[e] = dv[e] * xr[e];
+            gz[e] = z[e] * FN(mb_sigmoid)(z[e]);
+        }
+        for (long e = 0; e < E; e++) {
+            const R d = dv[e], dx = dxv[e], *Ae = An + e * S;
+            R *he = h + e * S, y = 0;
+            VEC_Y for (long s = 0; s < S; s++) {
+                he[s] = EXP(d * Ae[s]) * he[s] + dx * B[s];
+                y += C[s] * he[s];
+            }
+            orow[e] = y;
+        }
+        VEC for (long e = 0; e < E; e++) orow[e] = (orow[e] + skip[e] * xr[e]) * gz[e];
+    }
+    free(An);
+    GEMM(gemm, ilp64, NULL, M, H, E, o, E, W_out, H, (R)0, out + n0 * H, H);
+    if (D == H)
+        for (long r = 0; r < M; r++)
+            for (long i = 0; i < H; i++) out[(n0 + r) * H + i] += x[(n0 + r) * D + i];
+    free(u);
 }

@@ -345,34 +345,46 @@ def mamba_backward(dout, cache: MambaCache, dconv=None, dssm=None, trace=None):
     return dx, (dconv0, dssm0), {name: grads[name] for name in p}
 
 
+def mamba_step_fw(T, N, H, D, E, S, rank, K, x, norm, W_in, conv_w, conv_b, W_x, W_dt, b_dt, A_log,
+                  skip, W_out, conv, ssm, out):
+    """One token through the block (the reference of mamba.c's `mamba_step`, in place; T = 1): x (N, D)
+    -> out (N, H); conv (N, K-1, E) and ssm (N, E, S) moved on one step. As Mamba.step: the
+    convolution over the window [conv | xi], then one step of the scan."""
+    xp = get_array_module(x)
+    u, _ = rms_norm_forward(x, norm, EPS)
+    xz = u @ W_in                                               # (N, 2E)
+    window = xp.concatenate([conv, xz[:, None, :E]], axis=1)    # (N, K, E), oldest first
+    xs = _silu(conv_b + xp.einsum("nke,ke->ne", window, conv_w), xp)
+    dbc = xs @ W_x
+    dt = _softplus(dbc[:, :rank] @ W_dt + b_dt, xp)             # (N, E)
+    B, C = dbc[:, rank:rank + S], dbc[:, rank + S:]
+    ssm[...] = xp.exp(dt[..., None] * -xp.exp(A_log)) * ssm + (dt * xs)[..., None] * B[:, None, :]
+    y = xp.einsum("nes,ns->ne", ssm, C) + skip * xs
+    out[...] = (y * _silu(xz[:, E:], xp)) @ W_out + (x if D == H else 0)
+    conv[...] = window[:, 1:]
+
+
+MAMBA_STEP = LoopKernel("mamba_step", SOURCE, mamba_step_fw, blocks=1)
+
+
 def mamba_step(x, conv, ssm, p):
-    """One token: x (N, D), conv (N, K-1, E), ssm (N, E, S) -> out (N, H), new conv, new ssm, as
-    Mamba.step: the convolution over the window [conv | xi], then one step of the scan."""
+    """One token: x (N, D), conv (N, K-1, E), ssm (N, E, S) -> out (N, H), new conv, new ssm (the
+    given state is not modified). One compiled call for the whole block (generation runs it per
+    token, where every further NumPy call would cost more than its arithmetic)."""
     xp = get_array_module(x)
     E, S, R, K, H = _sizes(p)
-    N, D = x.shape
     expect_shape("x", x, (None, None), ("N", "D"))
+    N, D = x.shape
     expect_shape("conv", conv, (N, K - 1, E), ("N", "K-1", "E"))
     expect_shape("ssm", ssm, (N, E, S), ("N", "E", "S"))
-    for name, a in (("x", x), ("conv", conv), ("ssm", ssm)):
-        expect_finite(name, a)
-    u, _ = rms_norm_forward(x, p["norm"], EPS)
-    xz = (u @ p["W_in"])[None]                                   # (1, N, 2E)
-    window = xp.concatenate([conv, xz[0, :, None, :E]], axis=1)  # (N, K, E), oldest first
-    xc = p["conv_b"] + xp.einsum("nke,ke->ne", window, p["conv_w"])
-    xs = _silu(xc, xp)[None]
-    dbc = xs[0] @ p["W_x"]
-    pre = (dbc[:, :R] @ p["W_dt"] + p["b_dt"])[None]
-    At = xp.ascontiguousarray(-xp.exp(p["A_log"]).T)
-    h = xp.ascontiguousarray(ssm.transpose(0, 2, 1))
-    y, o = xp.empty_like(xs), xp.empty_like(xs)
-    get_ops(xs, h).run(MAMBA_SCAN_FW, T=1, N=N, H=E, S=S, rank=R, k=1, xs=xs, pre=pre, At=At,
-                       dbc=xp.ascontiguousarray(dbc[None]), skip=p["skip"], xz=xz, mask=None, h=h,
-                       kept=None, y=y, out=o)
-    out = o[0] @ p["W_out"]
-    if D == H:
-        out += x
-    return out, xp.ascontiguousarray(window[:, 1:]), xp.ascontiguousarray(h.transpose(0, 2, 1))
+    if not bool(xp.isfinite(x.sum() + conv.sum() + ssm.sum())):  # one test per token; then which
+        for name, a in (("x", x), ("conv", conv), ("ssm", ssm)):
+            expect_finite(name, a)
+    conv, ssm = xp.array(conv, order="C"), xp.array(ssm, order="C")
+    out = xp.empty((N, H), dtype=x.dtype)
+    get_ops(x, ssm).run(MAMBA_STEP, T=1, N=N, H=H, D=D, E=E, S=S, rank=R, K=K, x=x, conv=conv,
+                        ssm=ssm, out=out, **p)
+    return out, conv, ssm
 
 
 def _positive(value, what):

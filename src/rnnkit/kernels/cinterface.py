@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from ctypes import addressof, c_char
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,7 +194,10 @@ class _Entry:
                     return None
                 v = np.ascontiguousarray(v)
             keep.append(v)
-            values.append(v.ctypes.data)
+            # a writable array's address through the buffer protocol: half the time of .ctypes.data,
+            # which a sampled token pays for every array of every layer's call
+            values.append(addressof(c_char.from_buffer(v)) if v.flags.writeable and v.size
+                          else v.ctypes.data)
         if len(values) - len(self.filled) != len(args):
             self.check_names(args)
         if dtype not in _SUFFIX:
