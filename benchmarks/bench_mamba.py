@@ -5,7 +5,7 @@ against two PyTorch references, on the CPU in float32.
         [--state 16] [--expand 2] [--conv 4] [--repeats 5] [--steps 100] [--mem-length 4096]
         [--mem-batch 8] [--mem-limit-gb 16] [--ref-mem-length 512] [--torch-threads 0]
         [--mem-torch-threads 1]
-        [--no-memory] [--json]
+        [--no-memory] [--no-generation] [--train-peers torch_ref,torch_pscan] [--json]
 
 The sides, all on the same parameters (rnnkit's `init_params` when it has a "mamba" cell, else
 Mamba's own initialisation, tests/torch_mamba.mamba_init) and inputs, from zero initial states whose
@@ -141,7 +141,7 @@ def rnnkit_train_step(cell, p, x, dy, state):
 def train_fns(args, cell, p, N, T):
     x, dy, state = make_inputs(p, N, T, args.d_model)
     fns = {scan_side: torch_train_step(scan_side.split("_")[1], p, x, dy, state)
-           for scan_side in PEERS}
+           for scan_side in PEERS if scan_side in args.train_peers}
     if cell is not None:
         fns["rnnkit"] = rnnkit_train_step(cell, p, x, dy, state)
     return fns
@@ -153,16 +153,17 @@ def _rel(a, b):
 
 
 def agreement(fns):
-    """max |side - torch_ref| / max |torch_ref| of the output and dx: a fast wrong side is no
-    result."""
-    ref_y, ref_dx = (t.detach().numpy() for t in fns["torch_ref"]())
+    """max |side - ref| / max |ref| of the output and dx, ref the first reference timed (torch_ref,
+    else torch_pscan): a fast wrong side is no result."""
+    ref = next(side for side in PEERS + ("rnnkit",) if side in fns)
+    ref_y, ref_dx = (t.detach().numpy() for t in fns[ref]())
     rows = {}
     for side, fn in fns.items():
-        if side == "torch_ref":
+        if side == ref:
             continue
         y, dx = fn()
         y, dx = (v.detach().numpy() if hasattr(v, "detach") else v for v in (y, dx))
-        rows[side] = {"y": _rel(y, ref_y), "dx": _rel(dx, ref_dx)}
+        rows[side] = {"y": _rel(y, ref_y), "dx": _rel(dx, ref_dx), "against": ref}
     return rows
 
 
@@ -354,7 +355,8 @@ def format_report(res):
         ratio = f"{r['vs_rnnkit']:12.2f}" if "vs_rnnkit" in r else f"{'-':>12}"
         lines.append(f"{side:12} {r['ms']:10.1f} {ratio}")
     for side, r in res["agreement"].items():
-        lines.append(f"  {side} vs torch_ref: max|diff|/max|ref| y {r['y']:.1e}, dx {r['dx']:.1e}")
+        lines.append(f"  {side} vs {r['against']}: max|diff|/max|ref| y {r['y']:.1e}, "
+                     f"dx {r['dx']:.1e}")
     lines += ["", f"generation, {c['steps']} tokens a call, ms per token:",
               f"{'batch':>5} {'side':12} {'ms/token':>10} {'peer/rnnkit':>12}"]
     for N, rows in res["generation"].items():
@@ -410,6 +412,10 @@ def main(argv=None):
     ap.add_argument("--mem-torch-threads", type=int, default=1,
                     help="PyTorch's threads in the memory children")
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--train-peers", type=lambda v: tuple(v.split(",")), default=PEERS,
+                    help="the references timed in forward + backward (torch_ref's backward grows "
+                         "with the square of the length: minutes a step at 1024)")
+    ap.add_argument("--no-generation", action="store_true")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--memory-child", choices=PEERS + ("rnnkit",), help=argparse.SUPPRESS)
     ap.add_argument("--rnnkit-params", action="store_true", help=argparse.SUPPRESS)
@@ -435,7 +441,8 @@ def main(argv=None):
     res["train"], res["agreement"] = bench_train(args, cell, p)
     print(json.dumps(res["train"]), file=sys.stderr, flush=True)
     print("generation ...", file=sys.stderr, flush=True)
-    res["generation"] = {N: bench_generation(args, cell, p, N) for N in (1, 8)}
+    res["generation"] = ({} if args.no_generation else
+                         {N: bench_generation(args, cell, p, N) for N in (1, 8)})
     if not args.no_memory:
         print("memory ...", file=sys.stderr, flush=True)
         sides = PEERS + (("rnnkit",) if cell is not None else ())
