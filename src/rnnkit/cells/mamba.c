@@ -195,6 +195,22 @@ EXPORT void FN(mamba_scan_bw)(long T, long N, long H, long S, long rank, long k,
     free(hb);
 }
 
+/* xi at step tau of row n: the conv state's before the sequence (tau < 0), else xz's first half. */
+static inline const R *FN(mb_tap)(long tau, long n, long N, long H, long K, const R *xz,
+                                  const R *conv0) {
+    return tau < 0 ? conv0 + (n * (K - 1) + K - 1 + tau) * H : xz + (tau * N + n) * 2 * H;
+}
+
+/* c (H,) = b + sum_j w[j] xi_{t-K+1+j}: the convolution's output at step t of row n. */
+static inline void FN(mb_conv_at)(long t, long n, long N, long H, long K, const R *xz,
+                                  const R *conv0, const R *w, const R *b, R *c) {
+    for (long e = 0; e < H; e++) c[e] = b[e];
+    for (long j = 0; j < K; j++) {
+        const R *src = FN(mb_tap)(t - K + 1 + j, n, N, H, K, xz, conv0), *wj = w + j * H;
+        VEC for (long e = 0; e < H; e++) c[e] += wj[e] * src[e];
+    }
+}
+
 /* The causal depthwise convolution and its SiLU (rnnkit/functional/causal_conv.py is the reference's):
  * xz (T,N,2H), xi its first half; conv0 (N,K-1,H) the K-1 inputs before the sequence; w (K,H), b (H);
  * xs (T,N,H) out: silu(b + sum_j w[j] xi_{t-K+1+j}). */
@@ -205,14 +221,7 @@ EXPORT void FN(mamba_conv_fw)(long T, long N, long H, long K, long n0, long n1, 
     for (long n = n0; n < n1; n++)
         for (long t = 0; t < T; t++) {
             R *o = xs + (t * N + n) * H;
-            for (long e = 0; e < H; e++) o[e] = b[e];
-            for (long j = 0; j < K; j++) {
-                const long tau = t - K + 1 + j;
-                const R *src = tau < 0 ? conv0 + (n * (K - 1) + K - 1 + tau) * H
-                                       : xz + (tau * N + n) * 2 * H;
-                const R *wj = w + j * H;
-                VEC for (long e = 0; e < H; e++) o[e] += wj[e] * src[e];
-            }
+            FN(mb_conv_at)(t, n, N, H, K, xz, conv0, w, b, o);
             VEC for (long e = 0; e < H; e++) o[e] = o[e] * FN(mb_sigmoid)(o[e]);
         }
 }
@@ -233,23 +242,14 @@ EXPORT void FN(mamba_conv_bw)(long T, long N, long H, long K, long n0, long n1, 
         memset(dbn, 0, H * sizeof(R));
         for (long t = 0; t < T; t++) { /* dxc = dxs silu'(xc), and the taps' gradients */
             R *g = dxs + (t * N + n) * H;
-            for (long e = 0; e < H; e++) c[e] = b[e];
-            for (long j = 0; j < K; j++) {
-                const long tau = t - K + 1 + j;
-                const R *src = tau < 0 ? conv0 + (n * (K - 1) + K - 1 + tau) * H
-                                       : xz + (tau * N + n) * 2 * H;
-                const R *wj = w + j * H;
-                VEC for (long e = 0; e < H; e++) c[e] += wj[e] * src[e];
-            }
+            FN(mb_conv_at)(t, n, N, H, K, xz, conv0, w, b, c);
             VEC for (long e = 0; e < H; e++) {
                 const R s = FN(mb_sigmoid)(c[e]);
                 g[e] *= s * ((R)1 + c[e] * ((R)1 - s));
                 dbn[e] += g[e];
             }
             for (long j = 0; j < K; j++) {
-                const long tau = t - K + 1 + j;
-                const R *src = tau < 0 ? conv0 + (n * (K - 1) + K - 1 + tau) * H
-                                       : xz + (tau * N + n) * 2 * H;
+                const R *src = FN(mb_tap)(t - K + 1 + j, n, N, H, K, xz, conv0);
                 R *dwj = dwn + j * H;
                 VEC for (long e = 0; e < H; e++) dwj[e] += g[e] * src[e];
             }
