@@ -5,7 +5,7 @@ against two PyTorch references, on the CPU in float32.
         [--state 16] [--expand 2] [--conv 4] [--repeats 5] [--steps 100] [--mem-length 4096]
         [--mem-batch 8] [--mem-limit-gb 16] [--ref-mem-length 512] [--torch-threads 0]
         [--mem-torch-threads 1]
-        [--no-memory] [--no-generation] [--train-peers torch_ref,torch_pscan] [--json]
+        [--no-memory] [--no-generation] [--no-train] [--train-peers torch_ref,torch_pscan] [--json]
 
 The sides, all on the same parameters (rnnkit's `init_params` when it has a "mamba" cell, else
 Mamba's own initialisation, tests/torch_mamba.mamba_init) and inputs, from zero initial states whose
@@ -416,6 +416,7 @@ def main(argv=None):
                     help="the references timed in forward + backward (torch_ref's backward grows "
                          "with the square of the length: minutes a step at 1024)")
     ap.add_argument("--no-generation", action="store_true")
+    ap.add_argument("--no-train", action="store_true")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--memory-child", choices=PEERS + ("rnnkit",), help=argparse.SUPPRESS)
     ap.add_argument("--rnnkit-params", action="store_true", help=argparse.SUPPRESS)
@@ -438,7 +439,7 @@ def main(argv=None):
                       "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                       "rnnkit_threads": kernels.threads()}}
     print("forward + backward ...", file=sys.stderr, flush=True)  # a step can take a minute
-    res["train"], res["agreement"] = bench_train(args, cell, p)
+    res["train"], res["agreement"] = ({}, {}) if args.no_train else bench_train(args, cell, p)
     print(json.dumps(res["train"]), file=sys.stderr, flush=True)
     print("generation ...", file=sys.stderr, flush=True)
     res["generation"] = ({} if args.no_generation else

@@ -40,6 +40,11 @@ class NumpyOps:
         """Run `kernel` (a `rnnkit.kernels.LoopKernel`) on arguments passed by name."""
         return kernel.reference(**args)
 
+    def run_bound(self, kernel, fixed, **args):
+        """`run(kernel, **fixed, **args)` where `fixed` holds the same objects call after call (a
+        layer's weights, at every generated token): the compiled backend keeps their conversion."""
+        return kernel.reference(**fixed, **args)
+
     def matmul(self, a, b, out=None, accumulate=False):
         from rnnkit.kernels import matmul
 
@@ -55,6 +60,10 @@ class CompiledOps(NumpyOps):
     def run(self, kernel, **args):
         run = kernel.compiled(args)
         return kernel.reference(**args) if run is None else run()
+
+    def run_bound(self, kernel, fixed, **args):
+        run = kernel.compiled_bound(fixed, args)
+        return kernel.reference(**fixed, **args) if run is None else run()
 
 
 REFERENCE, COMPILED = NumpyOps(), CompiledOps()

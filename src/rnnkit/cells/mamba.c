@@ -308,9 +308,9 @@ EXPORT void FN(mamba_step)(long T, long N, long H, long D, long E, long S, long 
     GEMM(gemm, ilp64, NULL, M, E, rank, dbc, W, W_dt, E, (R)0, pre, E);
     /* A = -exp(A_log) once for all rows; then per row, the channels' dt, dt xs and silu(z) in passes
      * along E, the state's update along each channel's S entries (PyTorch's layout), the output gated */
-    R *An = malloc((E * S + 3 * E) * sizeof(R));
+    R *An = malloc((2 * E * S + 3 * E) * sizeof(R));
     if (!An) abort();
-    R *dv = An + E * S, *dxv = dv + E, *gz = dxv + E;
+    R *ab = An + E * S, *dv = ab + E * S, *dxv = dv + E, *gz = dxv + E;
     VEC for (long i = 0; i < E * S; i++) An[i] = -EXP(A_log[i]);
     for (long r = 0; r < M; r++) { /* h = exp(dt A) h + dt B xs; y = C . h + skip xs; o = y silu(z) */
         const R *B = dbc + r * W + rank, *C = B + S, *z = xz + r * 2 * E + E, *xr = xs + r * E;
@@ -320,11 +320,17 @@ EXPORT void FN(mamba_step)(long T, long N, long H, long D, long E, long S, long 
             dxv[e] = dv[e] * xr[e];
             gz[e] = z[e] * FN(mb_sigmoid)(z[e]);
         }
+        for (long e = 0; e < E; e++) { /* dt A, then its exponentials in one flat pass */
+            const R d = dv[e], *Ae = An + e * S;
+            R *abe = ab + e * S;
+            VEC for (long s = 0; s < S; s++) abe[s] = d * Ae[s];
+        }
+        VEC for (long i = 0; i < E * S; i++) ab[i] = EXP(ab[i]);
         for (long e = 0; e < E; e++) {
-            const R d = dv[e], dx = dxv[e], *Ae = An + e * S;
+            const R dx = dxv[e], *abe = ab + e * S;
             R *he = h + e * S, y = 0;
             VEC_Y for (long s = 0; s < S; s++) {
-                he[s] = EXP(d * Ae[s]) * he[s] + dx * B[s];
+                he[s] = abe[s] * he[s] + dx * B[s];
                 y += C[s] * he[s];
             }
             orow[e] = y;

@@ -382,8 +382,8 @@ def mamba_step(x, conv, ssm, p):
             expect_finite(name, a)
     conv, ssm = xp.array(conv, order="C"), xp.array(ssm, order="C")
     out = xp.empty((N, H), dtype=x.dtype)
-    get_ops(x, ssm).run(MAMBA_STEP, T=1, N=N, H=H, D=D, E=E, S=S, rank=R, K=K, x=x, conv=conv,
-                        ssm=ssm, out=out, **p)
+    get_ops(x, ssm).run_bound(MAMBA_STEP, p, T=1, N=N, H=H, D=D, E=E, S=S, rank=R, K=K, x=x,
+                              conv=conv, ssm=ssm, out=out)
     return out, conv, ssm
 
 

@@ -219,6 +219,7 @@ class LoopKernel(_Entry):
         super().__init__(name, source, reference)
         self.blocks, self.min_rows = blocks, min_rows
         self._where = None
+        self._bound = []  # compiled_bound's conversions of fixed arguments, the latest first
 
     def _slots(self):
         """The positions of n0, n1, gemm and ilp64 in the C argument list."""
@@ -237,13 +238,55 @@ class LoopKernel(_Entry):
         got = self._convert(args)
         if got is None:
             return None
-        dtype, values, keep, fn = got
+        return self._runner(*got, args["T"], args["N"], args["H"])
+
+    def compiled_bound(self, fixed: dict, rest: dict):
+        """`compiled({**fixed, **rest})` for a call made again and again with the same `fixed` objects (a
+        layer's weights, at every generated token): their conversion is kept from the call before
+        (for the last few sets of them, compared by identity), so only `rest` is converted. Arrays are
+        never copied in place of the fixed ones: a weight updated in place is read as it is now."""
+        bound = self._bound
+        entry = None
+        for e in bound:
+            if (len(e[0]) == len(fixed) and all(fixed.get(name) is obj for name, obj in e[0])
+                    and e[3] == rest.keys()):  # every slot of rest written again below
+                entry = e
+                break
+        if entry is None:
+            got = self._convert({**fixed, **rest})
+            if got is None:
+                return None
+            slots = {p.name: i for i, p in enumerate(self.params)}
+            entry = (tuple(fixed.items()), got, slots, set(rest))
+            bound.insert(0, entry)
+            del bound[4:]  # the weights of a few models at once, not every array ever seen
+        _, (dtype, values, keep, fn), slots, _ = entry
+        values = list(values)
+        extra = []
+        for name, v in rest.items():
+            i = slots[name]
+            kind = self.params[i].kind
+            if kind == "int":
+                values[i] = int(v)
+            elif v is None:
+                values[i] = None
+            elif (type(v) is not np.ndarray or not v.flags.c_contiguous
+                  or (kind == "array" and v.dtype != dtype) or kind not in ("array", "bytes")):
+                return self.compiled({**fixed, **rest})  # the general conversion decides
+            else:
+                if kind == "bytes" and v.dtype == bool:
+                    v = v.view(np.uint8)
+                extra.append(v)
+                values[i] = (addressof(c_char.from_buffer(v)) if v.flags.writeable and v.size
+                             else v.ctypes.data)
+        return self._runner(dtype, values, (keep, extra), fn, rest["T"], rest["N"], rest["H"])
+
+    def _runner(self, dtype, values, keep, fn, T, N, H):
         found = blas.current()
         f32 = dtype == np.float32
         gemm = ctypes.addressof(found[0 if f32 else 1])
         flags = int(found[2]) | (2 if f32 and SMALL_GEMM else 0)
         i0, i1, ig, iflags = self._slots()
-        T, N, H = args["T"], args["N"], args["H"]
 
         def call_for(n0, n1):
             c = list(values)
