@@ -227,3 +227,21 @@ def test_compiled_block_equals_reference(dtype, tol, K, rng, monkeypatch):
         assert a.shape == b.shape and (a.size == 0 or rel_error(a, b) < tol)
     for name in g1:
         assert rel_error(g1[name], g2[name]) < tol, name
+
+
+@pytest.mark.skipif(not kernels.status()["available"], reason="compiled kernels unavailable")
+def test_step_with_weights_bound_sees_them_updated_and_replaced(rng):
+    """The step keeps its weights' conversion between tokens (`ops.run_bound`): a weight updated in
+    place, or replaced by another array, is read as it is now, and the result stays the reference's."""
+    cell, p, x, state, _ = _setup(rng)
+    x0 = x[0]
+    with kernels.reference():
+        want, _ = cell.step(x0, state, p)
+    got, _ = cell.step(x0, state, p)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    p["W_out"] *= 2                          # in place: the same object, new values
+    p["skip"] = p["skip"] + 1                # a new object
+    with kernels.reference():
+        want, _ = cell.step(x0, state, p)
+    got, _ = cell.step(x0, state, p)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
