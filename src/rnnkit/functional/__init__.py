@@ -52,10 +52,12 @@ from rnnkit.functional.pooling import POOLINGS, SeqPoolCache, pool_backward, poo
 from rnnkit.functional.scan import linear_scan, linear_scan_log
 
 __all__ = [
-    "CausalConvCache", "ChannelNormCache", "FeatureNormCache", "RMSNormCache", "ImageAttentionCache", "MSECache",
+    "CausalConvCache", "ChannelNormCache", "FeatureNormCache", "RMSNormCache", "ImageAttentionCache",
+    "MSECache",
     "POOLINGS", "SatContextCache", "SeqPoolCache",
     "affine_backward", "affine_forward", "bag_mean_backward_into", "bag_mean_forward",
-    "causal_conv_backward", "causal_conv_forward", "channel_norm_backward", "channel_norm_forward",
+    "causal_conv_backward", "causal_conv_forward",
+    "channel_norm_backward", "channel_norm_forward",
     "dropout_backward", "dropout_forward",
     "embedding_backward", "embedding_backward_into", "embedding_forward",
     "feature_norm_backward", "feature_norm_forward",
