@@ -14,7 +14,10 @@
 #if defined(RNNKIT_MVEC)
 #define VEC_ACC _Pragma("omp simd reduction(+ : acc)")
 #define VEC_ACC2 _Pragma("omp simd reduction(+ : acc, acc2)")
+#define VEC_ACC4(x0, x1, x2, x3) _Pragma(RWKV7_STR(omp simd reduction(+ : x0, x1, x2, x3)))
+#define RWKV7_STR(x) #x
 #else
+#define VEC_ACC4(x0, x1, x2, x3)
 #define VEC_ACC
 #define VEC_ACC2
 #endif
@@ -28,19 +31,54 @@ static inline __attribute__((always_inline)) void FN(wkv7_step)(long H, const R 
                                                                 const R *w, const R *k, const R *v,
                                                                 const R *a, const R *b, const R *r,
                                                                 R *sa, R *y) {
-    for (long i = 0; i < H; i++) {
+    long i = 0;
+    /* Four rows at once: a row's dot products are too short (H = 64) to hide their sums' latency and
+     * the loop's overhead alone; four share them, and the loads of a, w, b, k and r. */
+    for (; i + 4 <= H; i += 4) {
+        const R *p0 = Sp + i * H, *p1 = p0 + H, *p2 = p1 + H, *p3 = p2 + H;
+        R *c0 = Sc + i * H, *c1 = c0 + H, *c2 = c1 + H, *c3 = c2 + H;
+        R s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        VEC_ACC4(s0, s1, s2, s3) for (long j = 0; j < H; j++) { /* sa_i = S_{t-1,i} . a */
+            s0 += p0[j] * a[j];
+            s1 += p1[j] * a[j];
+            s2 += p2[j] * a[j];
+            s3 += p3[j] * a[j];
+        }
+        const R v0 = v[i], v1 = v[i + 1], v2 = v[i + 2], v3 = v[i + 3];
+        if (sa) sa[i] = s0, sa[i + 1] = s1, sa[i + 2] = s2, sa[i + 3] = s3;
+        if (y) {
+            R y0 = 0, y1 = 0, y2 = 0, y3 = 0;
+            VEC_ACC4(y0, y1, y2, y3) for (long j = 0; j < H; j++) { /* y_i = S_{t,i} . r */
+                const R e0 = p0[j] * w[j] + s0 * b[j] + v0 * k[j];
+                const R e1 = p1[j] * w[j] + s1 * b[j] + v1 * k[j];
+                const R e2 = p2[j] * w[j] + s2 * b[j] + v2 * k[j];
+                const R e3 = p3[j] * w[j] + s3 * b[j] + v3 * k[j];
+                c0[j] = e0, c1[j] = e1, c2[j] = e2, c3[j] = e3;
+                y0 += e0 * r[j], y1 += e1 * r[j], y2 += e2 * r[j], y3 += e3 * r[j];
+            }
+            y[i] = y0, y[i + 1] = y1, y[i + 2] = y2, y[i + 3] = y3;
+        } else {
+            VEC for (long j = 0; j < H; j++) {
+                c0[j] = p0[j] * w[j] + s0 * b[j] + v0 * k[j];
+                c1[j] = p1[j] * w[j] + s1 * b[j] + v1 * k[j];
+                c2[j] = p2[j] * w[j] + s2 * b[j] + v2 * k[j];
+                c3[j] = p3[j] * w[j] + s3 * b[j] + v3 * k[j];
+            }
+        }
+    }
+    for (; i < H; i++) {
         const R *p = Sp + i * H;
         R *c = Sc + i * H;
         R acc = 0;
-        VEC_ACC for (long j = 0; j < H; j++) acc += p[j] * a[j]; /* sa_i = S_{t-1,i} . a */
+        VEC_ACC for (long j = 0; j < H; j++) acc += p[j] * a[j];
         const R sai = acc, vi = v[i];
         if (sa) sa[i] = sai;
         if (y) {
             acc = 0;
             VEC_ACC for (long j = 0; j < H; j++) {
-                const R s = p[j] * w[j] + sai * b[j] + vi * k[j];
-                c[j] = s;
-                acc += s * r[j]; /* y_i = S_{t,i} . r */
+                const R e = p[j] * w[j] + sai * b[j] + vi * k[j];
+                c[j] = e;
+                acc += e * r[j];
             }
             y[i] = acc;
         } else {
