@@ -163,7 +163,7 @@ def _run_functional(rng, dtype, masked, shape):
 @compiled_only
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-13), (np.float32, 2e-6)])
 @pytest.mark.parametrize("masked", [False, True])
-def test_compiled_loops_equal_their_references(dtype, tol, masked, monkeypatch):
+def test_compiled_loops_equal_their_references(dtype, tol, masked, three_threads):
     """indrnn.c against the NumPy loops, float32 and float64, with and without masks; the batch rows
     cut into three uneven ranges run on worker threads, whatever this machine has."""
     T_, N_, H_ = 7, 19, 36
@@ -178,12 +178,7 @@ def test_compiled_loops_equal_their_references(dtype, tol, masked, monkeypatch):
     with kernels.reference():
         assert indrnn.INDRNN_FW.compiled(fw) is None
 
-    monkeypatch.setattr(kernels.pool, "SPLIT_MIN_MACS", 0)
-    monkeypatch.setattr(kernels.pool, "SPLIT_MIN_ROWS", 1)
-    monkeypatch.setattr(kernels.pool, "threads", lambda: 3)
-    split_calls, run_parallel = [], kernels.pool.run_parallel
-    monkeypatch.setattr(kernels.pool, "run_parallel",
-                        lambda fn, calls: (split_calls.append(len(calls)), run_parallel(fn, calls)))
+    split_calls = three_threads
     shape = (T_, N_, 8, H_)
     fast = _run_functional(np.random.default_rng(4), dtype, masked, shape)
     assert split_calls == [3, 3]  # forward and backward each ran as three row ranges

@@ -62,10 +62,7 @@ def _scan_bw(xs, pre, At, dbc, skip, xz, y, mask, kept, dout, dh, chunk):
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("chunk", [1, 3, T, 50])
-def test_compiled_scan_equals_reference(dtype, tol, masked, chunk, rng, monkeypatch):
-    monkeypatch.setattr(kernels.pool, "SPLIT_MIN_MACS", 0)  # rows cut across three threads
-    monkeypatch.setattr(kernels.pool, "SPLIT_MIN_ROWS", 1)
-    monkeypatch.setattr(kernels.pool, "threads", lambda: 3)
+def test_compiled_scan_equals_reference(dtype, tol, masked, chunk, rng, three_threads):
     xs, pre, At, dbc, skip, xz, h0 = _scan_inputs(rng, dtype)
     mask = (np.arange(T)[:, None] < np.array([T, 4, 1])[None, :]) if masked else None
     fast = M.selective_scan(xs, pre, At, dbc, skip, xz, h0, mask, chunk=chunk)
@@ -74,6 +71,7 @@ def test_compiled_scan_equals_reference(dtype, tol, masked, chunk, rng, monkeypa
     for a, b in zip(fast, ref):
         assert rel_error(a, b) < tol
     assert fast[3].shape == (-(-T // chunk), N, At.shape[0], xs.shape[2])  # O(T/k) states kept
+    assert three_threads == [3]  # the forward ran as three row ranges
     dout = rng.standard_normal(xs.shape).astype(dtype)
     dh = rng.standard_normal(h0.shape).astype(dtype)
     g_fast = _scan_bw(xs, pre, At, dbc, skip, xz, fast[0], mask, fast[3], dout, dh, chunk)
@@ -207,12 +205,9 @@ def test_wrong_state_shape_is_named(rng):
 @pytest.mark.skipif(not kernels.status()["available"], reason="compiled kernels unavailable")
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
 @pytest.mark.parametrize("K", [1, 2, 4])
-def test_compiled_block_equals_reference(dtype, tol, K, rng, monkeypatch):
+def test_compiled_block_equals_reference(dtype, tol, K, rng, three_threads):
     """The block's compiled loops (the convolution and its SiLU, the scan) against their references,
     rows cut across three threads, with masks (a sequence shorter than the convolution's width)."""
-    monkeypatch.setattr(kernels.pool, "SPLIT_MIN_MACS", 0)
-    monkeypatch.setattr(kernels.pool, "SPLIT_MIN_ROWS", 1)
-    monkeypatch.setattr(kernels.pool, "threads", lambda: 3)
     cell, p, x, state, mask = _setup(rng, dtype, conv_width=K)
     dfinal = tuple(rng.standard_normal(s.shape).astype(dtype) for s in state)
     dout = rng.standard_normal((T, N, H)).astype(dtype)

@@ -309,14 +309,9 @@ def test_fast_equals_reference(dtype, tol, masked, shape):
 @compiled_only
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-13), (np.float32, 2e-6)])
 @pytest.mark.parametrize("masked", [False, True])
-def test_rows_split_across_threads_equal_reference(dtype, tol, masked, monkeypatch):
+def test_rows_split_across_threads_equal_reference(dtype, tol, masked, three_threads):
     """The time loops cut into three uneven row ranges run on worker threads give the reference."""
-    monkeypatch.setattr(kernels.pool, "SPLIT_MIN_MACS", 0)
-    monkeypatch.setattr(kernels.pool, "SPLIT_MIN_ROWS", 1)
-    monkeypatch.setattr(kernels.pool, "threads", lambda: 3)
-    split_calls, run_parallel = [], kernels.pool.run_parallel
-    monkeypatch.setattr(kernels.pool, "run_parallel",
-                        lambda fn, calls: (split_calls.append(len(calls)), run_parallel(fn, calls)))
+    split_calls = three_threads
     shape = (6, 19, 7, 36)
     fast = _run(dtype, masked, np.random.default_rng(4), shape)
     assert split_calls == [3, 3]  # forward and backward each ran as three row ranges

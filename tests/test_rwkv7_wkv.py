@@ -57,7 +57,7 @@ def _run(ins, dy, dST, mask, chunk):
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-13), (np.float32, 2e-5)])
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("chunk", [1, 3, T, 50])
-def test_compiled_loops_equal_their_references(dtype, tol, masked, chunk, rng, monkeypatch):
+def test_compiled_loops_equal_their_references(dtype, tol, masked, chunk, rng, three_threads):
     """rwkv7.c against the NumPy loops; the streams (N*H = 6) cut into three ranges on worker
     threads, whatever this machine has."""
     ins = _inputs(rng, dtype)
@@ -71,12 +71,7 @@ def test_compiled_loops_equal_their_references(dtype, tol, masked, chunk, rng, m
     with kernels.reference():
         assert R.WKV7_FW.compiled(fw) is None
 
-    monkeypatch.setattr(kernels.pool, "SPLIT_MIN_MACS", 0)
-    monkeypatch.setattr(kernels.pool, "SPLIT_MIN_ROWS", 1)
-    monkeypatch.setattr(kernels.pool, "threads", lambda: 3)
-    split_calls, run_parallel = [], kernels.pool.run_parallel
-    monkeypatch.setattr(kernels.pool, "run_parallel",
-                        lambda fn, calls: (split_calls.append(len(calls)), run_parallel(fn, calls)))
+    split_calls = three_threads
     fast = _run(ins, dy, dST, mask, chunk)
     assert split_calls == [3, 3]  # forward and backward each ran as three stream ranges
     with kernels.reference():
