@@ -2,13 +2,15 @@
 
 Each task registers its own verbs from its own file (`rnnkit.cli.<task>`), so the command line grows one
 module at a time. A `UserError`, like a flag argparse refuses, becomes one line on stderr and exit
-status 2.
+status 2. A reader that stops early (`rnnkit sample RUN | head -1`) ends the command quietly, with
+the status of a program killed by SIGPIPE (141), as `cat` in the same pipe would.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from rnnkit.errors import UserError
@@ -46,7 +48,38 @@ def build_parser():
     return parser
 
 
+# 128 + SIGPIPE: what the shell reports for a program the signal ended, so `set -o pipefail` scripts
+# see rnnkit as they see coreutils.
+BROKEN_PIPE_STATUS = 141
+
+
 def main(argv=None):
+    try:
+        try:
+            return _main(argv)
+        finally:
+            # Inside the try: a pipe stdout holds its last block until this flush, and a broken pipe
+            # found at the interpreter's own flush would print "Exception ignored" and exit 120.
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        return BROKEN_PIPE_STATUS
+
+
+def _silence_stdout():
+    """Point stdout at /dev/null, so that the interpreter's flush at exit has nowhere to fail (the
+    Python documentation's recipe for SIGPIPE). Not SIG_DFL for SIGPIPE: that would kill the
+    process on any broken socket too."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # a stdout that is no file (a test's capture): nothing flushes it to a pipe at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _main(argv):
     from rnnkit import cells
 
     try:
