@@ -49,6 +49,39 @@ def test_a_flag_argparse_refuses_is_one_line(argv, message, capsys):
     assert err.rstrip().endswith("--help`")
 
 
+def _float_flags(parser, path=()):
+    """(verb path, flag) of every option of the parser and its subparsers that takes a float."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _float_flags(sub, path + (name,))
+        elif action.type is float and action.option_strings:
+            yield path, action.option_strings[0]
+
+
+def test_every_float_flag_refuses_nan_and_inf(capsys):
+    """A nan passes every range check (each comparison is False): argparse refuses it, naming the
+    flag, before any verb sees it."""
+    from rnnkit.cli import build_parser, main
+
+    flags = list(_float_flags(build_parser()))
+    assert {("train", "lm", "--lr"), ("train", "lm", "--dropout"), ("sample", "--temperature"),
+            ("train", "classify", "--weight-decay")} <= {(*p, f) for p, f in flags}
+    for path, flag in flags:
+        for value in ("nan", "inf", "-inf", "NaN"):
+            with pytest.raises(SystemExit) as e:
+                main([*path, f"{flag}={value}"])  # "=": argparse takes a lone -inf for a flag
+            assert e.value.code == 2
+            err = capsys.readouterr().err
+            assert f"error: argument {flag}: expected a finite number, got '{value}'" in err, err
+            assert err.count("\n") == 1
+    with pytest.raises(SystemExit):
+        main(["train", "lm", "--lr", "x"])
+    assert "argument --lr: invalid float value: 'x'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("flag,value,msg", [
     ("--steps", "0", "--steps: expected a positive integer, got 0"),
     ("--minutes", "0", "--minutes: expected a positive number, got 0.0"),

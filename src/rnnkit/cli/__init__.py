@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import sys
 
@@ -30,9 +31,23 @@ VERB_MODULES = [
 ]
 
 
+def finite_float(text):
+    """A number that is not nan or inf: float() takes both, and a nan learning rate or dropout would
+    pass every range check (each comparison is False) and surface steps later as a diverged loss."""
+    value = float(text)  # a ValueError: argparse's own "invalid float value" line
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with its mistakes on one line: the usage block it prints first runs to thirty lines for
-    `rnnkit train translate`, burying the line that says what was wrong. Subparsers inherit the class."""
+    `rnnkit train translate`, burying the line that says what was wrong. Subparsers inherit the class.
+    Every `type=float` flag reads as `finite_float`, those of the cells' options included."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register("type", float, finite_float)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
