@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from rnnkit.cli import main
 from rnnkit.tasks.lm import load_run
 from rnnkit.errors import UserError
-from rnnkit.train.checkpoint import load_checkpoint, save_checkpoint
+from rnnkit.train.checkpoint import load_checkpoint, prepare_run_dir, save_checkpoint
 
 FAST = settings(max_examples=50, deadline=None)
 
@@ -131,3 +131,36 @@ def test_interrupted_save_leaves_the_old_checkpoint(tmp_path, monkeypatch):
     arrays, meta, _ = load_checkpoint(tmp_path, "last", "lm")
     assert meta["step"] == 3 and arrays["model.w"][1, 2] == 5
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def _locked_by_another_process(run_dir):
+    """Whether a fresh process is refused the lock of run_dir."""
+    import subprocess
+    import sys
+
+    import rnnkit
+
+    code = ("import sys; from rnnkit.errors import UserError; from rnnkit.train.checkpoint import "
+            "lock_run_dir\ntry:\n    lock_run_dir(sys.argv[1])\nexcept UserError as e:\n    print(e)")
+    env = {**os.environ, "PYTHONPATH": str(Path(rnnkit.__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code, str(run_dir)], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    return f"a run is in progress there (pid {os.getpid()})" in out
+
+
+def test_run_dir_lock_lasts_until_released_and_an_inner_hold_keeps_it(tmp_path):
+    from rnnkit.train.checkpoint import hold_run_dir, release_run_dir
+
+    run_dir = prepare_run_dir(tmp_path / "run")
+    try:
+        assert _locked_by_another_process(run_dir)
+        with hold_run_dir(run_dir):  # what fit does: this process holds it already
+            pass
+        assert _locked_by_another_process(run_dir)
+        assert prepare_run_dir(run_dir) == run_dir  # this process's own lock is no obstacle
+    finally:
+        release_run_dir(run_dir)
+    assert not _locked_by_another_process(run_dir)
+    with hold_run_dir(run_dir):
+        assert _locked_by_another_process(run_dir)
+    assert not _locked_by_another_process(run_dir)

@@ -111,3 +111,95 @@ def test_unknown_optimizer_is_refused_by_name(task, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "argument --optimizer: invalid choice: 'lion'" in err and "adamw" in err
 
+
+
+def _data_argv(task, tmp_path):
+    """The verb's arguments with a data file that is not there, for the verbs that read files."""
+    extra = ["--data", str(tmp_path / "missing")] if task == "translate" else []
+    return _argv(task, tmp_path) + extra
+
+
+@pytest.mark.parametrize("task", ["lm", "caption", "translate", "classify"])
+def test_force_with_a_missing_data_file_keeps_the_old_run(task, tmp_path, capsys):
+    """--force removes the old run only once the new run's data has been read."""
+    out = make_old_run(tmp_path / "run")
+    missing = str(tmp_path / "missing")
+    assert_refused(capsys, _data_argv(task, tmp_path) + ["--out", str(out), "--force"],
+                   f"--data {missing}" if task == "translate" else missing, out)
+
+
+def _python(*argv, **kw):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import rnnkit
+
+    env = {**os.environ, "PYTHONPATH": str(Path(rnnkit.__file__).resolve().parents[1])}
+    return subprocess.Popen([sys.executable, *argv], env=env, **kw)
+
+
+HOLD = ("import sys, time; from rnnkit.train.checkpoint import lock_run_dir; "
+        "lock_run_dir(sys.argv[1]); print('held', flush=True); time.sleep(600)")
+
+
+@pytest.fixture
+def holder(tmp_path):
+    """A process holding the lock of tmp_path/run (with an old run in it), as a training there does;
+    ended by kill -9."""
+    import subprocess
+
+    out = make_old_run(tmp_path / "run")
+    proc = _python("-c", HOLD, str(out), stdout=subprocess.PIPE)
+    assert proc.stdout.readline() == b"held\n"
+    yield out, proc
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+
+
+@pytest.mark.parametrize("flags", [["--force"], ["--resume"], []])
+@pytest.mark.parametrize("task", TASKS)
+def test_a_run_in_progress_in_out_is_refused_and_kept(task, flags, holder, tmp_path, capsys):
+    """A second training into --out, or a --force or --resume there, while a run is going: refused,
+    naming the pid, before the old run is read or removed."""
+    out, proc = holder
+    assert_refused(capsys, _argv(task, tmp_path) + ["--out", str(out), *flags],
+                   f"--out {out}: a run is in progress there (pid {proc.pid})", out)
+
+
+def test_a_killed_run_leaves_no_lock(tmp_path, capsys):
+    """Two real trainings into one --out: the second is refused while the first runs; once the first
+    is killed (-9, no clean-up of its own) the second may start over."""
+    import os
+    import time
+
+    from rnnkit.cli import main
+    from rnnkit.train.checkpoint import LOCK
+
+    text = tmp_path / "text.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog.\n" * 40)
+    out = tmp_path / "run"
+    tiny = ["train", "lm", "--data", str(text), "--out", str(out), "--hidden", "8", "--layers", "1",
+            "--embed", "4", "--batch", "2", "--seq-len", "8", "--no-progress"]
+    first = _python("-m", "rnnkit", *tiny, "--minutes", "10", "--checkpoint-every", "1")
+    try:
+        deadline = time.monotonic() + 120
+        while not ((out / "last.json").exists() and (out / LOCK).exists()
+                   and (out / LOCK).read_text().strip() == str(first.pid)):
+            assert first.poll() is None and time.monotonic() < deadline, "the first run did not start"
+            time.sleep(0.05)
+        for flags in (["--force"], ["--resume"]):
+            assert main(tiny + ["--steps", "2", *flags]) == 2
+            err = capsys.readouterr().err
+            assert err == (f"rnnkit: error: --out {out}: a run is in progress there "
+                           f"(pid {first.pid})\n")
+    finally:
+        first.kill()  # SIGKILL
+        first.wait()
+    assert (out / LOCK).exists()  # left behind, but no longer locked
+    assert main(tiny + ["--steps", "2", "--force", "--json"]) == 0
+    assert '"step": 2' in capsys.readouterr().out
+    assert main(tiny + ["--steps", "3", "--resume"]) == 0
+    assert os.path.getsize(out / LOCK) > 0

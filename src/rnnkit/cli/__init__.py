@@ -15,6 +15,7 @@ import os
 import sys
 
 from rnnkit.errors import UserError
+from rnnkit.train.checkpoint import release_run_dirs
 
 # Modules that add verbs: each defines `register(sub, train_sub)` where `sub` holds the top-level verbs
 # and `train_sub` the tasks of `rnnkit train <task>`.
@@ -112,6 +113,8 @@ def _main(argv):
     except KeyboardInterrupt:
         print("rnnkit: interrupted", file=sys.stderr)
         return 130
+    finally:
+        release_run_dirs()  # a verb's lock on its run directory lasts as long as the verb
 
 
 if __name__ == "__main__":

@@ -144,7 +144,7 @@ def train(args):
     from rnnkit.data.vocab import Vocab
     from rnnkit.models.captioner import Captioner, CaptionerConfig
     from rnnkit.train.batches import IndexBatches
-    from rnnkit.train.checkpoint import load_checkpoint, prepare_run_dir
+    from rnnkit.train.checkpoint import check_run_dir, load_checkpoint, prepare_run_dir
     from rnnkit.train.loop import fit
 
     check_run_flags(args)
@@ -167,7 +167,7 @@ def train(args):
         train_args = resolve(args, TRAIN_DEFAULTS)
     check(train_args)
     if not args.resume:
-        prepare_run_dir(out, resume=False, force=args.force)
+        check_run_dir(out, force=args.force)
 
     progress = not args.no_progress
     caps, imgs, inputs, bad = load_data(args.images, args.captions, data_args["size"], args.skip_bad_rows,
@@ -235,6 +235,8 @@ def train(args):
               f"({imgs.kind} {tuple(inputs.shape[1:])}), {cfg.cell} {cfg.hidden}"
               f"{', attention ' + cfg.attention if cfg.attention != 'none' else ''}; {model.num_parameters():,} parameters; "
               f"run dir {out}", file=sys.stderr)
+    if not args.resume:
+        prepare_run_dir(out, force=args.force)
     summary = fit(task, source, tcfg, out, config, resume=args.resume, progress=progress)
     ev = summary["last_eval"] or {}
     result = {"run_dir": str(out), "step": summary["step"], "stopped": summary["stopped"],

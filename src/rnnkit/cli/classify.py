@@ -32,7 +32,7 @@ from rnnkit.report.classification import classification_report, format_report
 from rnnkit.tasks.classify import TASK, ClassifyTask, Encoded, PretrainTask, fixed_batches, load_run, \
     predict_proba, surface_table
 from rnnkit.train.batches import LengthBatches
-from rnnkit.train.checkpoint import load_checkpoint, prepare_run_dir
+from rnnkit.train.checkpoint import check_run_dir, load_checkpoint, prepare_run_dir
 
 # Defaults of the training flags; a resumed run keeps its own (`rnnkit.cli._training.resolve`). steps
 # None: 5 epochs unless --epochs or --minutes; checkpoint_every None: --eval-every's.
@@ -215,6 +215,7 @@ def train(args):
     saved_train = {}
     if args.resume:
         # The vocabulary and labels come from the run, so the data must give the same ones.
+        prepare_run_dir(out, resume=True)
         _, meta, _ = load_checkpoint(out, "last", TASK)
         saved_train = meta.get("train") or {}
         saved_model = (meta.get("config") or {}).get("model") or {}
@@ -224,7 +225,8 @@ def train(args):
         options = cell_options(args, args.cell)
     train_args = resolve(args, TRAIN_DEFAULTS, saved_train)
     check(train_args)
-    prepare_run_dir(out, resume=args.resume, force=args.force)
+    if not args.resume:
+        check_run_dir(out, force=args.force)
 
     t0 = time.perf_counter()
     tr = _read(args.train, args)
@@ -281,6 +283,8 @@ def train(args):
               "data": {"train": str(args.train), "dev": str(args.dev), "encoding": args.encoding,
                        "max_len": args.max_len, "batch_size": args.batch_size}}
     task = ClassifyTask(model, fixed_batches(x_dev, y_dev), len(x_dev))
+    if not args.resume:
+        prepare_run_dir(out, force=args.force)
     pre = None
     if args.pretrain_epochs > 0 and not args.resume:
         pre = pretrain(model, x_tr.ids, x_dev.ids, args, out / "pretrain", cfg)

@@ -21,7 +21,7 @@ from rnnkit.errors import UserError
 from rnnkit.models.lm import CharLM, LMConfig, evaluate_stream, sample as sample_ids
 from rnnkit.tasks.lm import DATA_DEFAULTS, LMTask, load_corpus, load_run, run_data_args
 from rnnkit.train.batches import StreamBatches
-from rnnkit.train.checkpoint import load_checkpoint, prepare_run_dir
+from rnnkit.train.checkpoint import check_run_dir, load_checkpoint, prepare_run_dir
 from rnnkit.train.loop import fit
 
 # Defaults of the flags (argparse defaults are None, so a resumed run can tell what the user set).
@@ -148,7 +148,7 @@ def train(args):
         train_args = resolve(args, TRAIN_DEFAULTS)
     check(train_args)
     if not args.resume:
-        prepare_run_dir(out, resume=False, force=args.force)
+        check_run_dir(out, force=args.force)
 
     check_encoding(data_args["encoding"])
     text, info = load_corpus(data_args["data"], data_args["encoding"], data_args["bytes"])
@@ -184,6 +184,8 @@ def train(args):
         print(f"rnnkit: {len(ids):,} characters ({len(train_ids):,} train, {len(val_ids):,} validation) "
               f"from {name}; vocabulary {len(vocab)}; {lm_cfg.cell} {lm_cfg.layers}x{lm_cfg.hidden}, "
               f"{model.num_parameters():,} parameters; run dir {out}", file=sys.stderr)
+    if not args.resume:
+        prepare_run_dir(out, force=args.force)
     summary = fit(task, source, tcfg, out, config, resume=args.resume, progress=progress)
     ev = summary["last_eval"] or {}
     result = {"run_dir": str(out), "step": summary["step"], "stopped": summary["stopped"],

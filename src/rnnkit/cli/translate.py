@@ -160,7 +160,7 @@ def _check_args(args):
 
 
 def train(args):
-    from rnnkit.train.checkpoint import prepare_run_dir, read_json
+    from rnnkit.train.checkpoint import check_run_dir, prepare_run_dir, read_json
     from rnnkit.train.loop import fit
 
     check_run_flags(args)
@@ -180,7 +180,7 @@ def train(args):
     opts = resolve(args, DATE_DEFAULTS if dates else TEXT_DEFAULTS, saved_train)
     check(opts)
     if not args.resume:
-        run_dir = prepare_run_dir(args.out, resume=False, force=args.force)
+        run_dir = check_run_dir(args.out, force=args.force)
     t0 = time.perf_counter()
     train_pairs, dev_pairs, test_groups, dev_groups = load_split(ds, warn=_warn)
     if args.resume:
@@ -213,6 +213,8 @@ def train(args):
     print(f"rnnkit: {len(train_pairs)} training pairs, {len(dev_pairs)} dev, {len(test_groups)} test "
           f"sources; vocab {len(src_vocab)} -> {len(tgt_vocab)}; {model.num_parameters()} parameters "
           f"(data ready in {time.perf_counter() - t0:.1f}s)", file=sys.stderr)
+    if not args.resume:
+        prepare_run_dir(run_dir, force=args.force)
     summary = fit(task, source, cfg, run_dir, config, resume=args.resume, progress=not args.no_progress)
     # final test with the best checkpoint (lowest dev loss)
     model, src_vocab, tgt_vocab, _ = load_run(run_dir)

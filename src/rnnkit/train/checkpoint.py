@@ -9,15 +9,26 @@ Writes are atomic: each file goes to a temporary name, is fsynced and renamed in
 last, names its weights file by a fresh token and checksum, so a crash at any moment leaves either the
 old checkpoint or the new one, never a torn mix. The old weights file is removed only after the new JSON
 is in place.
+
+A run directory is locked while a run writes to it (`lock_run_dir`, an advisory flock on its `LOCK`
+file): a second training, or a --force or --resume, into the same directory is refused while the first
+is going. The OS drops the lock with the process, so a run killed by any signal leaves none behind.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
 import secrets
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, run directories go unguarded
+    fcntl = None
 
 import numpy as np
 
@@ -25,6 +36,8 @@ from rnnkit.errors import UserError
 
 FORMAT = "rnnkit-checkpoint"
 VERSION = 1
+LOCK = ".rnnkit.lock"  # in a run directory: its lock, holding the pid of the run that holds it
+_held = {}  # real path of a run directory -> descriptor of its lock file, for this process's locks
 
 
 def _fsync_dir(path: Path):
@@ -150,24 +163,116 @@ def load_checkpoint(run_dir, name="last", task=None):
     return arrays, meta, info.get("task")
 
 
-def prepare_run_dir(path, resume=False, force=False):
-    """Make sure `path` can hold a new run: an existing non-empty directory needs --resume or --force.
+def _in_progress(path, fd):
+    pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+    return UserError(f"--out {path}: a run is in progress there (pid {pid})")
 
-    With --force the old checkpoints and metrics are removed (the user asked for it); other files stay.
-    """
+
+def lock_run_dir(path):
+    """Take the lock of the run directory `path` (which exists) for this process, until
+    `release_run_dir` or the process's end; one this process holds already is kept. Another
+    process's lock is a UserError naming its pid. The lock file stays after release: removing it
+    would let one process lock the removed file while another locks a new one."""
+    path = Path(path)
+    key = os.path.realpath(path)
+    if fcntl is None or key in _held:
+        return
+    try:
+        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise UserError(f"--out {path}: cannot write there ({e.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        err = _in_progress(path, fd)
+        os.close(fd)
+        raise err from None
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP):  # a file system without flock: unguarded
+            return
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    _held[key] = fd
+
+
+def release_run_dir(path):
+    fd = _held.pop(os.path.realpath(path), None)
+    if fd is not None:
+        os.close(fd)  # closing the one descriptor of the lock releases it
+
+
+def release_run_dirs():
+    """Release every run directory this process holds (the CLI, after a verb)."""
+    for key in list(_held):
+        release_run_dir(key)
+
+
+@contextlib.contextmanager
+def hold_run_dir(path):
+    """`lock_run_dir` for the block; a lock this process held before is kept after it."""
+    held = os.path.realpath(path) in _held
+    lock_run_dir(path)
+    try:
+        yield
+    finally:
+        if not held:
+            release_run_dir(path)
+
+
+def _check_not_in_progress(path):
+    """Refuse `path` if another process holds its lock, without taking it or creating anything."""
+    if fcntl is None or os.path.realpath(path) in _held:
+        return
+    try:
+        fd = os.open(path / LOCK, os.O_RDONLY)
+    except OSError:
+        return  # no lock file: no run was ever there
+    try:
+        # a shared lock conflicts with a run's exclusive one only, not with another check's
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _in_progress(path, fd) from None
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _holds_run(path):
+    return path.is_dir() and any(p.name != LOCK for p in path.iterdir())
+
+
+def check_run_dir(path, resume=False, force=False):
+    """Refuse a --out that cannot take this run, touching nothing: not a directory, a run in progress
+    there, --resume without a checkpoint, or an old run without --force. A verb calls it before it
+    reads its data, and `prepare_run_dir` once the data has been read. Returns the path."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"--out {path}: exists and is not a directory")
+    if path.is_dir():
+        _check_not_in_progress(path)
     if resume:
         if not has_checkpoint(path):
             raise UserError(f"--resume: {path} holds no checkpoint to resume from")
-        return path
-    if path.exists() and any(path.iterdir()):
-        if not force:
-            raise UserError(f"--out {path}: directory exists and is not empty; use --resume to continue "
-                            f"the run or --force to start over")
+    elif _holds_run(path) and not force:
+        raise UserError(f"--out {path}: directory exists and is not empty; use --resume to continue "
+                        f"the run or --force to start over")
+    return path
+
+
+def prepare_run_dir(path, resume=False, force=False):
+    """Make `path` ready for a run: `check_run_dir`, then its lock (`lock_run_dir`, held until the
+    process ends or releases it), then with --force the old run's checkpoints and metrics are removed
+    (the user asked for it; other files stay). With --force, call it only once the new run's data has
+    been read: a mistake there must leave the old run as it was."""
+    path = check_run_dir(path, resume, force)
+    path.mkdir(parents=True, exist_ok=True)
+    lock_run_dir(path)
+    check_run_dir(path, resume, force)  # again under the lock: a run may have written there since
+    if not resume and force:
         for p in path.iterdir():
             if p.suffix in (".json", ".safetensors", ".jsonl", ".png") and p.is_file():
                 p.unlink()
-    path.mkdir(parents=True, exist_ok=True)
     return path

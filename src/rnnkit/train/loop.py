@@ -32,7 +32,7 @@ import numpy as np
 from rnnkit import kernels
 from rnnkit.errors import UserError
 from rnnkit.optim import OPTIMIZERS, Schedule, clip_grad_norm, collect_params
-from rnnkit.train.checkpoint import load_checkpoint, save_checkpoint
+from rnnkit.train.checkpoint import hold_run_dir, load_checkpoint, save_checkpoint
 from rnnkit.train.progress import Progress
 
 
@@ -209,15 +209,16 @@ def fit(task, source, cfg: TrainConfig, run_dir, config: dict, resume=False, pro
     "run_dir"}.
     Runs with subnormal floats flushed to zero (`kernels.flush_subnormals`): they made a translation
     model's training step 15% slower, and no result moves by more than 1e-38.
+    Holds the run directory's lock (`checkpoint.hold_run_dir`) throughout, unless the caller holds it.
     """
-    with kernels.flush_subnormals():
+    cfg.validate()
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    with kernels.flush_subnormals(), hold_run_dir(run_dir):
         return _fit(task, source, cfg, run_dir, config, resume, progress)
 
 
 def _fit(task, source, cfg, run_dir, config, resume, progress):
-    cfg.validate()
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     params = collect_params(**task.modules)
     opt = make_optimizer(cfg, params)
     sched = make_schedule(cfg)
