@@ -34,6 +34,8 @@ def test_resume_with_force_is_refused_and_keeps_the_old_run(task, tmp_path, caps
      "--optimizer: invalid choice: 'lion'"),
     (["train", "lm", "--steps", "x"], "rnnkit train lm: error: argument --steps: invalid int value"),
     (["trian"], "rnnkit: error: argument <verb>: invalid choice: 'trian'"),
+    (["eval", "run", "--beam", "0"], "rnnkit eval: error: argument --beam: expected a positive integer, "
+     "got '0'"),
     (["train", "classify"], "rnnkit train classify: error: the following arguments are required: "
      "--train, --dev"),
 ])
@@ -92,6 +94,7 @@ def test_every_float_flag_refuses_nan_and_inf(capsys):
     ("--checkpoint-every", "0", "--checkpoint-every: expected a positive integer, got 0"),
     ("--patience", "-1", "--patience: expected an integer >= 0, got -1"),
     ("--ema", "1", "--ema: expected a number in [0, 1)"),
+    ("--warmup", "5", "--warmup 5: only the cosine schedule warms up (--schedule constant ignores it"),
 ])
 @pytest.mark.parametrize("task", TASKS)
 def test_bad_training_flag_is_one_line_and_keeps_the_old_run(task, flag, value, msg, tmp_path, capsys):

@@ -41,6 +41,14 @@ def finite_float(text):
     return value
 
 
+def positive_int(text):
+    """An integer >= 1, for a count where 0 would otherwise read as "not given" (`--beam 0`)."""
+    value = int(text)  # a ValueError: argparse's own "invalid int value" line
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with its mistakes on one line: the usage block it prints first runs to thirty lines for
     `rnnkit train translate`, burying the line that says what was wrong. Subparsers inherit the class.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from rnnkit.cli import positive_int
 from rnnkit.cli.memory import _lengths
 from rnnkit.errors import UserError
 from rnnkit.train.checkpoint import read_json
@@ -27,7 +28,8 @@ def register(sub, train_sub):
     p = sub.add_parser("eval", help="evaluate a trained run (validation loss, accuracy, BLEU, ...)")
     p.add_argument("dir", help="run directory written by `rnnkit train`")
     p.add_argument("--data", help="data file to evaluate on (the task's format); default: the run's own")
-    p.add_argument("--beam", type=int, default=None, help="beam width, for tasks that decode")
+    p.add_argument("--beam", type=positive_int, default=None,
+                   help="beam width, for tasks that decode (1: greedy)")
     p.add_argument("--length-penalty", type=float, default=None,
                    help="translation: beam scores are divided by length**this (default 0.6)")
     p.add_argument("--split", choices=("test", "dev"), default="test",

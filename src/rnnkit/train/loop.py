@@ -83,6 +83,10 @@ class TrainConfig:
             raise UserError("--schedule step: needs --steps (the decay is laid out over the steps)")
         if self.warmup < 0:
             bad("warmup", "an integer >= 0", self.warmup)
+        if self.warmup and self.schedule != "cosine":
+            # a flag without effect: the user believes the run warms up when it does not
+            raise UserError(f"--warmup {self.warmup}: only the cosine schedule warms up (--schedule "
+                            f"{self.schedule} ignores it; --warmup 0 to go on without)")
         for name in ("eval_every", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 bad(name.replace("_", "-"), "a positive integer", getattr(self, name))
