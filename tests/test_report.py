@@ -142,6 +142,23 @@ def test_report_of_a_language_model_run(tmp_path, capsys):
     assert len(data["tokens"]) == 50 and {c["kind"] for c in data["channels"]} == set("hcifog")
 
 
+def test_report_of_a_mamba_language_model_shows_its_state_and_step_sizes(tmp_path):
+    """A cell whose state is not h (Mamba's conv and SSM state): the gradient flow of its SSM state,
+    the viewer's channels from what the cell declares (its state parts, dt, the gate), its options."""
+    text = tmp_path / "t.txt"
+    text.write_text(TEXT * 3, encoding="utf-8")
+    run = tmp_path / "lm"
+    assert main(["train", "lm", "--cell", "mamba", "--state-size", "4", "--data", str(text),
+                 "--hidden", "8", "--layers", "1", "--embed", "8", "--seq-len", "8", "--batch", "2",
+                 "--steps", "3", "--eval-every", "3", "--out", str(run), "--no-progress"]) == 0
+    out = tmp_path / "page.html"
+    assert main(["report", str(run), "--out", str(out), "--chars", "50"]) == 0
+    page = out.read_text()
+    assert_self_contained(page)
+    assert "Mamba cell's ssm state" in page and "cell_options.state_size" in page
+    assert {c["kind"] for c in payload(page)["channels"]} == {"conv", "ssm", "dt", "gate"}
+
+
 def test_run_with_metrics_but_no_checkpoint_gets_the_loss_curves(tmp_path):
     (tmp_path / "metrics.jsonl").write_text(
         "\n".join(json.dumps({"kind": "train", "step": s, "loss": 1 / s}) for s in range(1, 5)) + "\n")

@@ -239,8 +239,11 @@ def build_report(run_dir, records, task=None, meta=None, probe=None):
     config = meta.get("config")
     cfg_html = ""
     if isinstance(config, dict):
-        flat = {k: v for k, v in (config.get("model", config)).items()
-                if isinstance(v, (int, float, str, bool)) or v is None}
+        model = config.get("model", config)
+        flat = {k: v for k, v in model.items() if isinstance(v, (int, float, str, bool)) or v is None}
+        if isinstance(model.get("cell_options"), dict):  # the cell's own options, one row each
+            flat.update({f"cell_options.{k}": v for k, v in model["cell_options"].items()
+                         if isinstance(v, (int, float, str, bool)) or v is None})
         cfg_html = "<h3>model configuration</h3>" + _table(sorted(flat.items()), ["key", "value"])
     notes = "".join(f"<p class=note>{e(n)}</p>" for n in (probe.notes if probe else []))
     sections.append(f"<section id=summary><h2>Run</h2>{notes}{_table(summary, ['', ''])}{cfg_html}"
