@@ -159,6 +159,14 @@ def test_experiment_vanishing_writes_table_and_plots(tmp_path, capsys):
     assert "| rnn | 4 |" in md and "| lstm | 6 |" in md
     for cell in ("rnn", "lstm"):
         assert (out / f"gradient_flow_{cell}.png").read_bytes()[:4] == b"\x89PNG"
+    # a second experiment into the same folder is refused, leaving the first, unless --force
+    argv = ["experiment", "vanishing", "--lengths", "4", "--cells", "rnn", "--steps", "1",
+            "--hidden", "2", "--batch", "2", "--test-size", "4", "--out", str(out)]
+    assert main(argv) == 2
+    assert "holds an earlier experiment" in capsys.readouterr().err
+    assert json.loads((out / "vanishing.json").read_text()) == saved
+    assert main(argv + ["--force"]) == 0
+    assert json.loads((out / "vanishing.json").read_text())["settings"]["cells"] == ["rnn"]
 
 
 @pytest.mark.parametrize("argv, message", [

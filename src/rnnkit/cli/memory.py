@@ -136,6 +136,8 @@ def register(sub, train_sub):
     v.add_argument("--update-bias", type=float, default=None, help=cells.option_help("update_bias"))
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--out", default="runs/vanishing", help="output folder (default runs/vanishing)")
+    v.add_argument("--force", action="store_true",
+                   help="replace an earlier experiment's files in --out (refused without)")
     v.add_argument("--json", action="store_true", help="print the table as JSON")
     add_cell_args(v, own=("update_bias",), shown={"forget_bias": "1.0"})
     v.set_defaults(func=experiment_vanishing)
@@ -350,6 +352,9 @@ def experiment_vanishing(args):
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory")
+    if (out / "vanishing.json").exists() and not args.force:
+        raise UserError(f"--out {out}: holds an earlier experiment (vanishing.json); pass --force to "
+                        f"replace it, or another --out")
     out.mkdir(parents=True, exist_ok=True)
     t_all, cpu_all = time.perf_counter(), time.process_time()
     rows, curves = [], {}
