@@ -1,10 +1,14 @@
 """Math shared by the cells: the sigmoid, the input and weight gradients taken after a backward loop,
 gradients summed across the segments of one sequence, and the argument checks (of a whole sequence,
-`check_recurrent_args`, and of one inference step). Public, so that a cell written outside the package
+`check_recurrent_args`, and of one inference step), and `InputOnlyCell`, the declaration of the cells
+whose gates read the input alone (minGRU, minLSTM). Public, so that a cell written outside the package
 can use them as the built-in ones do.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
 
 from rnnkit import kernels
 from rnnkit.backend import get_array_module, get_ops
@@ -15,6 +19,7 @@ from rnnkit.functional._checks import (  # noqa: F401 - re-exported for cells wr
     expect_float,
     expect_shape,
 )
+from rnnkit.cells.cell import Cell
 from rnnkit.kernels.workspace import empty
 
 
@@ -159,3 +164,32 @@ def input_projection_grads(x, dgates, Wx, into=None):
     dWx = summed(acc, "Wx", x.reshape(T * N, D).T, dg2)
     db = summed(acc, "b", dg2.sum(axis=0))
     return dx, dWx, db
+
+
+@dataclass
+class InputOnlyCell(Cell):
+    """The declaration minGRU and minLSTM share: one layer and direction has Wx (D, G*H) and b (G*H,)
+    (G = `blocks`), the state is h alone, and the math is four functions of the cell's module,
+    `functions` = (forward, backward, recompute, step), each taking (x, h, Wx, b) as mingru_forward and
+    its siblings do; backward writes into the caller's buffers (`writes_into`)."""
+
+    writes_into = True
+    functions: ClassVar[tuple] = ()
+
+    def param_shapes(self, D, H):
+        return {"Wx": (D, self.blocks * H), "b": (self.blocks * H,)}
+
+    def forward(self, x, state, p, mask=None, *, workspace=None, scan_weights=True):
+        h, cache = self.functions[0](x, state[0], p["Wx"], p["b"], mask, scan_weights=scan_weights)
+        return h[1:], (h[-1],), cache
+
+    def backward(self, dy, cache, dstate, *, workspace=None, into=None, trace=None):
+        dx, dh0, dWx, db = self.functions[1](dy, cache, dstate[0], trace, into=into)
+        return dx, (dh0,), {"Wx": dWx, "b": db}
+
+    def recompute(self, x, h, kept, p, mask=None, *, workspace=None):
+        return self.functions[2](x, h, p["Wx"], p["b"], mask)
+
+    def step(self, x, state, p, *, x_gates=None):
+        h = self.functions[3](x, state[0], p["Wx"], p["b"], x_gates=x_gates)
+        return h, (h,)

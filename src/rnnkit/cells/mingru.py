@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 from rnnkit.backend import get_array_module, get_ops
-from rnnkit.cells.cell import Cell, Gate
-from rnnkit.cells.common import (expect_float, expect_shape, final_grad, input_only_args,
-                                 input_projection, input_projection_grads, sigmoid_, step_gates)
+from rnnkit.cells.cell import Gate
+from rnnkit.cells.common import (InputOnlyCell, expect_float, expect_shape, final_grad,
+                                 input_only_args, input_projection, input_projection_grads,
+                                 sigmoid_, step_gates)
 from rnnkit.functional.scan import linear_scan
 from rnnkit.kernels import LoopKernel
 
@@ -160,7 +161,7 @@ MINGRU_BW = LoopKernel("mingru_bw", SOURCE, mingru_bw, blocks=1)
 
 
 @dataclass
-class MinGRUCell(Cell):
+class MinGRUCell(InputOnlyCell):
     """minGRU (Feng et al. 2024): h_t = (1 - z_t) h_{t-1} + z_t c_t with z_t = sigmoid(x_t Wz + bz) and
     c_t = x_t Wc + bc; one layer and direction has Wx = [Wz | Wc] (D, 2H) and b = [bz | bc] (2H,), no
     recurrent weights, so the time loop is an element-wise linear scan. Stacked layers give the depth
@@ -178,12 +179,9 @@ class MinGRUCell(Cell):
     summary = "minGRU (Feng et al. 2024): gates from the input only, the loop a linear scan"
     # the candidate c is linear (unbounded): only the update gate is shown
     gates = (Gate("z", "update gate"),)
-    writes_into = True
     blocks = 2
+    functions = (mingru_forward, mingru_backward, mingru_recompute, mingru_step)
     step_blocks = 2
-
-    def param_shapes(self, D, H):
-        return {"Wx": (D, 2 * H), "b": (2 * H,)}
 
     def init_params(self, rng, D, H, dtype):
         p = super().init_params(rng, D, H, dtype)
@@ -191,17 +189,3 @@ class MinGRUCell(Cell):
             p["b"][:H] = self.update_bias
         return p
 
-    def forward(self, x, state, p, mask=None, *, workspace=None, scan_weights=True):
-        h, cache = mingru_forward(x, state[0], p["Wx"], p["b"], mask, scan_weights=scan_weights)
-        return h[1:], (h[-1],), cache
-
-    def backward(self, dy, cache, dstate, *, workspace=None, into=None, trace=None):
-        dx, dh0, dWx, db = mingru_backward(dy, cache, dstate[0], trace, into=into)
-        return dx, (dh0,), {"Wx": dWx, "b": db}
-
-    def recompute(self, x, h, kept, p, mask=None, *, workspace=None):
-        return mingru_recompute(x, h, p["Wx"], p["b"], mask)
-
-    def step(self, x, state, p, *, x_gates=None):
-        h = mingru_step(x, state[0], p["Wx"], p["b"], x_gates=x_gates)
-        return h, (h,)

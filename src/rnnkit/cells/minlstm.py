@@ -37,9 +37,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 from rnnkit.backend import get_array_module, get_ops
-from rnnkit.cells.cell import Cell, Gate
-from rnnkit.cells.common import (expect_float, expect_shape, final_grad, input_only_args,
-                                 input_projection, input_projection_grads, step_gates)
+from rnnkit.cells.cell import Gate
+from rnnkit.cells.common import (InputOnlyCell, expect_float, expect_shape, final_grad,
+                                 input_only_args, input_projection, input_projection_grads,
+                                 step_gates)
 from rnnkit.functional.scan import linear_scan
 from rnnkit.kernels import LoopKernel
 
@@ -205,7 +206,7 @@ MINLSTM_BW = LoopKernel("minlstm_bw", SOURCE, minlstm_bw, blocks=1)
 
 
 @dataclass
-class MinLSTMCell(Cell):
+class MinLSTMCell(InputOnlyCell):
     """minLSTM (Feng et al. 2024): h_t = f'_t h_{t-1} + i'_t h~_t with f' = f/(f+i), i' = i/(f+i),
     f_t = sigmoid(x_t Wf + bf), i_t = sigmoid(x_t Wi + bi) and h~_t = x_t Wh~ + bh~; one layer and
     direction has Wx = [Wf | Wi | Wh~] (D, 3H) and b = [bf | bi | bh~] (3H,), no recurrent weights, so
@@ -220,27 +221,10 @@ class MinLSTMCell(Cell):
     # i' = 1 - f' mirrors f', shown for the reading "where does the unit write".
     gates = (Gate("f'", "normalised forget gate f/(f+i)", "sigmoid"),
              Gate("i'", "normalised input gate i/(f+i)", "sigmoid"))
-    writes_into = True
     blocks = 3
+    functions = (minlstm_forward, minlstm_backward, minlstm_recompute, minlstm_step)
     step_blocks = 1  # an element-wise step (cell.py)
 
-    def param_shapes(self, D, H):
-        return {"Wx": (D, 3 * H), "b": (3 * H,)}
-
-    def forward(self, x, state, p, mask=None, *, workspace=None, scan_weights=True):
-        h, cache = minlstm_forward(x, state[0], p["Wx"], p["b"], mask, scan_weights=scan_weights)
-        return h[1:], (h[-1],), cache
-
-    def backward(self, dy, cache, dstate, *, workspace=None, into=None, trace=None):
-        dx, dh0, dWx, db = minlstm_backward(dy, cache, dstate[0], trace, into=into)
-        return dx, (dh0,), {"Wx": dWx, "b": db}
-
-    def recompute(self, x, h, kept, p, mask=None, *, workspace=None):
-        return minlstm_recompute(x, h, p["Wx"], p["b"], mask)
-
-    def step(self, x, state, p, *, x_gates=None):
-        h = minlstm_step(x, state[0], p["Wx"], p["b"], x_gates=x_gates)
-        return h, (h,)
 
     def views(self, cache):
         """h, and the normalised gates f' and i' = 1 - f' (the cache keeps f' only)."""
