@@ -71,7 +71,6 @@ class MambaCache(NamedTuple):
     kept: object  # (ceil(T/chunk), N, S, E) the scan's state at each chunk's start
     mask: object  # (T, N) bool or None
     p: dict  # the parameters
-    residual: bool  # out includes x
     chunk: int
 
 
@@ -103,15 +102,19 @@ def _dsilu(x, xp):
 
 # --- the selective scan: the reference of mamba.c's loops --------------------------------------------
 
-def _scan_terms(T, N, H, S, rank, xs, pre, At, dbc, mask, xp):
-    """dt (T, N, E) (0 at padded steps), Abar = exp(dt A) (T, N, S, E), B, C (T, N, S). H is E here: the
-    loop's row width, as the compiled loops name it."""
+def _scan_terms(S, rank, pre, At, dbc, mask, xp):
+    """dt (T, N, E) (0 at padded steps), Abar = exp(dt A) (T, N, S, E), B, C (T, N, S)."""
     dt = _softplus(pre, xp)
     if mask is not None:
         dt = xp.where(mask[:, :, None], dt, 0)
     B, C = dbc[..., rank:rank + S], dbc[..., rank + S:]
     a = xp.exp(dt[:, :, None, :] * At)
     return dt, a, B, C
+
+
+def _states(dt, a, B, xs, h0, parallel=False):
+    """Every step's state h (T+1, N, S, E) from h0 (N, S, E): h_t = Abar_t h_{t-1} + dt_t B_t xs_t."""
+    return linear_scan(a, (dt * xs)[:, :, None, :] * B[..., None], h0.copy(), parallel)
 
 
 def mamba_scan_fw(T, N, H, S, rank, k, xs, pre, At, dbc, skip, xz, mask, h, kept, y, out,
@@ -122,9 +125,8 @@ def mamba_scan_fw(T, N, H, S, rank, k, xs, pre, At, dbc, skip, xz, mask, h, kept
     y (T, N, E) out: C . h + skip xs; out (T, N, E) out: y silu(z). Both 0 at padded steps.
     parallel: the recurrence by the parallel prefix scan (`linear_scan`)."""
     xp = get_array_module(xs)
-    dt, a, B, C = _scan_terms(T, N, H, S, rank, xs, pre, At, dbc, mask, xp)
-    b = (dt * xs)[:, :, None, :] * B[..., None]                  # dt_t B_t xs_t
-    hs = linear_scan(a, b, h.copy(), parallel)                   # (T+1, N, S, E)
+    dt, a, B, C = _scan_terms(S, rank, pre, At, dbc, mask, xp)
+    hs = _states(dt, a, B, xs, h, parallel)                      # (T+1, N, S, E)
     yv = xp.einsum("tnse,tns->tne", hs[1:], C) + skip * xs       # C_t . h_t + skip xs_t
     z = xz[..., H:]
     o = yv * _silu(z, xp)
@@ -153,8 +155,8 @@ def mamba_scan_bw(T, N, H, S, rank, k, xs, pre, At, dbc, skip, xz, y, mask, kept
         dB_t     = sum_e lambda_t dt_t xs_t;   dC_t = sum_e g_t h_t;   dskip = sum_t g_t xs_t
     """
     xp = get_array_module(dout)
-    dt, a, B, C = _scan_terms(T, N, H, S, rank, xs, pre, At, dbc, mask, xp)
-    hs = linear_scan(a, (dt * xs)[:, :, None, :] * B[..., None], kept[0].copy())
+    dt, a, B, C = _scan_terms(S, rank, pre, At, dbc, mask, xp)
+    hs = _states(dt, a, B, xs, kept[0])
     z = xz[..., H:]
     g = dout * _silu(z, xp)
     dz = dout * y * _dsilu(z, xp)
@@ -277,10 +279,9 @@ def mamba_forward(x, conv0, ssm0, p, mask=None, *, chunk=32, scan_weights=True, 
     y, o, h, kept = selective_scan(xs, pre, At, dbc, p["skip"], xz, h0, mask, chunk=chunk,
                                    parallel=parallel)
     out = (o.reshape(T * N, E) @ p["W_out"]).reshape(T, N, H)
-    residual = D == H
-    if residual:
+    if D == H:  # the pre-norm block's residual
         out += x
-    cache = MambaCache(x, norm, xz, conv0, lengths, xs, dbc, pre, At, y, o, kept, mask, p, residual, chunk)
+    cache = MambaCache(x, norm, xz, conv0, lengths, xs, dbc, pre, At, y, o, kept, mask, p, chunk)
     return out, (conv_final, xp.ascontiguousarray(h.transpose(0, 2, 1))), cache
 
 
@@ -291,7 +292,7 @@ def mamba_backward(dout, cache: MambaCache, dconv=None, dssm=None, trace=None):
     Returns dx (T, N, D), (dconv0, dssm0), {parameter name: gradient}.
     The block's forward read backwards: the output projection, the fused scan (mamba.c), the step-size
     and x projections, the convolution, the input projection, the norm and the residual."""
-    x, norm, xz, conv0, lengths, xs, dbc, pre, At, y, o, kept, mask, p, residual, chunk = cache
+    x, norm, xz, conv0, lengths, xs, dbc, pre, At, y, o, kept, mask, p, chunk = cache
     T, N, D = x.shape
     E, S, R, K, H = _sizes(p)
     xp = get_array_module(dout)
@@ -337,7 +338,7 @@ def mamba_backward(dout, cache: MambaCache, dconv=None, dssm=None, trace=None):
     grads["W_in"] = u.reshape(T * N, D).T @ dz2
     du = (dz2 @ p["W_in"].T).reshape(T, N, D)
     dx, grads["norm"] = rms_norm_backward(du, norm)
-    if residual:
+    if D == H:  # the residual
         dx += dout
     grads["A_log"] = dA.sum(axis=0).T * -xp.exp(p["A_log"])  # dA/dA_log = A
     grads["skip"] = dskip.sum(axis=0)
@@ -475,12 +476,10 @@ class MambaCell(Cell):
         """conv: the scan's input xs (after the convolution and SiLU); ssm: the norm of each channel's
         state over its S entries (from the reference scan: diagnostics keep every step); dt; the gate."""
         xp = get_array_module(cache.xs)
-        T, N, E = cache.xs.shape
-        S = cache.At.shape[0]
+        E, S = cache.xs.shape[-1], cache.At.shape[0]
         rank = cache.dbc.shape[-1] - 2 * S
-        dt, a, B, _ = _scan_terms(T, N, E, S, rank, cache.xs, cache.pre, cache.At, cache.dbc,
-                                  cache.mask, xp)
-        hs = linear_scan(a, (dt * cache.xs)[:, :, None, :] * B[..., None], cache.kept[0])
+        dt, a, B, _ = _scan_terms(S, rank, cache.pre, cache.At, cache.dbc, cache.mask, xp)
+        hs = _states(dt, a, B, cache.xs, cache.kept[0])
         return {"conv": cache.xs, "ssm": xp.sqrt((hs[1:] ** 2).sum(axis=2)), "dt": dt,
                 "gate": _silu(cache.xz[..., E:], xp)}
 
