@@ -7,8 +7,7 @@ against two PyTorch references, on the CPU in float32.
         [--mem-torch-threads 1]
         [--no-memory] [--no-generation] [--no-train] [--train-peers torch_ref,torch_pscan] [--json]
 
-The sides, all on the same parameters (rnnkit's `init_params` when it has a "mamba" cell, else
-Mamba's own initialisation, tests/torch_mamba.mamba_init) and inputs, from zero initial states whose
+The sides, all on the same parameters (rnnkit's `init_params`) and inputs, from zero initial states whose
 gradients every side computes (rnnkit's backward always returns them):
     torch_ref    tests/torch_mamba.mamba_layer: mamba_ssm's slow path (RMSNorm, in_proj, conv1d,
                  x_proj, dt_proj) around `selective_scan_ref`, a Python loop over time, autograd.
@@ -17,8 +16,7 @@ gradients every side computes (rnnkit's backward always returns them):
                  one slice, summed; at (8, 1024, 256) one step takes minutes here
     torch_pscan  the same block with mamba.py's selective scan: its Blelloch `pscan` with the
                  hand-written backward, over (B, L, E, S) tensors
-    rnnkit       `cell.forward` + `cell.backward`; left out, and the peers still timed, while
-                 `rnnkit.cells.names()` has no "mamba"
+    rnnkit       `cell.forward` + `cell.backward`
 PyTorch runs on its default thread count for the machine (--torch-threads 0), rnnkit on its own
 default. On a machine whose cores other jobs are also using, PyTorch's OpenMP workers wait for each
 other: its step then ran several times slower on 2 threads than on 1 (a step at batch 1 20x), so a
@@ -73,27 +71,14 @@ sys.path.insert(0, str(ROOT / "tests"))  # the PyTorch references live beside th
 PEERS = ("torch_ref", "torch_pscan")
 
 
-def have_rnnkit_mamba():
-    from rnnkit import cells
-
-    return "mamba" in cells.names()
-
-
 def make_cell(args):
     from rnnkit import cells
 
     return cells.create("mamba", state_size=args.state, expand=args.expand, conv_width=args.conv)
 
 
-def make_params(args, cell=None):
-    D = args.d_model
-    rng = np.random.default_rng(0)
-    if cell is not None:
-        return cell.init_params(rng, D, D, np.float32)
-    import torch_mamba
-
-    return torch_mamba.mamba_init(rng, D, D, state_size=args.state, expand=args.expand,
-                                  conv_width=args.conv, dtype=np.float32)
+def make_params(args, cell):
+    return cell.init_params(np.random.default_rng(0), args.d_model, args.d_model, np.float32)
 
 
 def make_inputs(p, N, T, D, seed=1):
@@ -142,8 +127,7 @@ def train_fns(args, cell, p, N, T):
     x, dy, state = make_inputs(p, N, T, args.d_model)
     fns = {scan_side: torch_train_step(scan_side.split("_")[1], p, x, dy, state)
            for scan_side in PEERS if scan_side in args.train_peers}
-    if cell is not None:
-        fns["rnnkit"] = rnnkit_train_step(cell, p, x, dy, state)
+    fns["rnnkit"] = rnnkit_train_step(cell, p, x, dy, state)
     return fns
 
 
@@ -197,18 +181,14 @@ def bench_generation(args, cell, p, N):
             for t in range(n):
                 _, c, s = mamba_step(tx[t], tp, c, s)
 
-    fns = {"torch_step": run_torch}
-    if cell is not None:
-        def run_rnnkit():
-            st = state
-            for t in range(n):
-                _, st = cell.step(x[t], st, p)
+    def run_rnnkit():
+        st = state
+        for t in range(n):
+            _, st = cell.step(x[t], st, p)
 
-        fns["rnnkit"] = run_rnnkit
-    times = interleaved_times(fns, args.repeats)
+    times = interleaved_times({"torch_step": run_torch, "rnnkit": run_rnnkit}, args.repeats)
     rows = {side: {"ms_per_token": float(np.median(ts)) * 1e3 / n} for side, ts in times.items()}
-    if "rnnkit" in times:
-        rows["torch_step"]["vs_rnnkit"] = same_round_ratio(times["torch_step"], times["rnnkit"])
+    rows["torch_step"]["vs_rnnkit"] = same_round_ratio(times["torch_step"], times["rnnkit"])
     return rows
 
 
@@ -235,7 +215,7 @@ def memory_child(args):
     """Run in the child: one side's kept and peak MB at (--batch, --length); prints one JSON line."""
     side = args.memory_child
     cell = make_cell(args) if side == "rnnkit" else None
-    p = make_params(args, make_cell(args) if args.rnnkit_params else None)
+    p = make_params(args, make_cell(args))
     fns_warm = _child_step(side, cell, p, args.batch, 8, args.d_model)
     fns_warm()
     del fns_warm
@@ -307,13 +287,11 @@ def _child_step(side, cell, p, N, T, D):
     return lambda: bwd(fwd())
 
 
-def run_child(args, side, N, T, rnnkit_params):
+def run_child(args, side, N, T):
     cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child", side,
            "--batch", str(N), "--length", str(T), "--d-model", str(args.d_model),
            "--state", str(args.state), "--expand", str(args.expand), "--conv", str(args.conv),
            "--torch-threads", str(args.mem_torch_threads)]
-    if rnnkit_params:
-        cmd.append("--rnnkit-params")
     res = subprocess.run(cmd, capture_output=True, text=True)
     print(f"  {side} at (N, T) = ({N}, {T}): {res.stdout.strip()[-200:] or res.stderr[-200:]}",
           file=sys.stderr, flush=True)
@@ -322,21 +300,21 @@ def run_child(args, side, N, T, rnnkit_params):
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def bench_memory(args, sides, rnnkit_params):
+def bench_memory(args, sides):
     T = args.mem_length
     probe_T = max(T // 8, 8)
     limit_mb = args.mem_limit_gb * 1024
     ref_T = min(args.ref_mem_length, T)
     N = args.mem_batch
     for side, probe_len in (("torch_pscan", probe_T), ("torch_ref", min(probe_T, ref_T))):
-        probe = run_child(args, side, args.mem_batch, probe_len, rnnkit_params)
+        probe = run_child(args, side, args.mem_batch, probe_len)
         if "error" in probe:
             return {"error": probe}
         upto = T if side == "torch_pscan" else ref_T
         per_row = probe["peak_MB"] * upto / probe_len / args.mem_batch  # MB per batch row
         while N > 1 and per_row * N > limit_mb:
             N //= 2
-    rows = {side: run_child(args, side, N, ref_T if side == "torch_ref" else T, rnnkit_params)
+    rows = {side: run_child(args, side, N, ref_T if side == "torch_ref" else T)
             for side in sides}
     return {"N": N, "T": T, "probe_T": probe_T, "sides": rows}
 
@@ -347,8 +325,7 @@ def format_report(res):
     c = res["config"]
     lines = [f"Mamba block (N, T, D) = ({c['N']}, {c['T']}, {c['D']}), E {c['E']}, S {c['S']}, "
              f"K {c['K']}, R {c['R']}, float32, CPU; torch {c['torch']} on {c['torch_threads']} "
-             f"threads, rnnkit on {c['rnnkit_threads']}",
-             "" if c["rnnkit"] else "rnnkit has no \"mamba\" cell yet: the peers only", ""]
+             f"threads, rnnkit on {c['rnnkit_threads']}", ""]
     lines.append(f"forward + backward, median of {c['repeats']}:")
     lines.append(f"{'side':12} {'ms':>10} {'peer/rnnkit':>12}")
     for side, r in res["train"].items():
@@ -419,7 +396,6 @@ def main(argv=None):
     ap.add_argument("--no-train", action="store_true")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--memory-child", choices=PEERS + ("rnnkit",), help=argparse.SUPPRESS)
-    ap.add_argument("--rnnkit-params", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     import torch
 
@@ -430,12 +406,12 @@ def main(argv=None):
 
     from rnnkit import kernels
 
-    cell = make_cell(args) if have_rnnkit_mamba() else None
+    cell = make_cell(args)
     p = make_params(args, cell)
     K, E = p["conv_w"].shape
     res = {"config": {"N": args.batch, "T": args.length, "D": args.d_model, "E": E,
                       "S": p["A_log"].shape[1], "K": K, "R": p["W_dt"].shape[0],
-                      "repeats": args.repeats, "steps": args.steps, "rnnkit": cell is not None,
+                      "repeats": args.repeats, "steps": args.steps,
                       "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                       "rnnkit_threads": kernels.threads()}}
     print("forward + backward ...", file=sys.stderr, flush=True)  # a step can take a minute
@@ -446,8 +422,7 @@ def main(argv=None):
                          {N: bench_generation(args, cell, p, N) for N in (1, 8)})
     if not args.no_memory:
         print("memory ...", file=sys.stderr, flush=True)
-        sides = PEERS + (("rnnkit",) if cell is not None else ())
-        res["memory"] = bench_memory(args, sides, cell is not None)
+        res["memory"] = bench_memory(args, PEERS + ("rnnkit",))
     print(json.dumps(res, indent=1) if args.json else format_report(res))
 
 
