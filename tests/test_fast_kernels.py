@@ -469,3 +469,34 @@ def rnnkit_layer(name, dtype):
     import rnnkit
 
     return rnnkit.make_recurrent(name, D, H, dtype=dtype)
+
+
+@pytest.mark.skipif(not kernels.status()["available"], reason="compiled kernels unavailable")
+def test_bound_call_never_keeps_a_copy_of_a_weight(rng):
+    """ops.run_bound keeps the fixed arguments' conversion only where they pass as themselves: a weight
+    the call had to copy (not C-contiguous) is converted again at every call, so that an update made
+    to it in place between calls is read."""
+    from rnnkit import cells
+    from rnnkit.backend import get_ops
+    from rnnkit.cells import mamba as M
+
+    cell = cells.create("mamba", state_size=3)
+    D = H = 4
+    p = cell.init_params(rng, D, H, np.float64)
+    W = np.asfortranarray(p["W_out"])  # the same values, not C-contiguous: the call copies it
+    p["W_out"] = W
+    conv, ssm = (np.zeros(s) for s in cell.state_shape(2, H).values())
+    x = rng.standard_normal((2, D))
+
+    def step():
+        out = np.empty((2, H))
+        get_ops(x).run_bound(M.MAMBA_STEP, p, T=1, N=2, H=H, D=D, E=2 * H, S=3, rank=1, K=4, x=x,
+                             conv=conv.copy(), ssm=ssm.copy(), out=out)
+        return out
+
+    first = step()
+    W *= 3  # in place, on the caller's array
+    with kernels.reference():
+        want = cell.step(x, (conv, ssm), p)[0]
+    assert not np.allclose(first, want)
+    np.testing.assert_allclose(step(), want, rtol=1e-12, atol=1e-12)

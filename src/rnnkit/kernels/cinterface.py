@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import ctypes
 import os
-from ctypes import addressof, c_char
 import re
+from ctypes import addressof, c_char
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,6 +88,12 @@ def prototype(source, name):
 
 
 _SUFFIX = {np.dtype(np.float32): "_f32", np.dtype(np.float64): "_f64"}
+
+
+def _address(v):
+    """A NumPy array's data address: a writable one's through the buffer protocol, half the time of
+    .ctypes.data, which a sampled token pays for every array of every layer's call."""
+    return addressof(c_char.from_buffer(v)) if v.flags.writeable and v.size else v.ctypes.data
 
 
 class _Entry:
@@ -194,10 +200,7 @@ class _Entry:
                     return None
                 v = np.ascontiguousarray(v)
             keep.append(v)
-            # a writable array's address through the buffer protocol: half the time of .ctypes.data,
-            # which a sampled token pays for every array of every layer's call
-            values.append(addressof(c_char.from_buffer(v)) if v.flags.writeable and v.size
-                          else v.ctypes.data)
+            values.append(_address(v))
         if len(values) - len(self.filled) != len(args):
             self.check_names(args)
         if dtype not in _SUFFIX:
@@ -256,6 +259,9 @@ class LoopKernel(_Entry):
             got = self._convert({**fixed, **rest})
             if got is None:
                 return None
+            passed = {id(a) for a in got[2]}
+            if any(type(v) is np.ndarray and id(v) not in passed for v in fixed.values()):
+                return self._runner(*got, rest["T"], rest["N"], rest["H"])  # one was copied: no cache
             slots = {p.name: i for i, p in enumerate(self.params)}
             entry = (tuple(fixed.items()), got, slots, set(rest))
             bound.insert(0, entry)
@@ -277,8 +283,7 @@ class LoopKernel(_Entry):
                 if kind == "bytes" and v.dtype == bool:
                     v = v.view(np.uint8)
                 extra.append(v)
-                values[i] = (addressof(c_char.from_buffer(v)) if v.flags.writeable and v.size
-                             else v.ctypes.data)
+                values[i] = _address(v)
         return self._runner(dtype, values, (keep, extra), fn, rest["T"], rest["N"], rest["H"])
 
     def _runner(self, dtype, values, keep, fn, T, N, H):
