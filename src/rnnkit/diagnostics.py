@@ -24,12 +24,14 @@ import numpy as np
 from rnnkit.functional import reverse_padded
 
 
-def _layer_forward(rnn, k, d, x, mask=None):
-    """One layer, one direction, from a zero state: (y (T, N, H), cache)."""
+def _layer_forward(rnn, k, d, x, mask=None, shared=None):
+    """One layer, one direction, from a zero state: (y (T, N, H), cache). shared: the first layer's
+    shared array, for the later layers of a cell that has one (RWKV's v_first)."""
     p = {name: v.astype(x.dtype, copy=False) for name, v in rnn.layer_params(k, d).items()}
     N, H = x.shape[1], rnn.hidden_size
     state = tuple(np.zeros(shape, dtype=x.dtype) for shape in rnn.cell.state_shape(N, H).values())
-    y, _, cache = rnn.cell.forward(x, state, p, mask)
+    kw = {"shared": shared} if rnn.cell.shared else {}
+    y, _, cache = rnn.cell.forward(x, state, p, mask, **kw)
     return y, cache
 
 
@@ -42,11 +44,14 @@ def run_layers(rnn, x, mask=None):
     """
     out = []
     inp = x
+    shared = None
     for k in range(rnn.num_layers):
         dirs, outs = [], []
         for d in range(rnn.num_directions):
             xin = reverse_padded(inp, mask) if d else inp
-            y, cache = _layer_forward(rnn, k, d, xin, mask)
+            y, cache = _layer_forward(rnn, k, d, xin, mask, shared)
+            if rnn.cell.shared and k == 0:
+                shared = rnn.cell.shared_of(cache)
             dirs.append({"y": y, "cache": cache, "views": rnn.cell.views(cache)})
             outs.append(reverse_padded(y, mask) if d else y)
         out.append(dirs)
@@ -77,9 +82,13 @@ def gradient_flow(rnn, x, last_grad, dtype=np.float64):
     cell = rnn.cell
     zeros = tuple(np.zeros(shape, dtype=top.dtype) for shape in cell.state_shape(N, H).values())
     result = [None] * rnn.num_layers
+    dshared = None  # the later layers' gradients of the first layer's shared array (RWKV's v_first)
     for k in reversed(range(rnn.num_layers)):
         trace = {}
-        dx, _, _ = cell.backward(dh, layers[k][0]["cache"], zeros, trace=trace)
+        kw = {"dshared": dshared} if cell.shared and k == 0 else {}
+        dx, _, _, *ds = cell.backward(dh, layers[k][0]["cache"], zeros, trace=trace, **kw)
+        if cell.shared and k > 0:
+            dshared = ds[0] if dshared is None else dshared + ds[0]
         # one curve per state part the backward traces: dh, and dc for the LSTM's cell state; "dh" is
         # the cell's `flow_part` (Mamba's SSM state, the paper's h)
         result[k] = {f"d{part}": np.linalg.norm(trace[f"d{part}"].reshape(T + 1, N, -1), axis=-1)

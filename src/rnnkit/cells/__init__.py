@@ -191,6 +191,7 @@ from rnnkit.cells.mamba import MambaCell  # noqa: E402
 from rnnkit.cells.mingru import MinGRUCell  # noqa: E402
 from rnnkit.cells.minlstm import MinLSTMCell  # noqa: E402
 from rnnkit.cells.rnn import RNNCell  # noqa: E402
+from rnnkit.cells.rwkv7 import RWKV7Cell  # noqa: E402
 
 register(LSTMCell)
 register(GRUCell)
@@ -199,3 +200,4 @@ register(RNNCell, "rnn_relu", nonlinearity="relu", summary="the vanilla RNN with
 register(MinGRUCell)
 register(MinLSTMCell)
 register(MambaCell)
+register(RWKV7Cell)

@@ -6,7 +6,8 @@ class holds the cell's options as typed fields (the LSTM's `forget_bias`, the RN
 declares:
 
     param_shapes(D, H)      the parameters of one layer and direction: {"Wx": (D, 4H), ...}
-    init_params(rng, ...)   their initial values
+    init_params(rng, ...)   their initial values (init_layer_params: those of one layer of a stack,
+                            where they depend on the depth)
     state                   the names of the state's parts: ("h",), ("h", "c"); each (N, H) unless
                             `state_shape` says otherwise (a matrix state)
     gates                   the named blocks of the cache's `gates` that diagnostics and the report show
@@ -67,6 +68,12 @@ class Cell:
     # estimate of whether cutting a recompute's batch rows across threads pays; a loop with no product
     # counts a small number (its gate blocks, or 1) so that long loops still split
     step_blocks: ClassVar[int] = 1
+    # the name of an array (T, N, H) the first layer of a stack computes and every later layer reads
+    # (RWKV-7's value residual, v_first), or None. A cell with one takes `shared=` in forward and step
+    # (None in the first layer), gives the first layer's through `shared_of(cache)` (and step returns it
+    # third), and its backward takes `dshared=` (the first layer's: the sum of the later layers'
+    # gradients) and returns the gradient of the one it was given fourth
+    shared: ClassVar[str | None] = None
     torch_mode: ClassVar[str | None] = None  # PyTorch's nn.RNNBase mode (interop), or None
     # backward takes into=(dx, acc): dx written into the given array, the weight gradients summed into
     # the dict acc across calls (the segments of one recompute backward, with no copies); a cell
@@ -84,6 +91,15 @@ class Cell:
         bound = 1.0 / math.sqrt(H)
         return {name: rng.uniform(-bound, bound, shape).astype(dtype)
                 for name, shape in self.param_shapes(D, H).items()}
+
+    def init_layer_params(self, rng, D: int, H: int, dtype, layer: int, layers: int) -> dict:
+        """The initial values of layer `layer` of a stack of `layers` (cells whose initialisation
+        depends on the depth, as RWKV's, override this); `init_params` otherwise."""
+        return self.init_params(rng, D, H, dtype)
+
+    def shared_of(self, cache):
+        """The first layer's shared array (cells with `shared`)."""
+        raise NotImplementedError
 
     def state_shape(self, N: int, H: int) -> dict:
         """The shape of each part of the state of one layer and direction."""

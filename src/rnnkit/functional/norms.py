@@ -29,6 +29,12 @@ class RMSNormCache(NamedTuple):
     w: object  # (D,) the gain
 
 
+class LayerNormCache(NamedTuple):
+    xhat: object  # (..., D) the standardised vectors
+    inv: object  # (..., 1) 1 / sqrt(var + eps)
+    w: object  # (D,) the gain
+
+
 class FeatureNormCache(NamedTuple):
     vhat: object  # (N, D) the standardised vectors
     inv: object  # (D,) 1 / sqrt(var + eps) of each feature
@@ -51,6 +57,42 @@ def channel_norm_backward(dAhat, cache: ChannelNormCache):
     Ahat, inv = cache
     return inv * (dAhat - dAhat.mean(axis=-1, keepdims=True)
                   - Ahat * (dAhat * Ahat).mean(axis=-1, keepdims=True))
+
+
+def layer_norm_forward(x, w, b, eps=1e-5):
+    """Layer normalisation with a gain and a bias over the last axis (PyTorch's nn.LayerNorm):
+        u = (x - mean_d x) / sqrt(var_d x + eps) * w + b
+    x: (..., D), w, b: (D,) -> u (..., D) and the cache. A group norm is this over (..., groups, D/G)
+    with the gain and bias applied after (`group_norm_forward`)."""
+    xhat, cache = channel_norm_forward(x, eps)
+    return xhat * w + b, LayerNormCache(xhat, cache.inv, w)
+
+
+def layer_norm_backward(du, cache: LayerNormCache):
+    """dx = inv (g - mean_d g - xhat mean_d(g xhat)) with g = du w; dw = sum du xhat, db = sum du over
+    every leading axis. Returns dx, dw, db."""
+    xhat, inv, w = cache
+    D = w.shape[0]
+    dx = channel_norm_backward(du * w, ChannelNormCache(xhat, inv))
+    return dx, (du * xhat).reshape(-1, D).sum(axis=0), du.reshape(-1, D).sum(axis=0)
+
+
+def group_norm_forward(x, groups, w, b, eps=1e-5):
+    """Group normalisation of vectors (PyTorch's nn.GroupNorm on (rows, D) inputs): each of `groups`
+    consecutive blocks of the last axis standardised on its own, then one gain and bias per feature.
+    x: (..., D), w, b: (D,) -> u (..., D) and the cache."""
+    shape = x.shape
+    xhat, cache = channel_norm_forward(x.reshape(shape[:-1] + (groups, shape[-1] // groups)), eps)
+    return xhat.reshape(shape) * w + b, LayerNormCache(xhat, cache.inv, w)
+
+
+def group_norm_backward(du, cache: LayerNormCache):
+    """`layer_norm_backward` per group. Returns dx, dw, db."""
+    xhat, inv, w = cache
+    D = w.shape[0]
+    dx = channel_norm_backward((du * w).reshape(xhat.shape), ChannelNormCache(xhat, inv))
+    return (dx.reshape(du.shape), (du * xhat.reshape(du.shape)).reshape(-1, D).sum(axis=0),
+            du.reshape(-1, D).sum(axis=0))
 
 
 def feature_norm_forward(v, mean=None, var=None, eps=1e-5):

@@ -79,12 +79,16 @@ class Recurrent(Module):
         self.num_directions = 2 if bidirectional else 1
         self.output_size = self.cell.output_size(hidden_size)
         self.dtype = np.dtype(dtype)
+        if self.cell.shared and bidirectional:
+            raise ValueError(f"a {self.cell.name} stack passes its first layer's {self.cell.shared} "
+                             f"up the stack, forward in time: it cannot be bidirectional")
         self.rng = np.random.default_rng(seed)  # weights now, dropout masks later
         for k in range(num_layers):
             D = input_size if k == 0 else self.output_size * self.num_directions
             for d in range(self.num_directions):
                 pre = self._prefix(k, d)
-                for name, value in self.cell.init_params(self.rng, D, hidden_size, dtype).items():
+                init = self.cell.init_layer_params(self.rng, D, hidden_size, dtype, k, num_layers)
+                for name, value in init.items():
                     self.add_param(pre + name, value)
         self._caches = None
         self._param_names = {}  # (layer, direction) -> [(the cell's name, the full name)]
@@ -180,13 +184,16 @@ class Recurrent(Module):
         finals = [xp.empty_like(s) for s in parts]
         caches = []
         inp = x
+        shared = {"shared": None} if self.cell.shared else {}
         for k in range(self.num_layers):
             outs = []
             for d in range(self.num_directions):
                 i = k * self.num_directions + d
                 xin = reverse_padded(inp, mask) if d else inp
                 y, final, cache = self._cell_forward(xin, tuple(s[i] for s in parts),
-                                                     self.layer_params(k, d), mask)
+                                                     self.layer_params(k, d), mask, **shared)
+                if shared and k == 0:
+                    shared["shared"] = self.cell.shared_of(cache)
                 for f, s in zip(finals, final):
                     f[i] = s
                 outs.append(reverse_padded(y, mask) if d else y)
@@ -222,6 +229,7 @@ class Recurrent(Module):
         xp = get_array_module(dout)
         dstate0 = [xp.empty_like(s) for s in dparts]
         dinp = dout
+        dshared = {"dshared": None} if self.cell.shared else {}
         for k in reversed(range(self.num_layers)):
             dinp = dropout_backward(dinp, caches[k * (K + 1) + K])
             dx = None
@@ -230,8 +238,12 @@ class Recurrent(Module):
                 dy = dinp[..., d * O:(d + 1) * O]
                 if d:
                     dy = reverse_padded(dy, mask)
-                dxd, ds0, grads = self._cell_backward(xp.ascontiguousarray(dy), caches[k * (K + 1) + d],
-                                                      tuple(s[i] for s in dparts), self.layer_params(k, d))
+                dxd, ds0, grads, *ds = self._cell_backward(
+                    xp.ascontiguousarray(dy), caches[k * (K + 1) + d], tuple(s[i] for s in dparts),
+                    self.layer_params(k, d), **(dshared if k == 0 else {}))
+                if dshared and k > 0:  # the later layers' gradients of the first layer's array
+                    acc = dshared["dshared"]
+                    dshared["dshared"] = ds[0] if acc is None else acc + ds[0]
                 if d:
                     dxd = reverse_padded(dxd, mask)
                 dx = dxd if dx is None else dx + dxd
@@ -264,6 +276,10 @@ class Recurrent(Module):
             k = max(1, math.ceil(math.sqrt(T)))
         if not isinstance(k, int) or k < 1:
             raise ValueError(f"recompute must be None, 'sqrt' or a positive int, got {self.recompute!r}")
+        if self.cell.shared:
+            raise ValueError(f"recompute is not available for a {self.cell.name} stack (its layers "
+                             f"share the first layer's {self.cell.shared}); its loop already keeps "
+                             f"the state only every {getattr(self.cell, 'chunk', 'few')} steps")
         return k if k < T else None
 
     def _row_parts(self, T, N, xp):
@@ -276,12 +292,12 @@ class Recurrent(Module):
             self._part_ws.append(Workspace())
         return parts
 
-    def _cell_forward(self, x, state, p, mask):
+    def _cell_forward(self, x, state, p, mask, **shared):
         """One direction of one layer over the sequence -> (y (T, N, O), final state, cache)."""
         T, N, _ = x.shape
         k = self._segment(T)
         if k is None:
-            return self.cell.forward(x, state, p, mask, workspace=self._ws)
+            return self.cell.forward(x, state, p, mask, workspace=self._ws, **shared)
         xp = get_array_module(x)
         h = xp.empty((T + 1, N, self.output_size), dtype=x.dtype)
         if self.cell.output_is_state:
@@ -321,9 +337,9 @@ class Recurrent(Module):
             self._give(cache, ws)
         return states, state
 
-    def _cell_backward(self, dy, cache, dstate, p):
+    def _cell_backward(self, dy, cache, dstate, p, **dshared):
         if not isinstance(cache, _Checkpointed):
-            return self.cell.backward(dy, cache, dstate, workspace=self._ws)
+            return self.cell.backward(dy, cache, dstate, workspace=self._ws, **dshared)
         x = cache.x
         T, N, _ = x.shape
         xp = get_array_module(dy)
@@ -411,10 +427,13 @@ class Recurrent(Module):
         xp = get_array_module(parts[0])
         new = [xp.empty_like(s) for s in parts]
         inp = x
+        shared = {"shared": None} if self.cell.shared else {}
         with blas_single_thread():  # tiny products: a second BLAS thread only adds hand-offs
             for k in range(self.num_layers):
-                inp, out = self.cell.step(inp, tuple(s[k] for s in parts), self.layer_params(k, 0),
-                                          x_gates=x_gates if k == 0 else None)
+                inp, out, *sh = self.cell.step(inp, tuple(s[k] for s in parts), self.layer_params(k, 0),
+                                               x_gates=x_gates if k == 0 else None, **shared)
+                if shared and k == 0:
+                    shared["shared"] = sh[0]
                 for dst, src in zip(new, out):
                     dst[k] = src
         return inp, self.join_state(new)
