@@ -20,7 +20,13 @@ CELLS = cells.names()
 
 
 def _layer(name, dtype=np.float64, **kw):
-    return rnnkit.make_recurrent(name, D, H, dtype=dtype, seed=7, **kw)
+    """The cell's own initialisation, jittered: an initial value of exactly zero (RWKV's output
+    projections, which start each block as the identity) would leave paths with no gradient to check."""
+    layer = rnnkit.make_recurrent(name, D, H, dtype=dtype, seed=7, **kw)
+    rng = np.random.default_rng(8)
+    for v in layer.params.values():
+        v += (0.3 * rng.standard_normal(v.shape)).astype(dtype)
+    return layer
 
 
 def _inputs(layer, rng, dtype=np.float64):

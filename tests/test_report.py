@@ -159,6 +159,23 @@ def test_report_of_a_mamba_language_model_shows_its_state_and_step_sizes(tmp_pat
     assert {c["kind"] for c in payload(page)["channels"]} == {"conv", "ssm", "dt", "gate"}
 
 
+def test_report_of_an_rwkv_language_model_shows_its_decays_and_state_norms(tmp_path):
+    """RWKV-7: the gradient flow of its matrix state, the viewer's channels its state norms, token
+    shifts, decays w and in-context learning rates a, across two layers (the value residual)."""
+    text = tmp_path / "t.txt"
+    text.write_text(TEXT * 3, encoding="utf-8")
+    run = tmp_path / "lm"
+    assert main(["train", "lm", "--cell", "rwkv", "--head-size", "4", "--data", str(text),
+                 "--hidden", "8", "--layers", "2", "--embed", "8", "--seq-len", "8", "--batch", "2",
+                 "--steps", "3", "--eval-every", "3", "--out", str(run), "--no-progress"]) == 0
+    out = tmp_path / "page.html"
+    assert main(["report", str(run), "--out", str(out), "--chars", "50"]) == 0
+    page = out.read_text()
+    assert_self_contained(page)
+    assert "RWKV7 cell's wkv state" in page and "cell_options.head_size" in page
+    assert {c["kind"] for c in payload(page)["channels"]} == {"tshift", "wkv", "cshift", "w", "a"}
+
+
 def test_run_with_metrics_but_no_checkpoint_gets_the_loss_curves(tmp_path):
     (tmp_path / "metrics.jsonl").write_text(
         "\n".join(json.dumps({"kind": "train", "step": s, "loss": 1 / s}) for s in range(1, 5)) + "\n")

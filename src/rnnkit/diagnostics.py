@@ -44,14 +44,14 @@ def run_layers(rnn, x, mask=None):
     """
     out = []
     inp = x
-    shared = None
+    shared = [None] * rnn.num_directions
     for k in range(rnn.num_layers):
         dirs, outs = [], []
         for d in range(rnn.num_directions):
             xin = reverse_padded(inp, mask) if d else inp
-            y, cache = _layer_forward(rnn, k, d, xin, mask, shared)
+            y, cache = _layer_forward(rnn, k, d, xin, mask, shared[d])
             if rnn.cell.shared and k == 0:
-                shared = rnn.cell.shared_of(cache)
+                shared[d] = rnn.cell.shared_of(cache)
             dirs.append({"y": y, "cache": cache, "views": rnn.cell.views(cache)})
             outs.append(reverse_padded(y, mask) if d else y)
         out.append(dirs)

@@ -45,6 +45,8 @@ class _Checkpointed(NamedTuple):
     starts: list  # first step of each segment
     states: list  # at each segment's start: the state beyond h (cells with recompute), else all of it
     mask: object  # (T, N) or None
+    shared: object = None  # a cell's shared array (T, N, O): the first layer's own, or the one given
+    given: bool = False  # whether `shared` was given (a later layer) or made here (the first)
 
 
 # Passes whose largest product has fewer multiply-adds run on one BLAS thread.
@@ -79,9 +81,6 @@ class Recurrent(Module):
         self.num_directions = 2 if bidirectional else 1
         self.output_size = self.cell.output_size(hidden_size)
         self.dtype = np.dtype(dtype)
-        if self.cell.shared and bidirectional:
-            raise ValueError(f"a {self.cell.name} stack passes its first layer's {self.cell.shared} "
-                             f"up the stack, forward in time: it cannot be bidirectional")
         self.rng = np.random.default_rng(seed)  # weights now, dropout masks later
         for k in range(num_layers):
             D = input_size if k == 0 else self.output_size * self.num_directions
@@ -184,16 +183,19 @@ class Recurrent(Module):
         finals = [xp.empty_like(s) for s in parts]
         caches = []
         inp = x
-        shared = {"shared": None} if self.cell.shared else {}
+        # the first layer's shared array, per direction (each direction's in its own time order)
+        shared = [None] * self.num_directions
         for k in range(self.num_layers):
             outs = []
             for d in range(self.num_directions):
                 i = k * self.num_directions + d
                 xin = reverse_padded(inp, mask) if d else inp
+                kw = {"shared": shared[d]} if self.cell.shared else {}
                 y, final, cache = self._cell_forward(xin, tuple(s[i] for s in parts),
-                                                     self.layer_params(k, d), mask, **shared)
-                if shared and k == 0:
-                    shared["shared"] = self.cell.shared_of(cache)
+                                                     self.layer_params(k, d), mask, **kw)
+                if self.cell.shared and k == 0:
+                    shared[d] = (cache.shared if isinstance(cache, _Checkpointed)
+                                 else self.cell.shared_of(cache))
                 for f, s in zip(finals, final):
                     f[i] = s
                 outs.append(reverse_padded(y, mask) if d else y)
@@ -229,7 +231,7 @@ class Recurrent(Module):
         xp = get_array_module(dout)
         dstate0 = [xp.empty_like(s) for s in dparts]
         dinp = dout
-        dshared = {"dshared": None} if self.cell.shared else {}
+        dshared = [None] * K  # the later layers' gradients of the first layer's shared array
         for k in reversed(range(self.num_layers)):
             dinp = dropout_backward(dinp, caches[k * (K + 1) + K])
             dx = None
@@ -238,12 +240,12 @@ class Recurrent(Module):
                 dy = dinp[..., d * O:(d + 1) * O]
                 if d:
                     dy = reverse_padded(dy, mask)
+                kw = {"dshared": dshared[d]} if self.cell.shared and k == 0 else {}
                 dxd, ds0, grads, *ds = self._cell_backward(
                     xp.ascontiguousarray(dy), caches[k * (K + 1) + d], tuple(s[i] for s in dparts),
-                    self.layer_params(k, d), **(dshared if k == 0 else {}))
-                if dshared and k > 0:  # the later layers' gradients of the first layer's array
-                    acc = dshared["dshared"]
-                    dshared["dshared"] = ds[0] if acc is None else acc + ds[0]
+                    self.layer_params(k, d), **kw)
+                if self.cell.shared and k > 0:
+                    dshared[d] = ds[0] if dshared[d] is None else dshared[d] + ds[0]
                 if d:
                     dxd = reverse_padded(dxd, mask)
                 dx = dxd if dx is None else dx + dxd
@@ -276,10 +278,6 @@ class Recurrent(Module):
             k = max(1, math.ceil(math.sqrt(T)))
         if not isinstance(k, int) or k < 1:
             raise ValueError(f"recompute must be None, 'sqrt' or a positive int, got {self.recompute!r}")
-        if self.cell.shared:
-            raise ValueError(f"recompute is not available for a {self.cell.name} stack (its layers "
-                             f"share the first layer's {self.cell.shared}); its loop already keeps "
-                             f"the state only every {getattr(self.cell, 'chunk', 'few')} steps")
         return k if k < T else None
 
     def _row_parts(self, T, N, xp):
@@ -303,26 +301,30 @@ class Recurrent(Module):
         if self.cell.output_is_state:
             h[0] = state[0]
         parts = self._row_parts(T, N, xp)
+        given = shared.get("shared") is not None
+        made = xp.empty((T, N, self.output_size), dtype=x.dtype) if shared and not given else None
+        sh = shared["shared"] if given else made
 
         def run(i, n0, n1):
             rows = slice(n0, n1)
             return self._forward_segments(x, h, tuple(s[rows] for s in state), p, mask, k, rows,
-                                          self._part_ws[i] if len(parts) > 1 else self._ws)
+                                          self._part_ws[i] if len(parts) > 1 else self._ws, sh, given)
 
         outs = pool.split_rows(run, parts)  # per part: (states at the segment starts, final state)
         kept = len(outs[0][0][0])
         states = [tuple(xp.concatenate([o[0][j][q] for o in outs]) for q in range(kept))
                   for j in range(len(outs[0][0]))]
         final = tuple(xp.concatenate([o[1][q] for o in outs]) for q in range(len(state)))
-        return h[1:], final, _Checkpointed(x, h, list(range(0, T, k)), states, mask)
+        return h[1:], final, _Checkpointed(x, h, list(range(0, T, k)), states, mask, sh, given)
 
     def _kept(self, state):
         """What a segment's start keeps: the state beyond what the outputs hold, or all of it."""
         return state[1:] if self.cell.recompute is not None else state
 
-    def _forward_segments(self, x, h, state, p, mask, k, rows, ws):
+    def _forward_segments(self, x, h, state, p, mask, k, rows, ws, shared=None, given=False):
         """Forward of the batch rows `rows`, k steps at a time, writing h[1:, rows] and keeping at each
-        segment's start only the state the outputs do not hold -> (those, the final state)."""
+        segment's start only the state the outputs do not hold -> (those, the final state). shared: a
+        cell's shared array (T, N, O), read (given) or written (the first layer's), or None."""
         xp = get_array_module(x)
         T = x.shape[0]
         states = []
@@ -330,14 +332,19 @@ class Recurrent(Module):
             t1 = min(T, t0 + k)
             states.append(self._kept(state))
             m = None if mask is None else mask[t0:t1, rows]
+            kw = {} if shared is None else {"shared": shared[t0:t1, rows] if given else None}
             y, final, cache = self.cell.forward(x[t0:t1, rows], state, p, m, workspace=ws,
-                                                scan_weights=t0 == 0)
+                                                scan_weights=t0 == 0, **kw)
             h[t0 + 1:t1 + 1, rows] = y
+            if shared is not None and not given:
+                shared[t0:t1, rows] = self.cell.shared_of(cache)
             state = tuple(xp.array(f) for f in final)  # copies: final views buffers pooled next line
             self._give(cache, ws)
         return states, state
 
     def _cell_backward(self, dy, cache, dstate, p, **dshared):
+        """-> dx, the initial state's gradient, the parameters', and for a cell with a shared array
+        the gradient of the one it was given (None in the first layer)."""
         if not isinstance(cache, _Checkpointed):
             return self.cell.backward(dy, cache, dstate, workspace=self._ws, **dshared)
         x = cache.x
@@ -346,11 +353,15 @@ class Recurrent(Module):
         p = self.cell.backward_params(p, xp)  # made once for all segments
         dx = xp.empty(x.shape, dtype=dy.dtype)
         parts = self._row_parts(T, N, xp)
+        # a shared array's gradient: in (the first layer's, from the later ones) or out (theirs)
+        dsh_in = dshared.get("dshared")
+        dsh_out = xp.zeros(cache.shared.shape, dtype=dy.dtype) if cache.given else None
 
         def run(i, n0, n1):
             rows = slice(n0, n1)
             return self._backward_segments(cache, dy, tuple(s[rows] for s in dstate), p, rows, dx,
-                                           self._part_ws[i] if len(parts) > 1 else self._ws)
+                                           self._part_ws[i] if len(parts) > 1 else self._ws,
+                                           dsh_in, dsh_out)
 
         outs = pool.split_rows(run, parts)  # per part: (initial state's gradient, weight gradients)
         dstate0 = tuple(xp.concatenate([o[0][q] for o in outs]) for q in range(len(dstate)))
@@ -358,15 +369,17 @@ class Recurrent(Module):
         for o in outs[1:]:
             for name, g in o[1].items():
                 grads[name] += g
-        return dx, dstate0, grads
+        return (dx, dstate0, grads) + ((dsh_out,) if cache.shared is not None else ())
 
-    def _backward_segments(self, cache, dy, dstate, p, rows, dx, ws):
+    def _backward_segments(self, cache, dy, dstate, p, rows, dx, ws, dsh_in=None, dsh_out=None):
         """BPTT over the batch rows `rows`, the last segment first: each segment's cache is rebuilt
         (from the outputs forward kept, all the segment's steps at once, where the cell can:
         `Cell.recompute`; else by running its forward again from the kept state), then
         back-propagated. Writes dx[:, rows] -> (the initial state's gradient, the weight gradients
-        summed over the segments)."""
-        x, h, starts, states, mask = cache
+        summed over the segments). A cell's shared array: each segment's slice of it read again
+        (cache.given) and its gradient written into dsh_out, or the first layer's gradient of it (from
+        the later layers) dsh_in passed on, or None."""
+        x, h, starts, states, mask, shared, given = cache
         xp = get_array_module(dy)
         cell = self.cell
         ends = starts[1:] + [x.shape[0]]
@@ -380,13 +393,19 @@ class Recurrent(Module):
                 seg = cell.recompute(xs, xp.ascontiguousarray(h[t0:t1 + 1, rows]), kept, p, m,
                                      workspace=ws)
             else:
-                seg = cell.forward(xs, kept, p, m, workspace=ws, scan_weights=False)[2]
+                kw = {}
+                if shared is not None:
+                    kw["shared"] = xp.ascontiguousarray(shared[t0:t1, rows]) if given else None
+                seg = cell.forward(xs, kept, p, m, workspace=ws, scan_weights=False, **kw)[2]
             dys = xp.ascontiguousarray(dy[t0:t1, rows])
+            dkw = {} if dsh_in is None else {"dshared": xp.ascontiguousarray(dsh_in[t0:t1, rows])}
             if cell.writes_into:
                 dxs = dx[t0:t1] if whole else empty(ws, xs.shape, dx.dtype, xp)
                 _, dstate, grads = cell.backward(dys, seg, dstate, workspace=ws, into=(dxs, acc))
             else:
-                dxs, dstate, grads = cell.backward(dys, seg, dstate, workspace=ws)
+                dxs, dstate, grads, *dsh = cell.backward(dys, seg, dstate, workspace=ws, **dkw)
+                if dsh_out is not None:
+                    dsh_out[t0:t1, rows] = dsh[0]
                 for name, g in grads.items():
                     acc[name] = acc[name] + g if name in acc else g
                 grads = acc
