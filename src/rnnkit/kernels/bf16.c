@@ -106,7 +106,8 @@ static uint16_t *bf_convert_a(long M, long K, const float *A, const uint16_t *Ab
 /* ---- tier 1: AVX512_BF16 ------------------------------------------------------------------------ */
 
 /* C[rows, 64 (ncols valid)] (+)= Abf[rows, pairs p0:p1] @ panel[p0:p1]: a 4 x 64 register tile.
- * A's pair (2p, 2p+1) of a row is one 32-bit broadcast; each VDPBF16PS adds both products of a pair. */
+ * A's pair (2p, 2p+1) of a row is one 32-bit broadcast; each VDPBF16PS adds both products of a
+ * pair. */
 BF_AVX512 static void bf_tile_avx512(long rows, long ncols, long p0, long p1, const uint16_t *Abf,
                                      long Kp, const uint16_t *panel, float *C, long ldc, int fresh) {
     __m512 acc[BF_MR][4];

@@ -169,7 +169,8 @@ def matmul(a, b: PackedB, out=None, accumulate=False, tier=None):
     info = detect()
     tier = info["tier"] if tier is None else tier
     if tier not in info["runnable"]:
-        raise ValueError(f"bf16 tier {tier!r} cannot run here (runnable: {', '.join(info['runnable'])})")
+        raise ValueError(f"bf16 tier {tier!r} cannot run here (runnable: "
+                         f"{', '.join(info['runnable'])})")
     a = np.asarray(a)
     if a.ndim != 2 or a.shape[1] != b.K:
         raise ValueError(f"bf16.matmul: a {a.shape} does not match b ({b.K}, {b.N})")
@@ -199,8 +200,8 @@ def matmul(a, b: PackedB, out=None, accumulate=False, tier=None):
         pa = a.ctypes.data + m0 * lda * size
         n = min(b.N, PANEL * q1) - PANEL * q0
         rc = fn(code, m1 - m0, n, b.K, pa if f32 else None, None if f32 else pa, lda,
-                b.bits.ctypes.data + q0 * P * PANEL * 2 * 2, out.ctypes.data + (m0 * ldc + PANEL * q0) * 4,
-                ldc, int(accumulate))
+                b.bits.ctypes.data + q0 * P * PANEL * 2 * 2,  # panel q0: P pairs x 64 x 2 bf16
+                out.ctypes.data + (m0 * ldc + PANEL * q0) * 4, ldc, int(accumulate))
         if rc:
             raise MemoryError("bf16.matmul: out of memory") if rc == 1 else RuntimeError(
                 f"bf16.matmul: tier {tier} is not in this build")
