@@ -2,7 +2,7 @@
 one, and the bf16 products against the peers'.
 
     python benchmarks/bench_peak.py [--repeats 7] [--target R] [--json] [--skip-steps]
-                                    [--skip-products] [--mkl-lib PATH]
+                                    [--skip-products] [--mkl-lib PATH] [--lstm-bf16]
 
 The peaks are measured, not looked up: a small C loop (compiled here with the kernels' compiler) runs
 on registers only, so nothing but the arithmetic units limits it, on one thread and on as many as
@@ -282,6 +282,45 @@ def product_rates(repeats, shapes=PRODUCT_SHAPES, mkl_lib=None):
     return rows
 
 
+def lstm_bf16_forward_rates(repeats, shape=(100, 64, 512, 512)):
+    """The LSTM forward alone at (T, N, D, H), ms, interleaved: rnnkit float32 (`lstm_forward`),
+    rnnkit bf16-mixed (`lstm_forward_bf16`, Wx and Wh packed beforehand, as a layer keeps them),
+    PyTorch's nn.LSTM float32 and under bf16 autocast, both without autograd."""
+    from rnnkit.cells.lstm import lstm_forward, lstm_forward_bf16, lstm_pack_bf16
+
+    T, N, D, H = shape
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((T, N, D)).astype(np.float32)
+    h0 = c0 = np.zeros((N, H), np.float32)
+    Wx = (rng.standard_normal((D, 4 * H)) / D**0.5).astype(np.float32)
+    Wh = (rng.standard_normal((H, 4 * H)) / H**0.5).astype(np.float32)
+    b = np.zeros(4 * H, np.float32)
+    packed = lstm_pack_bf16(Wx, Wh)
+    sides = {"rnnkit float32": lambda: lstm_forward(x, h0, c0, Wx, Wh, b),
+             f"rnnkit bf16 ({bf16.tier()})": lambda: lstm_forward_bf16(x, h0, c0, Wx, Wh, b,
+                                                                       packed=packed)}
+    if have_torch():
+        import torch
+
+        m, tx = torch.nn.LSTM(D, H), torch.from_numpy(x)
+
+        def torch32():
+            with torch.no_grad():
+                m(tx)
+
+        def torch_bf16():
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+                m(tx)
+
+        sides.update({"torch float32": torch32, "torch bf16 autocast": torch_bf16})
+    times = interleaved_times(sides, repeats)
+    ours = f"rnnkit bf16 ({bf16.tier()})"
+    return {"T": T, "N": N, "D": D, "H": H,
+            "ms": {k: float(np.median(v)) * 1e3 for k, v in times.items()},
+            "over_rnnkit_bf16": {k: same_round_ratio(v, times[ours]) for k, v in times.items()
+                                 if k != ours}}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=7, help="interleaved steps per side and shape")
@@ -290,6 +329,8 @@ def main(argv=None):
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--skip-steps", action="store_true", help="no LSTM steps")
     ap.add_argument("--skip-products", action="store_true", help="no bf16 products")
+    ap.add_argument("--lstm-bf16", action="store_true", help="also the LSTM forward in bf16-mixed "
+                    "at (100, 64, 512, 512) against PyTorch float32 and bf16 autocast")
     ap.add_argument("--mkl-lib", default=kernels.mkl_path(),
                     help="libmkl_rt whose cblas_gemm_bf16bf16f32 to time (default: the mkl wheel "
                     "here, if any)")
@@ -307,6 +348,7 @@ def main(argv=None):
     against_peak(rows, peaks["fma"][k], args.target)
     prods = [] if args.skip_products else product_rates(max(3, args.repeats // 2),
                                                         mkl_lib=args.mkl_lib)
+    lstm = lstm_bf16_forward_rates(args.repeats) if args.lstm_bf16 else None
     if args.json:
         print(json.dumps({"machine": machine_info(), "blas": kernels.status().get("blas"),
                           "bf16": kernels.status()["bf16"],
@@ -314,7 +356,7 @@ def main(argv=None):
                           "peak_gflops": {t: v / 1e9 for t, v in peaks["fma"].items()},
                           "bf16_peak_gflops": {mode: {t: v and v / 1e9 for t, v in peaks[mode].items()}
                                                for mode in ("dpbf16", "amx")},
-                          "rows": rows, "products": prods}, indent=1))
+                          "rows": rows, "products": prods, "lstm_bf16_forward": lstm}, indent=1))
         return
     names = {"fma": "float32 FMA", "dpbf16": "bf16 VDPBF16PS", "amx": "bf16 AMX tiles"}
     print("register-only peaks:")
@@ -343,6 +385,10 @@ def main(argv=None):
         for r in prods:
             print(f"{str((r['M'], r['K'], r['N'])):>20} "
                   + " ".join(f"{r['gflops'][s]:26.0f}" for s in sides))
+    if lstm:
+        print(f"LSTM forward at {(lstm['T'], lstm['N'], lstm['D'], lstm['H'])}, ms: "
+              + ", ".join(f"{k} {v:.1f}" for k, v in lstm["ms"].items()) + "; each / rnnkit bf16: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in lstm["over_rnnkit_bf16"].items()))
 
 
 if __name__ == "__main__":

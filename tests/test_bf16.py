@@ -182,3 +182,57 @@ def test_bad_arguments_are_named():
         bf16.pack(np.ones(3))
     with pytest.raises(ValueError, match="needs out"):
         bf16.matmul(np.ones((3, 4), np.float32), pb, accumulate=True)
+
+
+def _lstm_operands(T, N, D, H, seed=5):
+    rng = np.random.default_rng(seed)
+    r = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    return (r(T, N, D), r(N, H) * 0.5, r(N, H), r(D, 4 * H) / D**0.5, r(H, 4 * H) / H**0.5,
+            r(4 * H) * 0.1)
+
+
+def _lstm_emulated(x, h0, c0, Wx, Wh, b, mask):
+    """The bf16-mixed LSTM forward in float64: x, h_{t-1} and the weights rounded to bf16 before each
+    product, nothing else."""
+    rd = lambda v: bf16.round_bf16(v).astype(np.float64)  # noqa: E731
+    T, H = x.shape[0], Wh.shape[0]
+    h, c = [h0.astype(np.float64)], [c0.astype(np.float64)]
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    for t in range(T):
+        a = rd(x[t]) @ rd(Wx) + rd(h[t]) @ rd(Wh) + b
+        i, f, o, g = sig(a[:, :H]), sig(a[:, H:2 * H]), sig(a[:, 2 * H:3 * H]), np.tanh(a[:, 3 * H:])
+        cn, keep = f * c[t] + i * g, mask[t][:, None] if mask is not None else True
+        c.append(np.where(keep, cn, c[t]))
+        h.append(np.where(keep, o * np.tanh(cn), h[t]))
+    return np.stack(h), np.stack(c)
+
+
+@pytest.mark.parametrize("tier", bf16.TIERS)
+@pytest.mark.parametrize("masked", [False, True])
+def test_lstm_forward_bf16_against_float32(tier, masked, monkeypatch):
+    """Against the bf16 rounding emulated in float64: 2e-3 (a flipped rounding of h, 2^-9 of it, may
+    move a later step); against the float32 LSTM: 3e-2 (the states are in [-1, 1] and the rounding
+    errors of 30 steps add up). On tier none the products are float32: 2e-5 from the float32 LSTM."""
+    from rnnkit.cells.lstm import lstm_backward, lstm_forward, lstm_forward_bf16
+
+    _runs(tier)
+    T, N, D, H = 30, 7, 19, 37
+    x, h0, c0, Wx, Wh, b = _lstm_operands(T, N, D, H)
+    mask = (np.arange(T)[:, None] < np.array([30, 29, 17, 30, 1, 8, 30])) if masked else None
+    monkeypatch.setitem(bf16.detect(), "tier", tier)
+    h, c, cache = lstm_forward_bf16(x, h0, c0, Wx, Wh, b, mask)
+    h32, c32, _ = lstm_forward(x, h0, c0, Wx, Wh, b, mask)
+    if tier == "none":
+        np.testing.assert_allclose(h, h32, atol=2e-5)
+        np.testing.assert_allclose(c, c32, atol=2e-5)
+    else:
+        he, ce = _lstm_emulated(x, h0, c0, Wx, Wh, b, mask)
+        np.testing.assert_allclose(h, he, atol=2e-3)
+        np.testing.assert_allclose(c, ce, atol=2e-3)
+        np.testing.assert_allclose(h, h32, atol=3e-2)
+        np.testing.assert_allclose(c, c32, atol=3e-2)
+        assert np.abs(h - h32).max() > 1e-5  # the products really were bf16
+    if masked:  # a padded step carries its state exactly
+        np.testing.assert_array_equal(h[2:, 4], np.broadcast_to(h[1, 4], h[2:, 4].shape))
+    grads = lstm_backward(np.ones_like(h[1:]), cache)  # the float32 backward takes its cache
+    assert all(np.isfinite(g).all() for g in grads)
