@@ -109,6 +109,28 @@ def test_amx_runs_in_a_fresh_process():
     assert r.stdout.split() == ["50.0", "50.0"]
 
 
+def test_amx_tier_on_emulated_tiles(tmp_path):
+    """The AMX tier's tile configuration, strides, K chunks and C edges, on any x86-64 machine with a C
+    compiler: tests/amx_emulation.c runs bf16.c's AMX code on a scalar emulation of the tile
+    instructions (which checks every operand's shape) over odd shapes, plain and accumulating."""
+    import platform
+    import shutil
+
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if cc is None or platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("needs an x86-64 C compiler")
+    exe = tmp_path / "emu"
+    here = Path(__file__).resolve().parent
+    r = subprocess.run([cc, "-O1", "-w", f"-I{SRC}/rnnkit/kernels", str(here / "amx_emulation.c"),
+                        "-o", str(exe), "-lm"], capture_output=True, text=True)
+    if r.returncode != 0 and "amx" in r.stderr.lower():
+        pytest.skip(f"the compiler has no AMX intrinsics: {r.stderr.strip().splitlines()[-1]}")
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert float(r.stdout) <= 1e-5  # relative to sum |a b|: float32 sums of exact bf16 products
+
+
 @pytest.mark.parametrize("tier", bf16.TIERS)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_product_within_bf16_tolerance(tier, shape):
