@@ -88,6 +88,61 @@ def lstm_forward(x, h0, c0, Wx, Wh, b, mask=None, *, workspace=None, scan_weight
     return h, c, LSTMCache(x, h, c, gates, tanh_c, Wx, Wh, mask)
 
 
+def lstm_pack_bf16(Wx, Wh):
+    """Wx and Wh packed once for `lstm_forward_bf16` (`rnnkit.kernels.bf16.pack`): a layer keeps them
+    while its weights are unchanged, so no step packs Wh again."""
+    from rnnkit.kernels import bf16
+
+    return bf16.pack(Wx), bf16.pack(Wh)
+
+
+def lstm_forward_bf16(x, h0, c0, Wx, Wh, b, mask=None, *, packed=None, workspace=None):
+    """`lstm_forward` in bf16 mixed precision: the products take bf16 operands and sum in float32,
+    everything else is float32 (the gates' arithmetic, the cell state, h itself):
+
+        a_t = bf16(x_t) bf16(Wx) + bf16(h_{t-1}) bf16(Wh) + b        (float32 sums)
+
+    on the tier `rnnkit.kernels.bf16.tier()` names (float32 products throughout on a CPU with no bf16
+    unit). Wx and Wh are packed once per call, or taken from `packed` (`lstm_pack_bf16`); h_{t-1} is
+    rounded to bf16 as each step's product reads it. float32 only. Returns h, c, cache as lstm_forward;
+    the cache is float32 and `lstm_backward` takes it as it is.
+    """
+    from rnnkit.kernels import bf16
+
+    expect_shape("Wh", Wh, (None, None), ("H", "4H"))
+    H = Wh.shape[0]
+    T, N, D, mask = check_recurrent_args(
+        x,
+        {"h0": (h0, (x.shape[1] if x.ndim == 3 else None, H)),
+         "c0": (c0, (x.shape[1] if x.ndim == 3 else None, H))},
+        {"Wx": (Wx, (x.shape[-1], 4 * H), ("D", "4H")), "Wh": (Wh, (H, 4 * H), ("H", "4H")),
+         "b": (b, (4 * H,), ("4H",))},
+        mask,
+        True,
+    )
+    if x.dtype != np.float32:
+        raise ValueError(f"lstm_forward_bf16: x has dtype {x.dtype}, expected float32 (the master "
+                         f"copy; only the products round to bf16)")
+    pWx, pWh = packed if packed is not None else lstm_pack_bf16(Wx, Wh)
+    h = np.empty((T + 1, N, H), dtype=np.float32)
+    c = empty(workspace, (T + 1, N, H), np.float32, np)
+    h[0] = h0
+    c[0] = c0
+    tanh_c = empty(workspace, (T, N, H), np.float32, np)
+    gates = empty(workspace, (T, N, 4 * H), np.float32, np)
+    bf16.matmul(x.reshape(T * N, D), pWx, out=gates.reshape(T * N, 4 * H))  # x_t Wx, all steps
+    ops = get_ops(x, Wh)
+    for t in range(T):
+        bf16.matmul(h[t], pWh, out=gates[t], accumulate=True)  # a_t += h_{t-1} Wh
+        # the activations and c_t = f c_{t-1} + i g, tanh(c_t) (b added here), then h_t = o tanh(c_t)
+        ops.run(LSTM_CELLS, T=1, N=N, H=H, gates=gates[t:t + 1], c=c[t:t + 2],
+                tanh_c=tanh_c[t:t + 1], b=b, mask=None if mask is None else mask[t:t + 1])
+        np.multiply(gates[t, :, 2 * H:3 * H], tanh_c[t], out=h[t + 1])
+        if mask is not None:
+            np.copyto(h[t + 1], h[t], where=~mask[t][:, None])  # padded rows keep the state
+    return h, c, LSTMCache(x, h, c, gates, tanh_c, Wx, Wh, mask)
+
+
 def lstm_fw(T, N, H, gates, h, c, tanh_c, Wh, b, mask):
     """The forward time loop (the reference of lstm.c's `lstm_fw`, in place): gates (T, N, 4H) hold
     x_t Wx (+ b when b is None) on entry and the activations on return; h, c (T+1, N, H) with h[0], c[0]
