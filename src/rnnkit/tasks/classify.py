@@ -95,7 +95,7 @@ class ClassifyTask:
     def train_step(self, batch):
         idx, mask, bag, y = batch
         loss, _ = self.model.loss(idx, mask, y, bag)
-        return {"loss": loss, "tokens": int(mask.sum())}
+        return {"loss": loss, "tokens": int(mask.sum()), "count": len(y)}  # a mean over sentences
 
     def evaluate(self):
         total_loss, correct = 0.0, 0
