@@ -165,6 +165,7 @@ def train(args):
     ids = vocab.encode(text, name)
     train_ids, val_ids = split_ids(ids, data_args["val_frac"])
     N, T = data_args["batch"], data_args["seq_len"]
+    distributed.check_rows(N, distributed.world().size)  # before --out is touched
     if len(train_ids) < N * (T + 1):
         raise UserError(f"{name}: {len(train_ids)} training characters is shorter than one chunk of "
                         f"--batch {N} x (--seq-len {T} + 1) = {N * (T + 1)}; use a longer text or "

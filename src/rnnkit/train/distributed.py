@@ -160,7 +160,7 @@ def split(n: int, rank: int, size: int) -> tuple[int, int]:
 def check_rows(n: int, size: int, what: str = "--batch"):
     """A batch of n rows must give each of `size` ranks at least one."""
     if n < size:
-        raise UserError(f"{what} {n}: {n} rows per batch cannot be split over {size} MPI ranks; "
+        raise UserError(f"{what} {n}: cannot split {n} batch rows over {size} MPI ranks; "
                         f"expected {what} >= {size} (or fewer ranks)")
 
 
@@ -211,19 +211,21 @@ class ShardedSource:
             n = getattr(source, "batch_size", None)
             if isinstance(n, int):
                 check_rows(n, size, rows_flag)
-        self.window = (0, 0, 0)
+        self._window = (0, 0, 0)
+
+    @property
+    def window(self):
+        return self.source.window if self.own else self._window
 
     def next_batch(self):
         if self.own:
-            batch = self.source.next_batch()
-            self.window = self.source.window
-            return batch
+            return self.source.next_batch()
         batch = self.source.next_batch()
         n = rows_of(batch)
         if n is None:
             raise UserError("this task's batches have no rows to split over MPI ranks")
         lo, hi = split(n, self.rank, self.size)
-        self.window = (lo, hi, n)
+        self._window = (lo, hi, n)
         return take_rows(batch, lo, hi) if hi > lo else None
 
     def state_dict(self):
@@ -247,7 +249,7 @@ class RowKeyedGenerator:
         lo, hi, n = self.source.window
         shape = (size,) if isinstance(size, (int, np.integer)) else size
         if shape is not None and n and len(shape):
-            axes = [batch_axis(shape)] + ([0] if len(shape) == 2 else [])
+            axes = [0 if len(shape) == 1 else 1] + ([0] if len(shape) == 2 else [])
             for axis in axes:
                 if shape[axis] == hi - lo:
                     full = list(shape)
