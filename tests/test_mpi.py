@@ -32,12 +32,14 @@ try:
     HAVE_MPI = _mpiexec() is not None
 except ImportError:
     HAVE_MPI = False
-needs_mpi = pytest.mark.skipif(not HAVE_MPI, reason="needs mpi4py and mpiexec: pip install 'rnnkit[mpi]'")
+needs_mpi = pytest.mark.skipif(not HAVE_MPI,
+                               reason="needs mpi4py and mpiexec: pip install 'rnnkit[mpi]'")
 
 
 def launch(n, *args, check=True):
     """`mpiexec -n n python ARGS` with src/ on the path; the CompletedProcess."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    path = os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
     env.pop("RNNKIT_MPI", None)
     r = subprocess.run([_mpiexec(), "-n", str(n), sys.executable, *args], env=env, capture_output=True,
                        text=True, timeout=TIMEOUT)
@@ -67,7 +69,8 @@ def test_two_ranks_equal_one_process_on_the_whole_batch(tmp_path, cell):
     the split changes only the order of the sums."""
     mpi_worker.main([str(tmp_path / "one"), "--cell", cell, "--streams", "4"])
     launch(2, WORKER, str(tmp_path / "two"), "--cell", cell, "--streams", "4")
-    one, two0, two1 = weights(tmp_path / "one"), weights(tmp_path / "two", 0), weights(tmp_path / "two", 1)
+    one = weights(tmp_path / "one")
+    two0, two1 = weights(tmp_path / "two", 0), weights(tmp_path / "two", 1)
     for k in two0:
         np.testing.assert_array_equal(two0[k], two1[k], err_msg=k)  # the same update on both ranks
     assert_same(one, two0)
@@ -112,8 +115,8 @@ def test_an_exception_on_rank_1_ends_the_job(tmp_path):
 
 @needs_mpi
 def test_cli_two_ranks_and_more_ranks_than_streams(tmp_path):
-    """`mpiexec -n 2 rnnkit train lm`: stdout from rank 0 only, the weights of one process's run (float32:
-    to rounding); --batch 1 on 2 ranks is one line naming the flag, no traceback, non-zero."""
+    """`mpiexec -n 2 rnnkit train lm`: stdout from rank 0 only, the weights of one process's run
+    (float32: to rounding); --batch 1 on 2 ranks is one line naming the flag, no traceback, non-zero."""
     text = tmp_path / "t.txt"
     rng = np.random.default_rng(0)
     text.write_text("".join(rng.choice(list("abcde fgh\n"), 6000)))

@@ -31,8 +31,8 @@ import numpy as np
 from rnnkit.errors import UserError
 
 # Variables an MPI launcher sets in each process it starts: MPICH's and Intel MPI's Hydra (PMI_SIZE),
-# Open MPI's mpirun (OMPI_COMM_WORLD_SIZE), PMIx launchers, Slurm's srun (SLURM_NTASKS with
-# SLURM_PROCID: srun starts the tasks itself).
+# Open MPI's mpirun (OMPI_COMM_WORLD_SIZE), PMIx launchers, and Slurm's srun (SLURM_STEP_NUM_TASKS:
+# srun starts the tasks itself).
 _LAUNCH_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
 
 
@@ -107,8 +107,9 @@ def launched_size() -> int:
         value = os.environ.get(name, "")
         if value.isdigit():
             return int(value)
-    if "SLURM_PROCID" in os.environ and os.environ.get("SLURM_NTASKS", "").isdigit():
-        return int(os.environ["SLURM_NTASKS"])
+    # a job step's task count: set by srun for the tasks it starts, not in the batch script itself
+    if os.environ.get("SLURM_STEP_NUM_TASKS", "").isdigit():
+        return int(os.environ["SLURM_STEP_NUM_TASKS"])
     return 1
 
 
@@ -131,8 +132,8 @@ def world() -> Communicator:
         import mpi4py  # noqa: F401
     except ImportError:
         _world.append(SingleProcess())
-        raise UserError(f"launched as {size} MPI processes, but mpi4py is not installed: "
-                        f"pip install 'rnnkit[mpi]' (or RNNKIT_MPI=0 for independent processes)") from None
+        raise UserError(f"launched as {size} MPI processes, but mpi4py is not installed: pip install "
+                        f"'rnnkit[mpi]' (or RNNKIT_MPI=0 for independent processes)") from None
     comm = MPICommunicator()
     if comm.size > 1 and not os.environ.get("RNNKIT_NUM_THREADS"):
         os.environ["RNNKIT_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // comm.local_size))
