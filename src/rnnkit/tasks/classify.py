@@ -86,6 +86,7 @@ class ClassifyTask:
     """What `rnnkit.train.loop.fit` trains: one module, cross-entropy on (idx, mask, y) batches."""
 
     task = TASK
+    batch_flag = "--batch-size"  # the flag a data-parallel split names
 
     def __init__(self, model: SentenceClassifier, dev_batches, n_dev):
         self.model = model
@@ -117,6 +118,7 @@ class PretrainTask:
     """What `fit` trains before the labels: `EncoderLM` on the training text, scored on the dev text."""
 
     task = TASK + "-pretrain"
+    batch_flag = "--batch-size"  # the flag a data-parallel split names
 
     def __init__(self, lm: EncoderLM, dev_batches):
         self.lm = lm

@@ -241,7 +241,13 @@ class RowKeyedGenerator:
     drawn for the whole batch and cut to this rank's rows, so that row n's mask is the one the same
     draw gives row n on one process, whatever the split. Every rank draws the same numbers, so the
     generators stay in step. The rows' axis is the time-major one (`batch_axis`), else the other axis
-    of this rank's row count (an (N, D) feature array); a draw of no such shape is passed through."""
+    of this rank's row count (an (N, D) feature array); a draw of no such shape is passed through.
+
+    Exact for batches of one length on every rank (the language model's streams, the memory tasks).
+    A padded batch is padded by each rank to its own longest item: the masks of its valid steps are
+    the one-process masks of those rows (a draw is laid out time-major), but the generator then
+    advances by the rank's padded length, not the whole batch's, so from the next draw on the masks
+    are other valid masks, equal in distribution only."""
 
     def __init__(self, rng, source: ShardedSource):
         self.rng, self.source = rng, source

@@ -115,6 +115,8 @@ class TrainTask(Protocol):
     """What a task gives the loop."""
 
     task: str  # "lm", "classify", "caption", "translate", "adding", "copy"
+    # optional: batch_flag, the flag of the batch size (default "--batch"), for the message when a
+    # batch cannot be split over the MPI ranks
     modules: dict  # name -> Module whose parameters the optimizer updates
 
     # forward + backward; {"loss": float, "tokens": int}, and "count" where the loss is a mean over
@@ -238,7 +240,8 @@ def fit(task, source, cfg: TrainConfig, run_dir, config: dict, resume=False, pro
         Path(run_dir).mkdir(parents=True, exist_ok=True)
     owners = []
     if comm.size > 1:
-        source = distributed.ShardedSource(source, comm.rank, comm.size)
+        source = distributed.ShardedSource(source, comm.rank, comm.size,
+                                           getattr(task, "batch_flag", "--batch"))
         if hasattr(task, "shard"):
             task.shard(comm, source)
         owners = _generator_owners(task)
