@@ -4,6 +4,11 @@ Each task registers its own verbs from its own file (`rnnkit.cli.<task>`), so th
 module at a time. A `UserError`, like a flag argparse refuses, becomes one line on stderr and exit
 status 2. A reader that stops early (`rnnkit sample RUN | head -1`) ends the command quietly, with
 the status of a program killed by SIGPIPE (141), as `cat` in the same pipe would.
+
+Started by an MPI launcher (`mpiexec -n 2 rnnkit train lm`), every process runs the verb as one rank of
+a data-parallel job (`rnnkit.train.distributed`): only rank 0 writes to stdout, and a failure on any
+rank prints its line, with the rank, and ends the whole job (MPI Abort) rather than leave the others
+waiting.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ import importlib
 import math
 import os
 import sys
+import traceback
 
 from rnnkit.errors import UserError
+from rnnkit.train import distributed
 from rnnkit.train.checkpoint import release_run_dirs
 
 # Modules that add verbs: each defines `register(sub, train_sub)` where `sub` holds the top-level verbs
@@ -113,14 +120,28 @@ def _main(argv):
         return 2
     parser = build_parser()
     args = parser.parse_args(argv)
+    where = ""
     try:
+        comm = distributed.world()
+        if comm.size > 1:
+            where = f"rank {comm.rank} of {comm.size}: "
+            if comm.rank != 0:
+                _silence_stdout()
         return args.func(args) or 0
     except UserError as e:
-        print(f"rnnkit: error: {e}", file=sys.stderr)
+        print(f"rnnkit: error: {where}{e}", file=sys.stderr)
+        distributed.abort_job(2)
         return 2
     except KeyboardInterrupt:
-        print("rnnkit: interrupted", file=sys.stderr)
+        print(f"rnnkit: {where}interrupted", file=sys.stderr)
+        distributed.abort_job(130)
         return 130
+    except Exception:
+        if where:  # the traceback here: MPI Abort ends the process before Python would print it
+            traceback.print_exc()
+            print(f"rnnkit: error: {where}the job is ended", file=sys.stderr)
+            distributed.abort_job(1)
+        raise
     finally:
         release_run_dirs()  # a verb's lock on its run directory lasts as long as the verb
 

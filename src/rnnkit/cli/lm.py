@@ -21,6 +21,7 @@ from rnnkit.errors import UserError
 from rnnkit.models.lm import CharLM, LMConfig, evaluate_stream, sample as sample_ids
 from rnnkit.tasks.lm import DATA_DEFAULTS, LMTask, load_corpus, load_run, run_data_args
 from rnnkit.train.batches import StreamBatches
+from rnnkit.train import distributed
 from rnnkit.train.checkpoint import check_run_dir, load_checkpoint, prepare_run_dir
 from rnnkit.train.loop import fit
 
@@ -164,6 +165,7 @@ def train(args):
     ids = vocab.encode(text, name)
     train_ids, val_ids = split_ids(ids, data_args["val_frac"])
     N, T = data_args["batch"], data_args["seq_len"]
+    distributed.check_rows(N, distributed.world().size)  # before --out is touched
     if len(train_ids) < N * (T + 1):
         raise UserError(f"{name}: {len(train_ids)} training characters is shorter than one chunk of "
                         f"--batch {N} x (--seq-len {T} + 1) = {N * (T + 1)}; use a longer text or "
@@ -180,7 +182,7 @@ def train(args):
               "data_args": data_args, "train_extra": {"eval_chars": train_args["eval_chars"],
                                                       "bptt_checkpoint": train_args["bptt_checkpoint"]}}
     progress = not args.no_progress
-    if progress:
+    if progress and distributed.world().rank == 0:
         print(f"rnnkit: {len(ids):,} characters ({len(train_ids):,} train, {len(val_ids):,} validation) "
               f"from {name}; vocabulary {len(vocab)}; {lm_cfg.cell} {lm_cfg.layers}x{lm_cfg.hidden}, "
               f"{model.num_parameters():,} parameters; run dir {out}", file=sys.stderr)

@@ -86,6 +86,7 @@ class ClassifyTask:
     """What `rnnkit.train.loop.fit` trains: one module, cross-entropy on (idx, mask, y) batches."""
 
     task = TASK
+    batch_flag = "--batch-size"  # the flag a data-parallel split names
 
     def __init__(self, model: SentenceClassifier, dev_batches, n_dev):
         self.model = model
@@ -95,7 +96,7 @@ class ClassifyTask:
     def train_step(self, batch):
         idx, mask, bag, y = batch
         loss, _ = self.model.loss(idx, mask, y, bag)
-        return {"loss": loss, "tokens": int(mask.sum())}
+        return {"loss": loss, "tokens": int(mask.sum()), "count": len(y)}  # a mean over sentences
 
     def evaluate(self):
         total_loss, correct = 0.0, 0
@@ -117,6 +118,7 @@ class PretrainTask:
     """What `fit` trains before the labels: `EncoderLM` on the training text, scored on the dev text."""
 
     task = TASK + "-pretrain"
+    batch_flag = "--batch-size"  # the flag a data-parallel split names
 
     def __init__(self, lm: EncoderLM, dev_batches):
         self.lm = lm

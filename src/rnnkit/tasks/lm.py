@@ -15,6 +15,7 @@ from rnnkit.errors import UserError
 from rnnkit.functional import softmax_cross_entropy
 from rnnkit.models.lm import CharLM, LMConfig, LMState, evaluate_stream
 from rnnkit.train.checkpoint import load_checkpoint
+from rnnkit.train.distributed import gather_rows
 
 # A run's data settings where its checkpoint lacks one (also the defaults of the flags that set them).
 DATA_DEFAULTS = {"data": None, "encoding": "utf-8", "bytes": False, "val_frac": 0.1, "batch": 32,
@@ -26,7 +27,9 @@ class LMTask:
 
     The hidden state at the end of each chunk is carried into the next (values only) and reset to zeros
     at each epoch's start; it is part of the checkpoint (`extra_state`), so a resumed run continues the
-    same streams.
+    same streams. Under data-parallel training (`shard`) each rank carries its own streams' state
+    and the checkpoint holds every stream's, by global stream, so the run resumes on any number of
+    ranks.
     """
 
     task = "lm"
@@ -38,6 +41,11 @@ class LMTask:
         self.eval_chars = eval_chars
         self.eval_batch = eval_batch
         self.state: LMState | None = None
+        self.comm, self.rows = None, None  # data-parallel: the communicator, the source's rows
+
+    def shard(self, comm, source):
+        """Train on the streams source.window = (lo, hi, N) of the rank `comm.rank`."""
+        self.comm, self.rows = comm, source
 
     def train_step(self, batch):
         if batch.reset or self.state is None or self.state.batch_size != batch.x.shape[1]:
@@ -56,11 +64,16 @@ class LMTask:
     def extra_state(self):
         if self.state is None:
             return {}, {"carried_state": False}
-        return {f"state.{k}": v for k, v in self.state.to_dict().items()}, {"carried_state": True}
+        parts = self.state.to_dict()
+        if self.comm is not None:  # each part (L, N, ...): every rank's streams in their places
+            lo, _, n = self.rows.window
+            parts = {k: gather_rows(self.comm, v, lo, n, axis=1) for k, v in parts.items()}
+        return {f"state.{k}": v for k, v in parts.items()}, {"carried_state": True}
 
     def load_extra_state(self, arrays, obj):
         if obj.get("carried_state"):
-            self.state = LMState.from_dict({k[6:]: v.copy() for k, v in arrays.items()
+            lo, hi, _ = self.rows.window if self.comm is not None else (0, None, None)
+            self.state = LMState.from_dict({k[6:]: v[:, lo:hi].copy() for k, v in arrays.items()
                                             if k.startswith("state.")})
         else:
             self.state = None

@@ -40,6 +40,7 @@ class TranslateTask:
     """What `rnnkit.train.loop.fit` trains: one Seq2Seq, teacher forcing with a ratio."""
 
     task = TASK
+    batch_flag = "--batch-size"  # the flag a data-parallel split names
 
     def __init__(self, model: Seq2Seq, dev_items, dev_groups, tgt_vocab, teacher_forcing=1.0, seed=0,
                  batch_size=64, max_dev_decode=500, tokenizer="word"):

@@ -16,6 +16,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from rnnkit.train.distributed import check_rows, split
+
 
 class StreamBatch(NamedTuple):
     x: np.ndarray  # (T, N) input tokens
@@ -46,6 +48,13 @@ class StreamBatches:
         self.rng = np.random.default_rng(seed)
         self.epoch = 0
         self.pos = None  # start of the next chunk in the current epoch; None: start a new epoch
+        self.window = (0, self.N, self.N)  # the streams lo:hi of N this process trains on
+
+    def shard(self, rank: int, size: int, what: str = "--batch"):
+        """Give `next_batch` only this rank's streams (data-parallel training); the epochs, offsets
+        and state stay those of the whole batch."""
+        check_rows(self.N, size, what)
+        self.window = (*split(self.N, rank, size), self.N)
 
     def chunks_per_epoch(self, offset=0):
         return (self.L - 1 - offset) // self.T
@@ -62,8 +71,9 @@ class StreamBatches:
             self._new_epoch()
             reset = True
         p, T = self.pos, self.T
-        x = self.streams[p:p + T]
-        y = self.streams[p + 1:p + T + 1]
+        lo, hi, _ = self.window
+        x = self.streams[p:p + T, lo:hi]
+        y = self.streams[p + 1:p + T + 1, lo:hi]
         self.pos = p + T
         return StreamBatch(x, y, reset)
 
@@ -89,6 +99,14 @@ class EpochBatches:
         self.batches = None
         self.pos = 0
         self._rng_at_epoch = None
+        self.part = (0, 1)  # (rank, size): this process collates its part of each batch
+        self.window = (0, 0, 0)  # the items lo:hi of the last batch's n
+
+    def shard(self, rank: int, size: int, what: str = "--batch"):
+        """Collate only this rank's part of each batch (data-parallel training); a batch of which it
+        gets no item (an epoch's short last one) is None."""
+        check_rows(getattr(self, "batch_size", size), size, what)
+        self.part = (rank, size)
 
     def epoch_batches(self, rng=None) -> list:
         """One epoch's list of index arrays; `rng` None means no shuffling."""
@@ -105,6 +123,12 @@ class EpochBatches:
             self.pos = 0
         idx = self.batches[self.pos]
         self.pos += 1
+        lo, hi = split(len(idx), *self.part)
+        self.window = (lo, hi, len(idx))
+        if self.part[1] > 1:
+            if hi == lo:
+                return None
+            idx = idx[lo:hi]
         return self.collate(idx)
 
     def state_dict(self) -> dict:

@@ -13,6 +13,10 @@ is in place.
 A run directory is locked while a run writes to it (`lock_run_dir`, an advisory flock on its `LOCK`
 file): a second training, or a --force or --resume, into the same directory is refused while the first
 is going. The OS drops the lock with the process, so a run killed by any signal leaves none behind.
+
+Under data-parallel training (`rnnkit.train.distributed`) the run directory is rank 0's alone: the
+other ranks neither check, lock nor prepare it, and `load_checkpoint` reads on rank 0 and broadcasts
+what it read (or its error), so the other ranks need no shared file system.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ except ImportError:  # Windows: no flock, run directories go unguarded
 import numpy as np
 
 from rnnkit.errors import UserError
+from rnnkit.train import distributed
 
 FORMAT = "rnnkit-checkpoint"
 VERSION = 1
@@ -126,7 +131,24 @@ def has_checkpoint(run_dir, name="last"):
 
 
 def load_checkpoint(run_dir, name="last", task=None):
-    """Return (arrays, meta, task) of checkpoint `name`; anything but a valid one is a UserError."""
+    """Return (arrays, meta, task) of checkpoint `name`; anything but a valid one is a UserError.
+    Under MPI every rank calls it: rank 0 reads, the others receive."""
+    comm = distributed.world()
+    if comm.size == 1:
+        return _load_checkpoint(run_dir, name, task)
+    got = None
+    if comm.rank == 0:
+        try:
+            got = ("ok", _load_checkpoint(run_dir, name, task))
+        except UserError as e:
+            got = ("error", str(e))
+    kind, value = comm.broadcast(got)
+    if kind == "error":
+        raise UserError(value)
+    return value
+
+
+def _load_checkpoint(run_dir, name, task):
     st = _safetensors()
     SafetensorError, load = st.SafetensorError, st.numpy.load
 
@@ -175,7 +197,7 @@ def lock_run_dir(path):
     would let one process lock the removed file while another locks a new one."""
     path = Path(path)
     key = os.path.realpath(path)
-    if fcntl is None or key in _held:
+    if fcntl is None or key in _held or distributed.world().rank != 0:
         return
     try:
         fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
@@ -249,6 +271,8 @@ def check_run_dir(path, resume=False, force=False):
     there, --resume without a checkpoint, or an old run without --force. A verb calls it before it
     reads its data, and `prepare_run_dir` once the data has been read. Returns the path."""
     path = Path(path)
+    if distributed.world().rank != 0:
+        return path
     if path.exists() and not path.is_dir():
         raise UserError(f"--out {path}: exists and is not a directory")
     if path.is_dir():
@@ -268,6 +292,8 @@ def prepare_run_dir(path, resume=False, force=False):
     (the user asked for it; other files stay). With --force, call it only once the new run's data has
     been read: a mistake there must leave the old run as it was."""
     path = check_run_dir(path, resume, force)
+    if distributed.world().rank != 0:
+        return path
     path.mkdir(parents=True, exist_ok=True)
     lock_run_dir(path)
     check_run_dir(path, resume, force)  # again under the lock: a run may have written there since

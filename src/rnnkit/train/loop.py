@@ -13,6 +13,15 @@ N steps straight and N/2 + resume + N/2 reach the same weights.
 Checkpoint layout (see `rnnkit.train.checkpoint`): arrays "<module>.<param>", "optim/<param>/<state>",
 "extra/<name>"; meta {"config": config, "step": ..., "train": TrainConfig, "optimizer": scalars,
 "rng": {...}, "source": {...}, "extra": {...}, "best": ..., "elapsed": seconds, ...}.
+
+Data-parallel (`mpiexec -n P`, `rnnkit.train.distributed`): every rank runs this loop on its rows of
+each batch (`ShardedSource`), from rank 0's weights; one allreduce per update sums the gradients
+weighted by each rank's count (`GradientReducer`), then each rank clips by the global norm and takes
+the same optimizer step. Dropout masks are drawn for the whole batch and cut to the rank's rows
+(`RowKeyedGenerator`). Rank 0 alone evaluates (the figures are broadcast, so that every rank takes the
+same best / early-stopping decisions), logs, shows progress and writes checkpoints; rank 0's clock
+decides when the time budget is spent, and a task's carried state is gathered by global row for the
+checkpoint (a task with `shard(comm, source)`), so a run resumes on any number of ranks.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import numpy as np
 from rnnkit import kernels
 from rnnkit.errors import UserError
 from rnnkit.optim import OPTIMIZERS, Schedule, clip_grad_norm, collect_params
+from rnnkit.train import distributed
 from rnnkit.train.checkpoint import hold_run_dir, load_checkpoint, save_checkpoint
 from rnnkit.train.progress import Progress
 
@@ -105,9 +115,13 @@ class TrainTask(Protocol):
     """What a task gives the loop."""
 
     task: str  # "lm", "classify", "caption", "translate", "adding", "copy"
+    # optional: batch_flag, the flag of the batch size (default "--batch"), for the message when a
+    # batch cannot be split over the MPI ranks
     modules: dict  # name -> Module whose parameters the optimizer updates
 
-    def train_step(self, batch) -> dict: ...  # forward + backward; {"loss": float, "tokens": int}
+    # forward + backward; {"loss": float, "tokens": int}, and "count" where the loss is a mean over
+    # something other than the tokens (a classifier's sentences): data-parallel ranks weigh by it
+    def train_step(self, batch) -> dict: ...
 
     def evaluate(self) -> dict: ...  # validation figures, e.g. {"val_loss": ...}
 
@@ -135,6 +149,8 @@ def named_generators(modules: dict):
 
     def walk(m, path):
         rng = getattr(m, "rng", None)
+        if isinstance(rng, distributed.RowKeyedGenerator):
+            rng = rng.rng
         if isinstance(rng, np.random.Generator):
             out[path] = rng
         for cname, child in getattr(m, "_children", {}).items():
@@ -205,7 +221,8 @@ class _State:
         self.last_eval = {}
 
 
-def fit(task, source, cfg: TrainConfig, run_dir, config: dict, resume=False, progress=True) -> dict:
+def fit(task, source, cfg: TrainConfig, run_dir, config: dict, resume=False, progress=True,
+        comm=None) -> dict:
     """Train `task` on batches from `source` until `cfg.steps` / `cfg.minutes` / early stopping.
 
     config: the task's JSON-able configuration (enough to rebuild the model), saved in every checkpoint.
@@ -214,15 +231,52 @@ def fit(task, source, cfg: TrainConfig, run_dir, config: dict, resume=False, pro
     Runs with subnormal floats flushed to zero (`kernels.flush_subnormals`): they made a translation
     model's training step 15% slower, and no result moves by more than 1e-38.
     Holds the run directory's lock (`checkpoint.hold_run_dir`) throughout, unless the caller holds it.
+    comm: the communicator of data-parallel training (default `distributed.world()`: one process
+    unless an MPI launcher started this one).
     """
     cfg.validate()
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-    with kernels.flush_subnormals(), hold_run_dir(run_dir):
-        return _fit(task, source, cfg, run_dir, config, resume, progress)
+    comm = distributed.world() if comm is None else comm
+    if comm.rank == 0:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+    owners = []
+    if comm.size > 1:
+        source = distributed.ShardedSource(source, comm.rank, comm.size,
+                                           getattr(task, "batch_flag", "--batch"))
+        if hasattr(task, "shard"):
+            task.shard(comm, source)
+        owners = _generator_owners(task)
+    try:
+        for owner, rng in owners:
+            owner.rng = distributed.RowKeyedGenerator(rng, source)
+        with kernels.flush_subnormals(), \
+                hold_run_dir(run_dir) if comm.rank == 0 else contextlib.nullcontext():
+            return _fit(task, source, cfg, run_dir, config, resume, progress, comm)
+    finally:
+        for owner, rng in owners:
+            owner.rng = rng
 
 
-def _fit(task, source, cfg, run_dir, config, resume, progress):
+def _generator_owners(task):
+    """[(object, its Generator)] of every module in the task's trees, and the task, that owns a `rng`
+    (dropout masks, teacher forcing)."""
+    out = []
+
+    def walk(m):
+        if isinstance(getattr(m, "rng", None), np.random.Generator):
+            out.append((m, m.rng))
+        for child in getattr(m, "_children", {}).values():
+            walk(child)
+
+    for m in task.modules.values():
+        walk(m)
+    if isinstance(getattr(task, "rng", None), np.random.Generator):
+        out.append((task, task.rng))
+    return out
+
+
+def _fit(task, source, cfg, run_dir, config, resume, progress, comm):
     run_dir = Path(run_dir)
+    root, parallel = comm.rank == 0, comm.size > 1
     params = collect_params(**task.modules)
     opt = make_optimizer(cfg, params)
     sched = make_schedule(cfg)
@@ -230,16 +284,22 @@ def _fit(task, source, cfg, run_dir, config, resume, progress):
     st = _State()
     metrics_path = run_dir / "metrics.jsonl"
     ema = WeightAverage(params, cfg.ema) if cfg.ema > 0 else None
+    reducer = distributed.GradientReducer(comm, params) if parallel else None
 
     if resume:
-        _restore(task, source, opt, gens, st, run_dir, ema)
-        _truncate_metrics(metrics_path, st.step)
-    elif metrics_path.exists():
+        _restore(task, source, opt, gens, st, run_dir, ema)  # every rank: rank 0 reads, sends
+        if root:
+            _truncate_metrics(metrics_path, st.step)
+    elif root and metrics_path.exists():
         metrics_path.unlink()
+    distributed.broadcast_params(comm, params)
 
     saved_step = [st.step if resume else None]
 
     def checkpoint(name):
+        extra_arrays, extra_obj = task.extra_state()  # every rank: a carried state is gathered
+        if not root:
+            return
         # The best checkpoint holds the weights that were evaluated: the average, when there is one.
         with ema.swapped_in() if (ema is not None and name == "best") else contextlib.nullcontext():
             arrays = {}
@@ -249,7 +309,6 @@ def _fit(task, source, cfg, run_dir, config, resume, progress):
             arrays.update({f"ema/{k}": v for k, v in ema.average.items()})
         osd = opt.state_dict()
         arrays.update({f"optim/{k}": v for k, v in osd["arrays"].items()})
-        extra_arrays, extra_obj = task.extra_state()
         arrays.update({f"extra/{k}": v for k, v in extra_arrays.items()})
         meta = {"config": config, "step": st.step, "train": dataclasses.asdict(cfg),
                 "optimizer": osd["scalars"],
@@ -261,13 +320,15 @@ def _fit(task, source, cfg, run_dir, config, resume, progress):
         if name == "last":
             saved_step[0] = st.step
 
-    metrics = open(metrics_path, "a", encoding="utf-8")
+    metrics = open(metrics_path, "a", encoding="utf-8") if root else None
 
     def log(obj):
-        metrics.write(json.dumps(_jsonable(obj)) + "\n")
-        metrics.flush()
+        if metrics is not None:
+            metrics.write(json.dumps(_jsonable(obj)) + "\n")
+            metrics.flush()
 
-    bar = Progress(total_steps=cfg.steps, minutes=cfg.minutes, enabled=progress, start_step=st.step)
+    bar = Progress(total_steps=cfg.steps, minutes=cfg.minutes, enabled=progress and root,
+                   start_step=st.step)
     t_start = time.perf_counter()
     elapsed0 = st.elapsed
     eval_time = 0.0  # seconds spent evaluating in this invocation (not counted in tokens/s)
@@ -275,6 +336,7 @@ def _fit(task, source, cfg, run_dir, config, resume, progress):
     win_loss, win_n, win_tokens, win_t = 0.0, 0, 0, time.perf_counter()
     stopped = None
     last_eval_step = st.step if resume else None
+    out_of_time = False  # data-parallel: rank 0's clock, received with the last update
 
     def run_eval():
         nonlocal eval_time, last_eval_step
@@ -284,10 +346,11 @@ def _fit(task, source, cfg, run_dir, config, resume, progress):
             m.eval()
         try:
             with ema.swapped_in() if ema is not None else contextlib.nullcontext():
-                figures = _jsonable(task.evaluate())
+                figures = _jsonable(task.evaluate()) if root else None
         finally:
             for n, m in task.modules.items():
                 m.train(modes[n])
+        figures = comm.broadcast(figures)
         eval_time += time.perf_counter() - t0
         last_eval_step = st.step
         st.elapsed = elapsed0 + time.perf_counter() - t_start
@@ -311,7 +374,8 @@ def _fit(task, source, cfg, run_dir, config, resume, progress):
             if cfg.steps is not None and st.step >= cfg.steps:
                 stopped = "steps"
                 break
-            if cfg.minutes is not None and time.perf_counter() - t_start >= cfg.minutes * 60:
+            if out_of_time if parallel else \
+                    cfg.minutes is not None and time.perf_counter() - t_start >= cfg.minutes * 60:
                 stopped = "minutes"
                 break
             step = st.step + 1
@@ -321,8 +385,18 @@ def _fit(task, source, cfg, run_dir, config, resume, progress):
             opt.lr = sched(step, spent)
             batch = source.next_batch()
             opt.zero_grad()
-            out = task.train_step(batch)
+            # None: a rank given no row of this batch (an epoch's short last one) adds nothing
+            out = task.train_step(batch) if batch is not None else {"loss": 0.0, "tokens": 0, "count": 0}
             loss = float(out["loss"])
+            ntok = int(out.get("tokens", 0))
+            if parallel:
+                late = root and cfg.minutes is not None and \
+                    time.perf_counter() - t_start >= cfg.minutes * 60
+                loss, _, ntok, late, spent_all = reducer.reduce(
+                    loss, out.get("count", ntok), ntok, float(late), (spent or 0.0) if root else 0.0)
+                out_of_time = late > 0
+                if spent is not None:
+                    opt.lr = sched(step, spent_all)
             if not math.isfinite(loss):
                 raise UserError(f"training diverged: loss is {loss} at step {step}; "
                                 f"try a lower --lr or a smaller --clip")
@@ -331,7 +405,6 @@ def _fit(task, source, cfg, run_dir, config, resume, progress):
             if ema is not None:
                 ema.update(step)
             st.step = step
-            ntok = int(out.get("tokens", 0))
             st.tokens += ntok
             run_tokens += ntok
             win_loss += loss
@@ -375,10 +448,11 @@ def _fit(task, source, cfg, run_dir, config, resume, progress):
         raise
     finally:
         bar.close()
-        metrics.close()
+        if metrics is not None:
+            metrics.close()
 
     run_time = time.perf_counter() - t_start
-    plot_path = plot_metrics(metrics_path, run_dir / "loss.png")
+    plot_path = plot_metrics(metrics_path, run_dir / "loss.png") if root else None
     return {"step": st.step, "stopped": stopped, "best": st.best, "best_step": st.best_step,
             "monitor": cfg.monitor, "last_eval": st.last_eval, "elapsed": st.elapsed,
             "tokens_per_s": run_tokens / max(1e-9, run_time - eval_time), "run_dir": str(run_dir),
