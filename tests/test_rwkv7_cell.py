@@ -161,3 +161,24 @@ def test_refusals():
     with pytest.raises(ValueError, match="x_gates"):
         rnn.step(None, x_gates=np.zeros((1, H), dtype=np.float32))
     assert "rwkv" in cells.names()
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_compiled_step_gives_the_reference(dtype, tol, three_threads):
+    """rwkv7.c's one-token block (the rows on three threads) against its NumPy reference, through
+    both layers (an input projection in the first, the value residual in the second)."""
+    from rnnkit import kernels
+
+    rnn = _stack(dtype=dtype)
+    rng = np.random.default_rng(7)
+    state = tuple(rng.normal(0, 0.5, s.shape).astype(dtype) for s in rnn.init_state(N))
+    x = rng.normal(size=(N, D)).astype(dtype)
+    before = [a.copy() for a in state]
+    y, s = rnn.step(x, state)
+    assert all(np.array_equal(a, b) for a, b in zip(state, before))  # the given state is not modified
+    assert three_threads and max(three_threads) == 3
+    with kernels.reference():
+        y_ref, s_ref = rnn.step(x, state)
+    assert rel_error(y, y_ref) < tol
+    for a, b in zip(s, s_ref):
+        assert rel_error(a, b) < tol

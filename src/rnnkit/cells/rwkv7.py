@@ -237,6 +237,9 @@ GROUP_EPS = 64e-5  # the group norm's over each head's output (the reference's 1
 DECAY_SCALE = math.exp(-0.5)  # w = exp(-e^-0.5 sigmoid(.)): the decay in (exp(-e^-0.5), 1) = (0.545, 1)
 NORM_EPS = 1e-12  # F.normalize's floor on the norm of each head's kk
 MIXES = ("r", "w", "k", "v", "a", "g")  # the token-shift mixes of the time mix, in this order
+PARAMS = ("W_in", "ln1_w", "ln1_b", *(f"mu_{m}" for m in MIXES), "Wr", "Wk", "Wv", "w0", "w1", "w2",
+          "a0", "a1", "a2", "v0", "v1", "v2", "g1", "g2", "k_k", "k_a", "r_k", "lnx_w", "lnx_b", "Wo",
+          "ln2_w", "ln2_b", "mu_c", "Wck", "Wcv")  # one layer's, in the compiled step's order
 
 
 class Rwkv7Cache(NamedTuple):
@@ -550,13 +553,52 @@ def rwkv7_backward(dout, cache: Rwkv7Cache, dstate=None, dv_first=None, trace=No
     return dx, (dts0, dS0, dcs0), {name: gr[name] for name in p}, dvf_in
 
 
+def rwkv7_step_fw(T, N, H, D, NH, C, Rw, Ra, Rv, Rg, first, x, W_in, ln1_w, ln1_b, mu_r, mu_w, mu_k,
+                  mu_v, mu_a, mu_g, Wr, Wk, Wv, w0, w1, w2, a0, a1, a2, v0, v1, v2, g1, g2, k_k, k_a,
+                  r_k, lnx_w, lnx_b, Wo, ln2_w, ln2_b, mu_c, Wck, Wcv, tshift, wkv, cshift, vfirst,
+                  out):
+    """One token through the block (the reference of rwkv7.c's `rwkv7_step`, in place; T = 1): x (N,
+    D) -> out (N, H); tshift, cshift (N, H) and wkv (N, NH, C, C) moved on one step; vfirst (N, H)
+    written (first: the stack's first layer, its values) or read. W_in None where D = H. The block's
+    forward over one step: the same arithmetic as the sequence mode's."""
+    p = {name: value for name, value in locals().items() if name in PARAMS and value is not None}
+    y, final, cache = rwkv7_forward(x[None], (tshift, wkv, cshift), p,
+                                    v_first=None if first else vfirst[None], scan_weights=False)
+    out[...] = y[0]
+    tshift[...], wkv[...], cshift[...] = final
+    if first:
+        vfirst[...] = cache.vf[0]
+
+
+RWKV7_STEP = LoopKernel("rwkv7_step", SOURCE, rwkv7_step_fw, blocks=12)
+
+
 def rwkv7_step(x, state, p, *, v_first=None):
     """One token: x (N, D), the state (tshift, wkv, cshift), v_first (N, M) or None (the first layer)
     -> out (N, M), the new state, v_first (the given one, or this layer's values). The given state is
-    not modified. The block's forward over one step (the same arithmetic, so the two modes agree)."""
-    vf = None if v_first is None else v_first[None]
-    out, final, cache = rwkv7_forward(x[None], state, p, v_first=vf, scan_weights=False)
-    return out[0], final, cache.vf[0]
+    not modified. One compiled call for the whole block (generation runs it per token, where each
+    further NumPy call would cost more than its arithmetic)."""
+    xp = get_array_module(x)
+    H, C, M, D = _sizes7(p)
+    expect_shape("x", x, (None, D), ("N", "D"))
+    N = x.shape[0]
+    for name, s, shape, letters in (("tshift", state[0], (N, M), ("N", "M")),
+                                    ("wkv", state[1], (N, H, C, C), ("N", "H", "C", "C")),
+                                    ("cshift", state[2], (N, M), ("N", "M"))):
+        expect_shape(name, s, shape, letters)
+    if not bool(xp.isfinite(x.sum() + sum(s.sum() for s in state))):  # one test per token; then which
+        for name, a in (("x", x), ("tshift", state[0]), ("wkv", state[1]), ("cshift", state[2])):
+            expect_finite(name, a)
+    ts, S, cs = (xp.array(s, dtype=x.dtype, order="C") for s in state)
+    first = v_first is None
+    vf = xp.empty((N, M), dtype=x.dtype) if first else xp.ascontiguousarray(v_first, dtype=x.dtype)
+    out = xp.empty((N, M), dtype=x.dtype)
+    Rw, Ra, Rv, Rg = p["w1"].shape[1], p["a1"].shape[1], p["v1"].shape[1], p["g1"].shape[1]
+    fixed = {name: p.get(name) for name in PARAMS}
+    get_ops(x, ts).run_bound(RWKV7_STEP, fixed, T=1, N=N, H=M, D=D, NH=H, C=C, Rw=Rw, Ra=Ra, Rv=Rv,
+                             Rg=Rg, first=int(first), x=xp.ascontiguousarray(x), tshift=ts, wkv=S,
+                             cshift=cs, vfirst=vf, out=out)
+    return out, (ts, S, cs), vf
 
 
 def state_norms(cache: Rwkv7Cache):
@@ -589,7 +631,7 @@ def _orthogonal(rng, shape, gain):
     a = rng.standard_normal((max(rows, cols), min(rows, cols)))
     q, r = np.linalg.qr(a)
     q *= np.sign(np.diag(r))
-    return gain * (q.T if rows < cols else q)
+    return np.ascontiguousarray(gain * (q.T if rows < cols else q))
 
 
 def init_params7(rng, D, M, head_size, ranks, layer, layers):
