@@ -64,7 +64,7 @@ cap = Captioner(CaptionerConfig(vocab_size=len(cvocab), embed=64, hidden=128, ch
                 bos_id=cvocab.bos_id, eos_id=cvocab.eos_id, pad_id=cvocab.pad_id, unk_id=cvocab.unk_id)
 params, opt = make_optimizer(cap, 2e-3)
 names = list(train_caps)
-for it in range(30 if SMALL else 400):
+for it in range(30 if SMALL else 150):
     batch = rng.choice(len(names), 32, replace=False)
     img_rows, tokens, owner = [], [], []
     for j, b in enumerate(batch):  # every caption of each image, the image encoded once
@@ -76,7 +76,7 @@ for it in range(30 if SMALL else 400):
     loss, _ = cap.loss_and_backward(pixels[img_rows], ids, rows=np.array(owner))
     clip_grad_norm(params, 5.0)
     opt.step()
-    if it % 100 == 0:
+    if it % 50 == 0:
         print(f"update {it:4d}: loss {loss:.2f} nats/word")
 print(f"update {it:4d}: loss {loss:.2f} nats/word")
 
@@ -103,7 +103,7 @@ for name in show[:2]:
 tok = Tokenizer()
 train = read_labelled_tsv(DATA / "sst2" / "train.tsv")
 dev = read_labelled_tsv(DATA / "sst2" / "dev.tsv", known_labels={"0", "1"})
-order = rng.permutation(len(train.examples))[: 3000 if SMALL else 40000]
+order = rng.permutation(len(train.examples))[: 3000 if SMALL else 15000]
 texts = [tok(train.texts[i]) for i in order]
 y_train = np.array([int(train.labels[i]) for i in order])
 wvocab = Vocab.build(texts, min_freq=2)
@@ -113,7 +113,7 @@ print(f"{len(ids)} training phrases, {len(dev.examples)} dev sentences, {len(wvo
 clf = SentenceClassifier(ClassifierConfig(vocab_size=len(wvocab), num_classes=2, embed_dim=64,
                                           hidden=64, pooling="last", seed=0))
 params, opt = make_optimizer(clf, 3e-3)
-for epoch in range(1 if SMALL else 2):
+for epoch in range(1):
     for start in range(0, len(ids), 64):
         sel = np.arange(start, min(start + 64, len(ids)))
         idx, mask = pad_batch([ids[i] for i in sel])
@@ -154,7 +154,7 @@ for sentence in ["the acting is wonderful , but the plot is a mess .",
 # %%
 pairs, _ = read_parallel(DATA / "eng-fra" / "fra.txt", reverse=True, max_words=5)  # French -> English
 split = split_by_source(pairs, dev_frac=0.0, test_frac=0.02, seed=0)
-train_pairs = split.train[: 6000 if SMALL else 60000]
+train_pairs = split.train[: 6000 if SMALL else 30000]
 src_vocab, tgt_vocab = build_vocabs(train_pairs, min_freq=2)
 items = encode_pairs(train_pairs, src_vocab, tgt_vocab)
 print(f"{len(items)} training pairs; {len(src_vocab)} French and {len(tgt_vocab)} English words")
@@ -162,14 +162,14 @@ print(f"{len(items)} training pairs; {len(src_vocab)} French and {len(tgt_vocab)
 s2s = Seq2Seq(Seq2SeqConfig(src_vocab=len(src_vocab), tgt_vocab=len(tgt_vocab), emb=96, hidden=128,
                             attention="general", seed=0))
 params, opt = make_optimizer(s2s, 3e-3)
-for it in range(60 if SMALL else 1200):
+for it in range(60 if SMALL else 400):
     b = collate([items[i] for i in rng.choice(len(items), 64, replace=False)], bos=tgt_vocab.bos_id)
     opt.zero_grad()
     loss, dlogits = s2s.loss(b["src"], b["src_mask"], b["tgt_in"], b["tgt_out"], b["tgt_mask"])
     s2s.backward(dlogits)
     clip_grad_norm(params, 5.0)
     opt.step()
-    if it % 300 == 0:
+    if it % 100 == 0:
         print(f"update {it:4d}: loss {loss:.2f} nats/word")
 print(f"update {it:4d}: loss {loss:.2f} nats/word")
 
