@@ -31,8 +31,11 @@ lm: $(VENV)/.installed-lm
 	$(VENV)/bin/rnnkit train lm --out $(LM_OUT) --minutes $(LM_MINUTES) --force
 	$(VENV)/bin/rnnkit sample $(LM_OUT) --length 600 --temperature 0.7 --seed 0
 
+# The notebooks run at their small setting (about a minute each; notebooks/README.md), every cell
+# executed by nbmake in a fresh kernel; their saved outputs are checked by tests/test_notebooks_clean.py.
 test: $(VENV)/.installed
 	$(PY) -m pytest
+	RNNKIT_NOTEBOOK_SMALL=1 $(PY) -m pytest -p no:cacheprovider --nbmake --nbmake-timeout=300 notebooks
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/rnnkit bench
