@@ -187,3 +187,20 @@ def test_rnn_mode_equals_the_rwkv_package(tmp_path, rng):
     # float32 against float64, and the package's 0.606531 for exp(-0.5): 6e-7 when written
     err = np.abs(mine[0] - logits.numpy()).max() / np.abs(mine).max()
     assert err < 1e-4, err
+
+
+def test_random_params_give_every_parameter_a_gradient(rng):
+    """What random_params is for: autograd through the block reaches every parameter, the state's
+    parts and v_first (model.py's zero LoRA factors and W_o would leave most of them 0)."""
+    T, B = 5, 2
+    tp = tr.torch_params(tr.random_params(C, HS, seed=4))
+    st = tuple(s.requires_grad_() for s in map(_t, _state(rng, B)))
+    vf = _t(rng.standard_normal((B, T, C))).requires_grad_()
+    out, _, final = tr.block(_t(rng.standard_normal((B, T, C))), tp, vf, 1, HS, st)
+    loss = (out * _t(rng.standard_normal(out.shape))).sum() + sum(
+        (f * _t(rng.standard_normal(f.shape))).sum() for f in final)
+    loss.backward()
+    for name, v in [*tp.items(), ("tshift", st[0]), ("wkv", st[1]), ("cshift", st[2]),
+                    ("v_first", vf)]:
+        assert v.grad is not None and torch.isfinite(v.grad).all(), name
+        assert v.grad.abs().max() > 1e-6, name
