@@ -37,6 +37,7 @@ own), reported as the median; peer/rnnkit is the median over rounds of one round
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -153,8 +154,8 @@ def import_rwkv_package(path):
         sys.path.insert(0, str(path))
     import warnings
 
-    try:
-        with warnings.catch_warnings():
+    try:  # the package prints a banner: kept off stdout, where --json goes
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
             warnings.simplefilter("ignore")
             from rwkv.model import RWKV
     except Exception as e:  # absent, or a version without RWKV-7
@@ -175,7 +176,7 @@ def gen_sides(args, model, ours, N, tmpdir, rwkv_cls):
     if rwkv_cls is not None and N == 1:
         import warnings
 
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
             warnings.simplefilter("ignore")
             stem = save_reference_checkpoint(model, Path(tmpdir) / "rwkv7")
             pkg = rwkv_cls(model=stem, strategy="cpu fp32")
