@@ -113,8 +113,7 @@ def rnnkit_train_step(args, fns, p, x, dy, v_first, state):
     rwkv7_forward, rwkv7_backward, _ = fns
 
     def step():
-        out, _, cache = rwkv7_forward(x, state, p, v_first=v_first, head_size=args.head_size,
-                                      chunk=args.chunk)
+        out, _, cache = rwkv7_forward(x, state, p, v_first=v_first, chunk=args.chunk)
         dx, _, _, _ = rwkv7_backward(dy, cache)
         return out, dx
 
@@ -224,8 +223,7 @@ def gen_sides(args, model, ours, N, tmpdir, rwkv_cls):
                 x = rn.layer_norm(model["emb"][tokens[t]], model["ln0_w"], model["ln0_b"])
                 v_first = None
                 for layer, p in enumerate(model["layers"]):
-                    x, states[layer], v_first = rwkv7_step(x, states[layer], p, v_first=v_first,
-                                                           head_size=hs)
+                    x, states[layer], v_first = rwkv7_step(x, states[layer], p, v_first=v_first)
                 logits = rn.layer_norm(x, model["ln_out_w"], model["ln_out_b"]) @ model["head"]
             return logits
 
