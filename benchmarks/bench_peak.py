@@ -169,12 +169,13 @@ def build(workdir):
 LOOPS = {"fma": 25_000_000, "dpbf16": 25_000_000, "amx": 2_000_000}
 
 
-def peak(exe, threads, rounds=5, mode="fma"):
+def peak(exe, threads, rounds=5, mode="fma", n=None):
     """Best of `rounds` runs, FLOP/s over all threads: the peak is what the units can do at all; None
-    where this CPU cannot run the loop of `mode` (fma, dpbf16, amx)."""
+    where this CPU cannot run the loop of `mode` (fma, dpbf16, amx). n: the loop's iterations (the
+    mode's default: long enough to time)."""
     rates = []
     for _ in range(rounds):
-        out = subprocess.run([exe, str(threads), str(LOOPS[mode]), mode], capture_output=True,
+        out = subprocess.run([exe, str(threads), str(n or LOOPS[mode]), mode], capture_output=True,
                              text=True)
         if out.returncode == 3:
             return None

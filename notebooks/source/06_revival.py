@@ -105,7 +105,9 @@ print(f"after {len(passes) - 1} passes, equal to the loop: "
 #
 # $$h_t = \exp(\Delta_t A) \odot h_{t-1} + \Delta_t B_t x_t, \qquad y_t = C_t h_t + D x_t$$
 #
-# Both models have about the same number of parameters and see the same batches.
+# The models have about the same number of parameters and see the same batches. RWKV-7 (where this
+# rnnkit has it) joins them: its state per head is a matrix, written by the delta rule
+# $S_t = S_{t-1}\,\mathrm{diag}(w_t) - (S_{t-1} \hat k_t)(a_t \odot \hat k_t)^\top + v_t \tilde k_t^\top$.
 
 # %%
 length, steps = (32, 80) if SMALL else (64, 600)
@@ -117,7 +119,7 @@ models = {
 }
 RWKV = next((name for name in ("rwkv", "rwkv7") if name in rnnkit.cells.names()), None)
 if RWKV:  # RWKV joins the comparison where this rnnkit registers it as a cell
-    models["RWKV"] = MemoryConfig(task="selective-copy", cell=RWKV, length=length, tokens=4, hidden=32,
+    models["RWKV"] = MemoryConfig(task="selective-copy", cell=RWKV, length=length, tokens=4, hidden=16,
                                   layers=2, test_size=500, dtype="float32")
 else:
     print("RWKV is not a registered cell in this rnnkit (rnnkit.cells.names():",
@@ -149,7 +151,8 @@ print(f"chance: {task.evaluate()['chance_acc']:.2f}")
 #
 # Generation needs only the state: its size per stream is what a recurrent model keeps in memory
 # however long the context, where a Transformer's key-value cache grows with every token. The LSTM
-# keeps $h$ and $c$; Mamba keeps, per layer, the last inputs of its causal convolution and an (E, S)
+# keeps $h$ and $c$; RWKV keeps, per layer, the last inputs of its two token shifts and a (C, C) matrix
+# per head; Mamba keeps, per layer, the last inputs of its causal convolution and an (E, S)
 # matrix (E inner channels, S state size) per stream.
 
 # %%
