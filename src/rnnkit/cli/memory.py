@@ -43,7 +43,8 @@ SELECTION_DEFAULTS = {"selective-copy": {"length": 64}, "induction": {"length": 
                       "recall": {"length": 64, "vocab": 256, "pairs": 4, "embed": 32}}
 # ... and of their training flags where they are not TRAIN_DEFAULTS's
 SELECTION_TRAIN_DEFAULTS = {"selective-copy": {"steps": 5000, "eval_every": 500},
-                            "induction": {"steps": 2000, "eval_every": 200}}
+                            "induction": {"steps": 2000, "eval_every": 200},
+                            "recall": {"steps": 3000, "eval_every": 500}}
 # eval of an induction run without --lengths: these multiples of the training length
 INDUCTION_TEST_MULTIPLES = (1, 2, 4, 8, 16)
 # ... of a recall run, the pairs scaled alike, those the vocabulary has keys for
