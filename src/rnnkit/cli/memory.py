@@ -204,7 +204,8 @@ def check_recall(length, pairs, vocab, flag="--length"):
     if vocab < 4:
         raise UserError(f"--vocab {vocab}: expected at least 4 (0, a key, two values)")
     if pairs > vocab // 2 - 1:
-        what = f"--pairs {pairs}" if flag == "--length" else f"{flag}: length {length} scales to {pairs} pairs"
+        what = (f"--pairs {pairs}" if flag == "--length" else
+                f"{flag}: length {length} scales to {pairs} pairs")
         raise UserError(f"{what}: too many for --vocab {vocab}; the keys are distinct, from "
                         f"1..vocab/2 - 1, so at most {vocab // 2 - 1}")
     if length < 4 * pairs:

@@ -135,7 +135,8 @@ class MemoryModel(Module):
         if self.cfg.task == "adding":
             return self.head.forward(out[-1])[:, 0]
         if at is not None:
-            return self.head.forward(out[at, np.arange(out.shape[1])])  # (K, N, H) -> (K, N, V)
+            cols = get_array_module(out).arange(out.shape[1])
+            return self.head.forward(out[at, cols])  # (K, N, H) -> (K, N, V)
         if self.cfg.answers():
             return self.head.forward(out[-self.cfg.answers():])
         return self.head.forward(out)
