@@ -200,7 +200,8 @@ def test_bad_eval_lengths(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", str(out), "--lengths", "32"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("rnnkit: error: --lengths: only for induction runs") and err.count("\n") == 1
+    assert err.startswith("rnnkit: error: --lengths: only for induction and recall runs")
+    assert err.count("\n") == 1
     with pytest.raises(SystemExit) as e:
         main(["eval", str(out), "--lengths", "16,x"])
     assert e.value.code == 2

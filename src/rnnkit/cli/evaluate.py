@@ -21,6 +21,7 @@ TASK_MODULES = {
     "copy": "rnnkit.cli.memory",
     "selective-copy": "rnnkit.cli.memory",
     "induction": "rnnkit.cli.memory",
+    "recall": "rnnkit.cli.memory",
 }
 
 
@@ -39,7 +40,8 @@ def register(sub, train_sub):
                    help="skip (and count) malformed rows of --data instead of stopping at the first")
     p.add_argument("--lengths", type=_lengths, default=None,
                    help="induction: comma-separated test lengths (default 1, 2, 4, 8 and 16 times "
-                        "the training length)")
+                        "the training length); recall: the same, the pairs scaled with the length "
+                        "(default 1, 2, 4 and 8 times)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=run)
 
@@ -63,7 +65,7 @@ def run(args):
     if task != "translate" and (args.split != "test" or args.length_penalty is not None):
         raise UserError(f"--split / --length-penalty: only for translation runs ({args.dir} is a {task} "
                         f"run)")
-    if args.lengths and task != "induction":
-        raise UserError(f"--lengths: only for induction runs ({args.dir} is a {task} run)")
+    if args.lengths and task not in ("induction", "recall"):
+        raise UserError(f"--lengths: only for induction and recall runs ({args.dir} is a {task} run)")
     module = importlib.import_module(TASK_MODULES[task])
     return module.evaluate(args)

@@ -1,9 +1,11 @@
-"""`rnnkit train adding|copy|selective-copy|induction`, `rnnkit experiment vanishing`, and
+"""`rnnkit train adding|copy|selective-copy|induction|recall`, `rnnkit experiment vanishing`, and
 `evaluate(args)` for `rnnkit eval DIR` on runs of the long-range memory tasks (`rnnkit.data.synthetic`,
 `rnnkit.models.memory`, `rnnkit.tasks.memory`).
 
 `rnnkit eval DIR` on an induction run reports the accuracy at the training length and at 2, 4, 8 and 16
-times it (or at `--lengths`), the length generalisation of Gu and Dao (2023, section 4.1).
+times it (or at `--lengths`), the length generalisation of Gu and Dao (2023, section 4.1). On a recall
+run, at 1, 2, 4 and 8 times it with the pairs scaled alike (Zoology's figure 2 grid: (64, 4), (128, 8),
+(256, 16)), as far as the vocabulary has keys: how much a fixed-size state holds.
 
 `rnnkit experiment vanishing` trains each cell on the adding problem at each length for a fixed budget
 of updates (stopping early once solved), measures the gradient flow ||dL/dh_t|| against the lag at
@@ -34,12 +36,19 @@ TRAIN_DEFAULTS = {"steps": 2000, "minutes": None, "optimizer": "adam", "lr": 1e-
                   "checkpoint_every": None, "patience": 0, "ema": 0.0}
 # Defaults of the selection tasks' model and data flags where they are not MemoryConfig's: lengths a
 # 2-core CPU trains an LSTM of 64 units on in a few minutes.
-SELECTION_DEFAULTS = {"selective-copy": {"length": 64}, "induction": {"length": 64}}
+SELECTION_DEFAULTS = {"selective-copy": {"length": 64}, "induction": {"length": 64},
+                      # Zoology's small configuration (zoology/experiments/examples/basic.py): vocabulary
+                      # 256, length 64, 4 pairs; the tokens embedded in 32 dimensions, so that the
+                      # cells of RESULTS' selection runs have 23-25K recurrent parameters here
+                      "recall": {"length": 64, "vocab": 256, "pairs": 4, "embed": 32}}
 # ... and of their training flags where they are not TRAIN_DEFAULTS's
 SELECTION_TRAIN_DEFAULTS = {"selective-copy": {"steps": 5000, "eval_every": 500},
-                            "induction": {"steps": 2000, "eval_every": 200}}
+                            "induction": {"steps": 2000, "eval_every": 200},
+                            "recall": {"steps": 3000, "eval_every": 500}}
 # eval of an induction run without --lengths: these multiples of the training length
 INDUCTION_TEST_MULTIPLES = (1, 2, 4, 8, 16)
+# ... of a recall run, the pairs scaled alike, those the vocabulary has keys for
+RECALL_TEST_MULTIPLES = (1, 2, 4, 8)
 
 
 def train_defaults(task):
@@ -85,6 +94,7 @@ def register(sub, train_sub):
     from rnnkit import cells
 
     sc, ih = SELECTION_DEFAULTS["selective-copy"]["length"], SELECTION_DEFAULTS["induction"]["length"]
+    ar = SELECTION_DEFAULTS["recall"]["length"]
     for task, what, length in (
             ("adding", "the adding problem (regress the sum of two marked values)",
              "the gap to remember; 100"),
@@ -93,7 +103,9 @@ def register(sub, train_sub):
             ("selective-copy", "selective copying (recall the data tokens scattered among noise, in "
              "order)", f"every step, the markers included; {sc}"),
             ("induction", "induction heads (recall the token that followed a trigger when the trigger "
-             "comes again)", f"every step, the final trigger included; {ih}")):
+             "comes again)", f"every step, the final trigger included; {ih}"),
+            ("recall", "multi-query associative recall (key-value pairs, then each key again: answer "
+             "its value; Zoology's MQAR)", f"every step, the pairs and the queries; {ar}")):
         p = train_sub.add_parser(task, help=f"train a recurrent model on {what}")
         m = p.add_argument_group("model and data (a resumed run keeps its own)")
         m.add_argument("--cell", choices=cells.names(), help=f"recurrent cell (lstm): {cells.describe()}")
@@ -151,7 +163,18 @@ def _add_selection_args(group, task):
         group.add_argument("--tokens", "-M", type=_positive_int,
                            help=f"data tokens to remember, M ({MemoryConfig.tokens}; the Mamba paper's "
                                 f"16 at length 4096 is a GPU's budget)")
-    if task in SELECTION_DEFAULTS:
+    if task == "recall":
+        d = SELECTION_DEFAULTS["recall"]
+        group.add_argument("--pairs", "-P", type=_positive_int,
+                           help=f"key-value pairs per sequence, each queried once ({d['pairs']}; at most "
+                                f"length / 4 and vocab / 2 - 1)")
+        group.add_argument("--vocab", "-V", type=_positive_int,
+                           help=f"vocabulary V: keys from the lower half (less 0), values from the upper "
+                                f"({d['vocab']})")
+        group.add_argument("--embed", type=_positive_int,
+                           help=f"size of the tokens' embedding, the recurrent stack's input "
+                                f"({d['embed']})")
+    elif task in SELECTION_DEFAULTS:
         group.add_argument("--vocab", "-V", type=_positive_int,
                            help=f"vocabulary V: the noise (or no-op), the marker and V-2 symbols "
                                 f"({MemoryConfig.vocab})")
@@ -160,6 +183,9 @@ def _add_selection_args(group, task):
 def check_selection(cfg):
     """Refuse a selection task's length or vocabulary it cannot be generated at, naming the flag."""
     if cfg.task not in SELECTION_DEFAULTS:
+        return
+    if cfg.task == "recall":
+        check_recall(cfg.length, cfg.pairs, cfg.vocab)
         return
     if cfg.vocab < 4:
         raise UserError(f"--vocab {cfg.vocab}: expected at least 4 (the noise, the marker and two "
@@ -173,6 +199,22 @@ def check_selection(cfg):
                         f"trigger again)")
 
 
+def check_recall(length, pairs, vocab, flag="--length"):
+    """Refuse a recall configuration it cannot be generated at, naming the flag."""
+    if vocab < 4:
+        raise UserError(f"--vocab {vocab}: expected at least 4 (0, a key, two values)")
+    if pairs > vocab // 2 - 1:
+        what = (f"--pairs {pairs}" if flag == "--length" else
+                f"{flag}: length {length} scales to {pairs} pairs")
+        raise UserError(f"{what}: too many for --vocab {vocab}; the keys are distinct, from "
+                        f"1..vocab/2 - 1, so at most {vocab // 2 - 1}")
+    if length < 4 * pairs:
+        what = (f"--length {length}: too short for --pairs {pairs}" if flag == "--length" else
+                f"{flag}: length {length} is too short for its {pairs} pairs (scaled with the length)")
+        raise UserError(f"{what}; recall needs at least 4 x pairs = {4 * pairs} steps (the pairs, then "
+                        f"a slot of two steps for each query)")
+
+
 # --- train -----------------------------------------------------------------------------------------
 
 
@@ -181,6 +223,7 @@ MODEL_FLAGS = {"cell": "cell", "length": "length", "hidden": "hidden", "layers":
                "forget_bias": "forget_bias", "update_bias": "update_bias", "batch": "batch_size",
                "test_size": "test_size", "dtype": "dtype", "seed": "seed"}
 MODEL_FLAGS |= {"tokens": "tokens", "vocab": "vocab"}  # of the selection tasks only
+MODEL_FLAGS |= {"pairs": "pairs", "embed": "embed"}  # of recall only
 
 
 def _model_flags(args):
@@ -244,6 +287,8 @@ def _describe(cfg, figures, step, out):
 
 
 def _describe_selection(cfg, figures, step, out):
+    if cfg.task == "recall":
+        return _describe_recall(cfg, figures, step, out)
     if cfg.task == "selective-copy":
         what = (f"selective copying, T={cfg.length}, M={cfg.tokens}, V={cfg.vocab}, step {step}: "
                 f"accuracy {figures['test_acc']:.3f} on the data tokens (chance "
@@ -258,6 +303,30 @@ def _describe_selection(cfg, figures, step, out):
         lines.append(f"  length {row['length']:>6} ({row['length'] / cfg.length:g}x): accuracy "
                      f"{row['test_acc']:.3f}, cross-entropy {row['test_loss']:.4f}")
     return "\n".join(lines)
+
+
+def _describe_recall(cfg, figures, step, out):
+    lines = [f"{cfg.cell} on associative recall, T={cfg.length}, {cfg.pairs} pairs, V={cfg.vocab}, step "
+             f"{step}: accuracy {figures['test_acc']:.3f} on the queries (chance "
+             f"{figures['chance_acc']:.4f}), every query right in {figures['test_seq_acc']:.3f} of the "
+             f"sequences, test cross-entropy {figures['test_loss']:.4f} nats/answer (chance: "
+             f"{figures['baseline']:.4f}); run in {out}"]
+    for row in figures.get("lengths", []):
+        lines.append(f"  length {row['length']:>6} ({row['length'] / cfg.length:g}x), "
+                     f"{row['pairs']:>3} pairs: accuracy {row['test_acc']:.3f}, all right "
+                     f"{row['test_seq_acc']:.3f}, cross-entropy {row['test_loss']:.4f}")
+    return "\n".join(lines)
+
+
+def recall_lengths(cfg, lengths=None):
+    """The test lengths of a recall run: `lengths` (each checked), or RECALL_TEST_MULTIPLES of its
+    length as far as the vocabulary has keys for the scaled pairs."""
+    if lengths:
+        for L in lengths:
+            check_recall(L, cfg.pairs_at(L), cfg.vocab, flag="--lengths")
+        return lengths
+    return [k * cfg.length for k in RECALL_TEST_MULTIPLES
+            if cfg.pairs_at(k * cfg.length) <= cfg.vocab // 2 - 1]
 
 
 # --- eval ------------------------------------------------------------------------------------------
@@ -279,6 +348,8 @@ def evaluate(args):
         if min(lengths) < 3:
             raise UserError(f"--lengths: expected lengths of at least 3, got {min(lengths)}")
         figures["lengths"] = task.evaluate_lengths(lengths)
+    if cfg.task == "recall":
+        figures["lengths"] = task.evaluate_lengths(recall_lengths(cfg, lengths))
     if cfg.task == "adding":
         figures["solved"] = bool(figures["test_mse"] < SOLVED_MSE)
     if args.json:

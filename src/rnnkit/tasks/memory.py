@@ -1,7 +1,7 @@
-"""The long-range memory tasks (adding, copy, selective-copy and induction, `rnnkit.data.synthetic`) as
-tasks: the training loop's view of a `MemoryModel` on its fixed test set (`MemoryTask`), and the run
-directory of `rnnkit train adding|copy|selective-copy|induction`, whose checkpoint meta's "config" is the
-run's `MemoryConfig`.
+"""The long-range memory tasks (adding, copy, selective-copy, induction and recall,
+`rnnkit.data.synthetic`) as tasks: the training loop's view of a `MemoryModel` on its fixed test set
+(`MemoryTask`), and the run directory of `rnnkit train adding|copy|selective-copy|induction|recall`,
+whose checkpoint meta's "config" is the run's `MemoryConfig`.
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ class MemoryTask:
         return self._test
 
     def test_data_at(self, length):
-        """A fixed test set of this run's task at sequence length `length`."""
+        """A fixed test set of this run's task at sequence length `length` (recall: with its pairs
+        scaled to it, `MemoryConfig.pairs_at`)."""
         return test_set(self.cfg.task, length, self.cfg.test_size, self.cfg.seed, self.model.dtype,
-                        **self.cfg.data_options())
+                        **self.cfg.data_options(length))
 
     def source(self):
         """The run's endless training batches."""
@@ -53,12 +54,15 @@ class MemoryTask:
 
     def evaluate_lengths(self, lengths):
         """[{"length", test figures}] at each test length: a recurrent model runs at any length, and
-        the induction task asks whether it generalises beyond the one it was trained at."""
+        the induction task asks whether it generalises beyond the one it was trained at; recall, how
+        many more pairs its fixed-size state holds at a longer length ("pairs" in its rows)."""
         rows = []
         for T in lengths:
             figures = evaluate_model(self.model, *self.test_data_at(T))
-            rows.append({"length": T, "test_loss": figures["test_loss"],
-                         "test_acc": figures["test_acc"]})
+            row = {"length": T, "test_loss": figures["test_loss"], "test_acc": figures["test_acc"]}
+            if self.cfg.task == "recall":
+                row.update(pairs=figures["pairs"], test_seq_acc=figures["test_seq_acc"])
+            rows.append(row)
         return rows
 
     def extra_state(self):
