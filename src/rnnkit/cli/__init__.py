@@ -29,6 +29,7 @@ VERB_MODULES = [
     "rnnkit.cli.memory",
     "rnnkit.cli.report",
     "rnnkit.cli.caption",
+    "rnnkit.cli.compare",
 ]
 
 
