@@ -412,6 +412,10 @@ def _run_cell(cfg, entry, cell, prepared, tcfg, out):
         row["status"] = "failed"
         row["error"] = f"{type(e).__name__}: {e}" if not isinstance(e, UserError) else str(e)
     row["seconds"] = round(time.perf_counter() - t0, 1)
+    try:  # a minutes budget buys fewer updates on a busy machine: what the run shared it with
+        row["load_average"] = [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        pass
     return row, read_curve(run_dir / "metrics.jsonl", entry.metric)
 
 
@@ -520,7 +524,7 @@ def speed_table(cfg: CompareConfig, out, log=None) -> dict:
                 x = rng.standard_normal((T, N, rnn.input_size)).astype(rnn.dtype)
                 dout = rng.standard_normal((T, N, rnn.output_size)).astype(rnn.dtype)
                 fns[cell] = _train_pass(rnn, x, dout)
-            times = interleaved_times(fns, repeats=3) if fns else {}
+            times = interleaved_times(fns, repeats=5) if fns else {}
             for cell, ts in times.items():
                 table[cell][str(T)] = round(T * N / float(np.median(ts)), 1)
             if log is not None:
@@ -559,7 +563,7 @@ def speed_rows(result):
 def speed_markdown(result):
     header, rows = speed_rows(result)
     lines = [f"Training tokens/s of the recurrent stack (forward + backward, batch {result['batch']}, "
-             f"float32, median of 3), each cell at about {result['params']:,} parameters on "
+             f"float32, median of 5), each cell at about {result['params']:,} parameters on "
              f"{result['task']}, against the sequence length T.", "",
              "| " + " | ".join(header) + " |", "|---|---|" + "---:|" * len(result["lengths"])]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
