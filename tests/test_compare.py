@@ -157,6 +157,8 @@ def test_the_verb_writes_its_files(tmp_path, capsys):
     (["--minutes", "0"], "rnnkit: error: --minutes: expected a positive number"),
     (["--speed", "--updates", "5"], "rnnkit: error: --speed times the stacks"),
     (["--task", "lm", "--data", "/nonexistent/t.txt"], "rnnkit: error: --task lm: no text at"),
+    (["--data", "t.txt"], "rnnkit: error: --data: --task selective-copy generates its data"),
+    (["--layers", "2,nosuch=1"], "rnnkit: error: --layers: unknown cell 'nosuch'"),
 ])
 def test_bad_input_is_one_line(tmp_path, capsys, argv, message):
     assert main(["compare", *argv, "--out", str(tmp_path / "c")]) == 2

@@ -61,10 +61,14 @@ class CompareConfig:
         if self.task not in TASKS:
             raise UserError(f"--task {self.task}: expected one of {', '.join(TASKS)}")
         known = registry.names()
-        bad = [c for c in self.cells + list(self.layers_of) if c not in known]
-        if bad:
-            raise UserError(f"--cells: unknown cell {bad[0]!r}; expected a comma-separated subset of "
-                            f"{','.join(known)}")
+        for flag, given in (("--cells", self.cells), ("--layers", list(self.layers_of))):
+            bad = [c for c in given if c not in known]
+            if bad:
+                raise UserError(f"{flag}: unknown cell {bad[0]!r}; expected a comma-separated subset "
+                                f"of {','.join(known)}")
+        self.cells = list(dict.fromkeys(self.cells))  # a cell named twice: one run, one directory
+        if self.data is not None and not TASKS[self.task].reads_data:
+            raise UserError(f"--data: --task {self.task} generates its data; drop --data")
         if self.params is not None and self.params < 1:
             raise UserError(f"--params: expected a positive parameter count, got {self.params}")
         if self.minutes is not None and self.updates is not None:
@@ -126,6 +130,7 @@ class CompareTask:
     eval_every: int  # the default updates between evaluations
     train: dict  # TrainConfig fields of every run (lr, clip, ...)
     prepare: Callable = lambda cfg: None  # (CompareConfig) -> data read once for every cell (a text)
+    reads_data: bool = False  # takes --data (CompareConfig.data)
     settings: dict = field(default_factory=dict)  # what the task fixes, shown with the table
 
 
@@ -242,6 +247,7 @@ TASKS = {
         eval_every=250, vocab=16),
     "lm": CompareTask(
         title="character language model (tinyshakespeare)", build=_lm_build, prepare=_lm_prepare,
+        reads_data=True,
         metric="val_loss", metric_title="validation loss (nats/char)", higher_is_better=False,
         params=250_000, updates=1000, eval_every=200, train={"lr": 2e-3, "clip": 5.0},
         settings={"embed": LM_EMBED, "batch": LM_BATCH, "seq_len": LM_SEQ_LEN, "lr": 2e-3,
