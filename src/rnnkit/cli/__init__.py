@@ -36,6 +36,7 @@ VERB_MODULES = [
     "rnnkit.cli.memory",
     "rnnkit.cli.report",
     "rnnkit.cli.caption",
+    "rnnkit.cli.compare",
 ]
 
 

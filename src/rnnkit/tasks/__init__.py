@@ -5,6 +5,7 @@
     rnnkit.tasks.caption    image captioning                     CaptionTask
     rnnkit.tasks.classify   sentence classification              ClassifyTask, PretrainTask
     rnnkit.tasks.translate  encoder-decoder translation          TranslateTask
+    rnnkit.tasks.compare    every cell on one of the above, side by side (`rnnkit compare`)
 
 This layer sits above `models/`, `train/` and `data/` (it puts them together) and below `report/` and
 `cli/` (which print what it computes); it imports from neither of those two.
