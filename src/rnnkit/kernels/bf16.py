@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -254,6 +255,19 @@ def _row_splits(M, Q, k, macs):
     return parts
 
 
+_local = threading.local()
+
+
+def _scratch(name, size):
+    """A uint16 buffer of `size` kept per thread between calls: the weight gradients' operands are
+    tens of MB, and fresh pages cost their faults at every training step."""
+    bufs = _local.__dict__.setdefault("bufs", {})
+    buf = bufs.get(name)
+    if buf is None or buf.size < size:
+        buf = bufs[name] = np.empty(size, dtype=np.uint16)
+    return buf[:size]
+
+
 def matmul_tn(a, b, out=None, accumulate=False, tier=None):
     """out (M, N) float32 (+)= bf16(a)^T @ bf16(b) for a (K, M) and b (K, N) float32, both with
     contiguous rows: the weight gradients' shape, x^T da, where K = T N is the long side. a^T is
@@ -286,9 +300,9 @@ def matmul_tn(a, b, out=None, accumulate=False, tier=None):
     lib, code = _lib(), TIERS.index(tier)
     Kp, Mp = (K + 31) // 32 * 32, (M + AMX_ROWS - 1) // AMX_ROWS * AMX_ROWS
     Q, P = (N + PANEL - 1) // PANEL, (K + 31) // 32 * 16
-    abf = np.empty((Mp, Kp), dtype=np.uint16)
+    abf = _scratch("a", Mp * Kp).reshape(Mp, Kp)
     abf[M:] = 0
-    bp = np.empty(Q * P * PANEL * 2, dtype=np.uint16)
+    bp = _scratch("b", Q * P * PANEL * 2)
     lda, ldb = a.strides[0] // 4, b.strides[0] // 4
     k = pool.threads() if M * N * K >= SPLIT_MIN_MACS else 1
 
