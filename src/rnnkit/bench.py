@@ -14,8 +14,8 @@ from rnnkit.layers.recurrent import make_recurrent
 CONFIGS = [(100, 32, 128, 128), (100, 32, 256, 256), (100, 64, 512, 512), (50, 1, 64, 64)]
 
 
-def _rnnkit_step(cell, T, N, D, H):
-    layer = make_recurrent(cell, D, H)
+def _rnnkit_step(cell, T, N, D, H, precision="32"):
+    layer = make_recurrent(cell, D, H, precision=precision)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((T, N, D)).astype(np.float32)
     dout = rng.standard_normal((T, N, H)).astype(np.float32)
@@ -27,19 +27,28 @@ def _rnnkit_step(cell, T, N, D, H):
     return step
 
 
-def _torch_step(cell, T, N, D, H):
+def _torch_step(cell, T, N, D, H, bf16=None):
+    """PyTorch's forward + backward of the same cell: float32 (bf16 None), under bf16 autocast
+    ("autocast": float32 weights, the products in bf16) or a module and input in bf16 ("module")."""
     import torch
 
     from rnnkit import cells
 
     c = cells.create(cell)  # the PyTorch module of the same cell (RNN_TANH and RNN_RELU: nn.RNN)
     m = getattr(torch.nn, c.torch_mode.split("_")[0])(D, H, **c.torch_kwargs())
-    x = torch.randn(T, N, D, requires_grad=True)
-    dout = torch.randn(T, N, H)
+    dtype = torch.bfloat16 if bf16 == "module" else torch.float32
+    m = m.to(dtype)
+    x = torch.randn(T, N, D, dtype=dtype, requires_grad=True)
+    dout = torch.randn(T, N, H, dtype=dtype)
 
     def step():
-        out, _ = m(x)
-        out.backward(dout)
+        if bf16 == "autocast":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out, _ = m(x)
+            out.float().backward(dout)
+        else:
+            out, _ = m(x)
+            out.backward(dout)
 
     return step
 
@@ -85,23 +94,35 @@ def have_torch():
         return False
 
 
-def run_benchmark(cells, configs=CONFIGS, repeats=5, torch_too=True):
-    """Forward + backward of each cell and configuration; rnnkit and PyTorch interleaved."""
+def run_benchmark(cells, configs=CONFIGS, repeats=5, torch_too=True, precision="32"):
+    """Forward + backward of each cell and configuration; rnnkit and PyTorch interleaved. precision
+    "bf16-mixed": rnnkit's layer in bf16-mixed, and PyTorch in bf16 too beside its float32, both
+    ways (autocast, and the module and input in bf16), the faster of each round taken:
+    `ratio_torch_bf16` (`ratio` stays PyTorch float32's time over rnnkit's)."""
     torch_too = torch_too and have_torch()
     rows = []
     for cell in cells:
         for T, N, D, H in configs:
-            fns = {"rnnkit": _rnnkit_step(cell, T, N, D, H)}
+            fns = {"rnnkit": _rnnkit_step(cell, T, N, D, H, precision)}
             if torch_too:
                 fns["torch"] = _torch_step(cell, T, N, D, H)
+                if precision != "32":
+                    fns["torch_autocast"] = _torch_step(cell, T, N, D, H, "autocast")
+                    fns["torch_bf16"] = _torch_step(cell, T, N, D, H, "module")
             times = interleaved_times(fns, repeats)
             med = {k: float(np.median(v)) for k, v in times.items()}
-            row = {"cell": cell, "T": T, "N": N, "D": D, "H": H, "rnnkit_ms": med["rnnkit"] * 1e3}
+            row = {"cell": cell, "T": T, "N": N, "D": D, "H": H, "precision": precision,
+                   "rnnkit_ms": med["rnnkit"] * 1e3}
             if torch_too:
                 row["torch_ms"] = med["torch"] * 1e3
                 # the median of each round's own ratio: the two runs of a round are seconds apart, so
                 # a machine that speeds up or slows down over the minute moves both alike
                 row["ratio"] = same_round_ratio(times["torch"], times["rnnkit"])
+                if precision != "32":
+                    row["torch_autocast_ms"] = med["torch_autocast"] * 1e3
+                    row["torch_bf16_module_ms"] = med["torch_bf16"] * 1e3
+                    best = np.minimum(times["torch_autocast"], times["torch_bf16"])
+                    row["ratio_torch_bf16"] = same_round_ratio(best, times["rnnkit"])
             rows.append(row)
     return rows
 
@@ -337,11 +358,18 @@ def _cpu_model():
 
 
 def format_table(rows):
+    bf = any("ratio_torch_bf16" in r for r in rows)
     head = f"{'cell':5} {'(T, N, D, H)':>20} {'rnnkit ms':>10} {'torch ms':>10} {'torch/rnnkit':>13}"
+    if bf:
+        head += f" {'torch bf16 ms':>14} {'bf16/rnnkit':>12}"
     lines = [head, "-" * len(head)]
     for r in rows:
         shape = f"({r['T']}, {r['N']}, {r['D']}, {r['H']})"
         t = f"{r['torch_ms']:10.2f}" if "torch_ms" in r else f"{'-':>10}"
         ratio = f"{r['ratio']:13.2f}" if "ratio" in r else f"{'-':>13}"
-        lines.append(f"{r['cell']:5} {shape:>20} {r['rnnkit_ms']:10.2f} {t} {ratio}")
+        line = f"{r['cell']:5} {shape:>20} {r['rnnkit_ms']:10.2f} {t} {ratio}"
+        if "ratio_torch_bf16" in r:
+            fastest = min(r["torch_autocast_ms"], r["torch_bf16_module_ms"])
+            line += f" {fastest:14.2f} {r['ratio_torch_bf16']:12.2f}"
+        lines.append(line)
     return "\n".join(lines)

@@ -96,19 +96,25 @@ def lstm_pack_bf16(Wx, Wh):
     return bf16.pack(Wx), bf16.pack(Wh)
 
 
-def lstm_forward_bf16(x, h0, c0, Wx, Wh, b, mask=None, *, packed=None, workspace=None):
+def lstm_forward_bf16(x, h0, c0, Wx, Wh, b, mask=None, *, packed=None, workspace=None,
+                      scan_weights=True):
     """`lstm_forward` in bf16 mixed precision: the products take bf16 operands and sum in float32,
     everything else is float32 (the gates' arithmetic, the cell state, h itself):
 
         a_t = bf16(x_t) bf16(Wx) + bf16(h_{t-1}) bf16(Wh) + b        (float32 sums)
 
-    on the tier `rnnkit.kernels.bf16.tier()` names (float32 products throughout on a CPU with no bf16
-    unit). Wx and Wh are packed once per call, or taken from `packed` (`lstm_pack_bf16`); h_{t-1} is
-    rounded to bf16 as each step's product reads it. float32 only. Returns h, c, cache as lstm_forward;
-    the cache is float32 and `lstm_backward` takes it as it is.
+    on the tier `rnnkit.kernels.bf16.tier()` names; on a CPU with no bf16 unit (tier none) this is
+    `lstm_forward` itself. x Wx is one product over all steps; the time loop is one compiled call
+    (bf16.c's `rnnkit_bf16_lstm_fw`, the batch rows cut across rnnkit's threads), h_{t-1} rounded to
+    bf16 as each step's product reads it. Wx and Wh are packed once per call, or taken from `packed`
+    (`lstm_pack_bf16`). float32 only. Returns h, c, cache as lstm_forward; the cache is float32 and
+    `lstm_backward` / `lstm_backward_bf16` take it as it is.
     """
     from rnnkit.kernels import bf16
 
+    if bf16.tier() == "none":
+        return lstm_forward(x, h0, c0, Wx, Wh, b, mask, workspace=workspace,
+                            scan_weights=scan_weights)
     expect_shape("Wh", Wh, (None, None), ("H", "4H"))
     H = Wh.shape[0]
     T, N, D, mask = check_recurrent_args(
@@ -118,7 +124,7 @@ def lstm_forward_bf16(x, h0, c0, Wx, Wh, b, mask=None, *, packed=None, workspace
         {"Wx": (Wx, (x.shape[-1], 4 * H), ("D", "4H")), "Wh": (Wh, (H, 4 * H), ("H", "4H")),
          "b": (b, (4 * H,), ("4H",))},
         mask,
-        True,
+        scan_weights,
     )
     if x.dtype != np.float32:
         raise ValueError(f"lstm_forward_bf16: x has dtype {x.dtype}, expected float32 (the master "
@@ -131,16 +137,83 @@ def lstm_forward_bf16(x, h0, c0, Wx, Wh, b, mask=None, *, packed=None, workspace
     tanh_c = empty(workspace, (T, N, H), np.float32, np)
     gates = empty(workspace, (T, N, 4 * H), np.float32, np)
     bf16.matmul(x.reshape(T * N, D), pWx, out=gates.reshape(T * N, 4 * H))  # x_t Wx, all steps
-    ops = get_ops(x, Wh)
-    for t in range(T):
-        bf16.matmul(h[t], pWh, out=gates[t], accumulate=True)  # a_t += h_{t-1} Wh
-        # the activations and c_t = f c_{t-1} + i g, tanh(c_t) (b added here), then h_t = o tanh(c_t)
-        ops.run(LSTM_CELLS, T=1, N=N, H=H, gates=gates[t:t + 1], c=c[t:t + 2],
-                tanh_c=tanh_c[t:t + 1], b=b, mask=None if mask is None else mask[t:t + 1])
-        np.multiply(gates[t, :, 2 * H:3 * H], tanh_c[t], out=h[t + 1])
-        if mask is not None:
-            np.copyto(h[t + 1], h[t], where=~mask[t][:, None])  # padded rows keep the state
+    # a_t += h_{t-1} Wh, the activations, c_t = f c_{t-1} + i g, h_t = o tanh(c_t), step by step
+    bf16.lstm_fw(T, N, H, gates, h, c, tanh_c, pWh, np.ascontiguousarray(b, dtype=np.float32), mask)
     return h, c, LSTMCache(x, h, c, gates, tanh_c, Wx, Wh, mask)
+
+
+def lstm_backward_bf16(dh, cache, dhT=None, dcT=None, trace=None, *, workspace=None, into=None):
+    """`lstm_backward` in bf16 mixed precision: the gate arithmetic and the state gradients are
+    float32 as there, and each product takes bf16 operands with float32 sums:
+
+        dh_{t-1} = bf16(da_t) bf16(Wh^T)                  per step, Wh^T packed once per call
+        dx = bf16(da) bf16(Wx^T)                          all steps at once
+        [dWx; dWh; db] = bf16([x, h_{t-1}, 1])^T bf16(da)   one product, K = T N deep
+
+    The weight gradients are float32 (float32 master weights and optimizer state). On tier none this
+    is `lstm_backward` itself. Arguments and results as lstm_backward's (`into` too)."""
+    from rnnkit.kernels import bf16
+
+    if bf16.tier() == "none":
+        return lstm_backward(dh, cache, dhT, dcT, trace, workspace=workspace, into=into)
+    x, h, c, gates, tanh_c, Wx, Wh, mask = cache
+    T, N, D = x.shape
+    H = Wh.shape[0]
+    expect_shape("dh", dh, (T, N, H), ("T", "N", "H"))
+    expect_float("dh", dh, x.dtype)
+    dh = np.ascontiguousarray(dh)
+    dh_next = np.array(final_grad("dhT", dhT, N, H, x.dtype, np), dtype=np.float32, order="C")
+    dc_next = np.array(final_grad("dcT", dcT, N, H, x.dtype, np), dtype=np.float32, order="C")
+    da = empty(workspace, (T, N, 4 * H), np.float32, np)
+    trace_dh = trace_dc = None
+    if trace is not None:
+        trace_dh = trace["dh"] = np.zeros((T + 1, N, H), dtype=np.float32)
+        trace_dc = trace["dc"] = np.zeros((T + 1, N, H), dtype=np.float32)
+    bf16.lstm_bw(T, N, H, dh, gates, c, tanh_c, bf16.pack(Wh.T), mask, dh_next, dc_next, da,
+                 np.empty((N, H), dtype=np.float32), trace_dh, trace_dc)
+    if trace is not None:
+        trace_dh[0], trace_dc[0] = dh_next, dc_next
+    da2 = da.reshape(T * N, 4 * H)
+    dx, acc = into if into is not None else (None, None)
+    if dx is not None and not dx.flags.c_contiguous:
+        raise ValueError("into: dx must be C-contiguous")
+    dx = bf16.matmul(da2, bf16.pack(Wx.T), out=None if dx is None else dx.reshape(T * N, D))
+    # [x, h_{t-1}, 1] as the rows of one product (db from the row of ones), as lstm_backward
+    xh = empty(workspace, (T * N, D + H + 1), np.float32, np)
+    xh[:, :D] = x.reshape(T * N, D)
+    xh[:, D:D + H] = h[:-1].reshape(T * N, H)
+    xh[:, D + H] = 1
+    if acc is not None and "dW" in acc:
+        dW = bf16.matmul_tn(xh, da2, out=acc["dW"], accumulate=True)
+    else:
+        dW = bf16.matmul_tn(xh, da2)
+        if acc is not None:
+            acc["dW"] = dW
+    if workspace is not None:
+        workspace.give(da, xh)
+    return dx.reshape(T, N, D), dh_next, dc_next, dW[:D], dW[D:D + H], dW[D + H]
+
+
+def lstm_recompute_bf16(x, h, c0, Wx, Wh, b, mask=None, *, workspace=None):
+    """`lstm_recompute` with the products of `lstm_forward_bf16` (x Wx and h_{t-1} Wh of all steps,
+    bf16 operands, float32 sums), so that a segment's rebuilt cache is the bf16 forward's own up to
+    the order of the float32 sums. tier none: `lstm_recompute`."""
+    from rnnkit.kernels import bf16
+
+    if bf16.tier() == "none":
+        return lstm_recompute(x, h, c0, Wx, Wh, b, mask, workspace=workspace)
+    T, N, D = x.shape
+    H = Wh.shape[0]
+    gates = empty(workspace, (T, N, 4 * H), np.float32, np)
+    a = gates.reshape(T * N, 4 * H)
+    pWx, pWh = lstm_pack_bf16(Wx, Wh)
+    bf16.matmul(x.reshape(T * N, D), pWx, out=a)
+    bf16.matmul(h[:-1].reshape(T * N, H), pWh, out=a, accumulate=True)
+    c = empty(workspace, (T + 1, N, H), np.float32, np)
+    c[0] = c0
+    tanh_c = empty(workspace, (T, N, H), np.float32, np)
+    get_ops(x, Wh).run(LSTM_CELLS, T=T, N=N, H=H, gates=gates, c=c, tanh_c=tanh_c, b=b, mask=mask)
+    return LSTMCache(x, h, c, gates, tanh_c, Wx, Wh, mask)
 
 
 def lstm_fw(T, N, H, gates, h, c, tanh_c, Wh, b, mask):
@@ -396,3 +469,47 @@ class LSTMCell(Cell):
 
     def from_torch(self, w_ih, w_hh, b_ih, b_hh, H):
         return {"Wx": _reorder(w_ih, H).T, "Wh": _reorder(w_hh, H).T, "b": _reorder(b_ih + b_hh, H)}
+
+    def bf16_mixed(self):
+        """This cell computing in bf16 mixed precision (`LSTMBf16Cell`): what a layer built with
+        precision="bf16-mixed" runs."""
+        return LSTMBf16Cell(**self.options())
+
+
+def _bf16_operand(x):
+    return isinstance(x, np.ndarray) and x.dtype == np.float32
+
+
+class LSTMBf16Cell(LSTMCell):
+    """The LSTM in bf16 mixed precision (`lstm_forward_bf16`, `lstm_backward_bf16`): the same
+    parameters, state and options as LSTMCell, float32 master weights, bf16 products. Not registered:
+    a layer's precision="bf16-mixed" makes it from the registered cell."""
+
+    precision = "bf16-mixed"
+
+    # float64 (a gradient check) and other array modules (CuPy) run LSTMCell's exact math: the bf16
+    # products are for float32 NumPy training
+
+    def forward(self, x, state, p, mask=None, *, workspace=None, scan_weights=True):
+        if not _bf16_operand(x):
+            return super().forward(x, state, p, mask, workspace=workspace, scan_weights=scan_weights)
+        h, c, cache = lstm_forward_bf16(x, state[0], state[1], p["Wx"], p["Wh"], p["b"], mask,
+                                        workspace=workspace, scan_weights=scan_weights)
+        return h[1:], (h[-1], c[-1]), cache
+
+    def backward(self, dy, cache, dstate, *, workspace=None, into=None, trace=None):
+        if not _bf16_operand(cache.x):
+            return super().backward(dy, cache, dstate, workspace=workspace, into=into, trace=trace)
+        dx, dh0, dc0, dWx, dWh, db = lstm_backward_bf16(dy, cache, dstate[0], dstate[1], trace,
+                                                        workspace=workspace, into=into)
+        return dx, (dh0, dc0), {"Wx": dWx, "Wh": dWh, "b": db}
+
+    def backward_params(self, p, xp):
+        # lstm_backward_bf16 packs Wh^T itself: no contiguous copy to make
+        return p if _bf16_operand(p["Wh"]) else super().backward_params(p, xp)
+
+    def recompute(self, x, h, kept, p, mask=None, *, workspace=None):
+        if not _bf16_operand(x):
+            return super().recompute(x, h, kept, p, mask, workspace=workspace)
+        return lstm_recompute_bf16(x, h, kept[0], p["Wx"], p["Wh"], p["b"], mask,
+                                   workspace=workspace)

@@ -9,7 +9,9 @@ import json
 from rnnkit import kernels
 from rnnkit.bench import CONFIGS, RECOMPUTE_SHAPE, format_recompute, format_table, machine_info, \
     recompute, run_benchmark, sampling, set_threads, utilisation
+from rnnkit.cells import create as cells_create
 from rnnkit.errors import UserError
+from rnnkit.layers.recurrent import PRECISIONS
 
 
 def _torch_cells():
@@ -21,8 +23,12 @@ def _torch_cells():
 
 def register(sub, train_sub):
     p = sub.add_parser("bench", help="time rnnkit's cells against PyTorch's on this machine")
-    p.add_argument("--cells", default="lstm,gru,rnn",
-                   help=f"comma-separated, of the cells PyTorch has too: {','.join(_torch_cells())}")
+    p.add_argument("--cells", default=None,
+                   help=f"comma-separated, of the cells PyTorch has too: {','.join(_torch_cells())} "
+                        f"(default lstm,gru,rnn; with --precision bf16-mixed, those with a bf16 path)")
+    p.add_argument("--precision", choices=PRECISIONS, default="32",
+                   help="rnnkit's layers in float32 (32) or bf16-mixed: bf16 products with float32 "
+                        "sums, timed against PyTorch in float32 and in bf16 (ratio_torch_bf16)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per configuration (median)")
     p.add_argument("--threads", type=int, default=None,
                    help="threads for NumPy's BLAS and PyTorch (default: leave as they are)")
@@ -44,11 +50,18 @@ def register(sub, train_sub):
 
 
 def run(args):
-    cells = [c.strip() for c in args.cells.split(",") if c.strip()]
+    bf16_cells = [c for c in _torch_cells() if hasattr(cells_create(c), "bf16_mixed")]
+    given = args.cells if args.cells is not None else (
+        "lstm,gru,rnn" if args.precision == "32" else ",".join(bf16_cells))
+    cells = [c.strip() for c in given.split(",") if c.strip()]
     bad = [c for c in cells if c not in _torch_cells()]
     if bad or not cells:
         raise UserError(f"--cells: expected a comma-separated list of {', '.join(_torch_cells())}; "
-                        f"got {args.cells!r}")
+                        f"got {given!r}")
+    no_bf16 = [c for c in cells if c not in bf16_cells]
+    if args.precision != "32" and no_bf16:
+        raise UserError(f"--cells: {', '.join(no_bf16)} has no bf16 path yet (--precision "
+                        f"{args.precision} runs {', '.join(bf16_cells)})")
     if args.repeats < 1:
         raise UserError(f"--repeats: expected a positive integer, got {args.repeats}")
     if args.threads is not None:
@@ -60,7 +73,8 @@ def run(args):
             kernels.set_blas(args.blas)
         except (ValueError, RuntimeError) as e:
             raise UserError(f"--blas {args.blas}: {e}") from None
-    rows = run_benchmark(cells, CONFIGS, repeats=args.repeats, torch_too=not args.no_torch)
+    rows = run_benchmark(cells, CONFIGS, repeats=args.repeats, torch_too=not args.no_torch,
+                         precision=args.precision)
     extra = {}
     if args.sampling:
         extra["sampling"] = sampling(torch_too=not args.no_torch)
@@ -72,7 +86,9 @@ def run(args):
         print(json.dumps({"machine": machine_info(), "rows": rows, **extra}, indent=1))
         return
     print(f"rnnkit's products: {kernels.status()['blas'] or 'NumPy (compiled kernels off)'}, "
-          f"{kernels.threads()} thread(s)")
+          f"{kernels.threads()} thread(s)" + (f"; precision {args.precision}, bf16 tier "
+                                             f"{kernels.status()['bf16']}"
+                                             if args.precision != "32" else ""))
     print(format_table(rows))
     if "sampling" in extra:
         s = extra["sampling"]

@@ -18,6 +18,7 @@ from rnnkit.cli._cells import add_cell_args, cell_options
 from rnnkit.cli._training import add_optimization_args, add_run_args, check, check_run_flags, \
     explicit, resolve, train_config
 from rnnkit.errors import UserError
+from rnnkit.layers.recurrent import PRECISIONS
 from rnnkit.models.lm import CharLM, LMConfig, evaluate_stream, sample as sample_ids
 from rnnkit.tasks.lm import DATA_DEFAULTS, LMTask, load_corpus, load_run, run_data_args
 from rnnkit.train.batches import StreamBatches
@@ -31,7 +32,7 @@ MODEL_DEFAULTS = {"cell": "lstm", "hidden": 256, "layers": 2, "embed": 64, "drop
 TRAIN_DEFAULTS = {"steps": 1000, "minutes": None, "optimizer": "adam", "lr": 2e-3, "weight_decay": 0.0,
                   "clip": 5.0, "schedule": "constant", "warmup": 0, "eval_every": 200,
                   "checkpoint_every": 200, "patience": 0, "eval_chars": 100_000, "bptt_checkpoint": None,
-                  "ema": 0.0}
+                  "ema": 0.0, "precision": "32"}
 
 
 def register(sub, train_sub):
@@ -61,6 +62,10 @@ def register(sub, train_sub):
     t.add_argument("--bptt-checkpoint", type=_k_or_sqrt, metavar="K",
                    help="recompute BPTT: keep every K-th state (or 'sqrt': every sqrt(seq-len)-th) and "
                         "recompute the rest in backward; same gradients, less memory, more time")
+    t.add_argument("--precision", choices=PRECISIONS,
+                   help="the recurrent layers' arithmetic (32): bf16-mixed takes bf16 products with "
+                        "float32 sums, weights, optimizer and state (PyTorch Lightning's names); "
+                        "checkpoints are float32 either way, and a resumed run may change it")
     add_run_args(p.add_argument_group("run"), "runs/lm")
     # last, as in every verb: its own flags keep their names (a cell option of one is --cell-<name>)
     add_cell_args(p.add_argument_group("the cell's options (a resumed run keeps its own)"),
@@ -103,6 +108,13 @@ def _check_positive(opts):
         raise UserError(f"--dropout: expected a number in [0, 1), got {opts['dropout']}")
     if opts.get("eval_chars") is not None and opts["eval_chars"] < 0:
         raise UserError(f"--eval-chars: expected an integer >= 0, got {opts['eval_chars']}")
+
+
+def _check_precision(precision, cell):
+    if precision != "32" and not hasattr(cells.create(cell), "bf16_mixed"):
+        have = [n for n in cells.names() if hasattr(cells.create(n), "bf16_mixed")]
+        raise UserError(f"--precision {precision}: the {cell} cell has no bf16 path yet (cells with "
+                        f"one: {', '.join(have)})")
 
 
 def apply_bptt_checkpoint(model, k):
@@ -148,6 +160,7 @@ def train(args):
         data_args = {**DATA_DEFAULTS, **data_opts}
         train_args = resolve(args, TRAIN_DEFAULTS)
     check(train_args)
+    _check_precision(train_args["precision"], model_args["cell"])
     if not args.resume:
         check_run_dir(out, force=args.force)
 
@@ -170,7 +183,7 @@ def train(args):
         raise UserError(f"{name}: {len(train_ids)} training characters is shorter than one chunk of "
                         f"--batch {N} x (--seq-len {T} + 1) = {N * (T + 1)}; use a longer text or "
                         f"smaller --batch / --seq-len")
-    lm_cfg = LMConfig(vocab_size=len(vocab), **model_args)
+    lm_cfg = LMConfig(vocab_size=len(vocab), **model_args, precision=train_args["precision"])
     model = CharLM(lm_cfg)
     apply_bptt_checkpoint(model, train_args.get("bptt_checkpoint"))
     source = StreamBatches(train_ids, N, T, seed=lm_cfg.seed)
@@ -180,7 +193,8 @@ def train(args):
                         monitor="val_loss" if task.val_ids is not None else "none")
     config = {"model": lm_cfg.__dict__, "vocab": vocab.to_json(), "corpus": info,
               "data_args": data_args, "train_extra": {"eval_chars": train_args["eval_chars"],
-                                                      "bptt_checkpoint": train_args["bptt_checkpoint"]}}
+                                                      "bptt_checkpoint": train_args["bptt_checkpoint"],
+                                                      "precision": train_args["precision"]}}
     progress = not args.no_progress
     if progress and distributed.world().rank == 0:
         print(f"rnnkit: {len(ids):,} characters ({len(train_ids):,} train, {len(val_ids):,} validation) "

@@ -54,9 +54,8 @@ static inline long bf_round_up(long x, long m) { return (x + m - 1) / m * m; }
 static inline uint16_t bf_from_f32(float x) {
     uint32_t u;
     memcpy(&u, &x, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
+    const uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40 : r);
 }
 
 /* uint16 elements of B packed for K x N (what Python allocates). */
@@ -70,6 +69,14 @@ EXPORT void rnnkit_bf16_pack(long K, long N, const float *B, long ldb, uint16_t 
     for (long q = 0; q < Q; q++)
         for (long p = 0; p < P; p++) {
             uint16_t *row = Bp + (q * P + p) * BF_NR * 2;
+            if (2 * p + 1 < K && (q + 1) * BF_NR <= N) { /* a whole pair-row: the loop vectorises */
+                const float *r0 = B + 2 * p * ldb + q * BF_NR, *r1 = r0 + ldb;
+                VEC for (long j = 0; j < BF_NR; j++) {
+                    row[2 * j] = bf_from_f32(r0[j]);
+                    row[2 * j + 1] = bf_from_f32(r1[j]);
+                }
+                continue;
+            }
             for (long j = 0; j < BF_NR; j++) {
                 const long n = q * BF_NR + j;
                 for (int e = 0; e < 2; e++) {
@@ -80,11 +87,9 @@ EXPORT void rnnkit_bf16_pack(long K, long N, const float *B, long ldb, uint16_t 
         }
 }
 
-/* A (M,K), float32 (A) or bf16 bits (Ab), row stride lda -> a zero-padded (Mp, Kp) bf16 buffer. */
-static uint16_t *bf_convert_a(long M, long K, const float *A, const uint16_t *Ab, long lda, long Mp,
-                              long Kp) {
-    uint16_t *out = aligned_alloc(64, (size_t)(Mp * Kp) * sizeof(uint16_t));
-    if (!out) return NULL;
+/* A (M,K), float32 (A) or bf16 bits (Ab), row stride lda -> out, a zero-padded (Mp, Kp) bf16 buffer. */
+static void bf_convert_into(long M, long K, const float *A, const uint16_t *Ab, long lda, long Mp,
+                            long Kp, uint16_t *out) {
     for (long i = 0; i < Mp; i++) {
         uint16_t *o = out + i * Kp;
         long k = 0;
@@ -99,6 +104,12 @@ static uint16_t *bf_convert_a(long M, long K, const float *A, const uint16_t *Ab
         }
         for (; k < Kp; k++) o[k] = 0;
     }
+}
+
+static uint16_t *bf_convert_a(long M, long K, const float *A, const uint16_t *Ab, long lda, long Mp,
+                              long Kp) {
+    uint16_t *out = aligned_alloc(64, (size_t)(Mp * Kp) * sizeof(uint16_t));
+    if (out) bf_convert_into(M, K, A, Ab, lda, Mp, Kp, out);
     return out;
 }
 
@@ -267,6 +278,152 @@ BF_AMX static void bf_gemm_amx(long M, long N, long Kp, const uint16_t *Abf, con
     _tile_release();
 }
 #endif /* BF_X86 */
+
+/* ---- the products on a converted A, and the LSTM's time loops around them ---------------------- */
+
+/* C (M,N) (+)= Abf (M rows of a buffer padded to 32 rows, Kp columns) @ Bp on `tier`. */
+static int bf_gemm_tier(int tier, long M, long N, long Kp, const uint16_t *Abf, const uint16_t *Bp,
+                        float *C, long ldc, int accumulate) {
+#if BF_X86
+    if (tier == 2)
+        bf_gemm_amx(M, N, Kp, Abf, Bp, C, ldc, accumulate);
+    else if (tier == 1)
+        bf_gemm_avx512(M, N, Kp, Abf, Bp, C, ldc, accumulate);
+    else
+        return 2;
+    return 0;
+#else
+    (void)M; (void)N; (void)Kp; (void)Abf; (void)Bp; (void)C; (void)ldc; (void)accumulate;
+    (void)tier;
+    return 2;
+#endif
+}
+
+/* Rows [m0, m1) of the converted A^T: out (Mp, Kp) row i = bf16(A[:, i]) for A (K, M) float32 of
+ * row stride lda, zeros past K. The rows from Mp's padding are the caller's (zeroed once). Blocks of
+ * 16 columns of A: each row of A is read 64 bytes at a time, and 16 rows of out are written in turn. */
+EXPORT void rnnkit_bf16_convert_t(long M, long K, const float *A, long lda, long m0, long m1,
+                                  uint16_t *out, long Kp) {
+    (void)M;
+    for (long i0 = m0; i0 < m1; i0 += 16) {
+        const long i1 = i0 + 16 < m1 ? i0 + 16 : m1;
+        for (long k = 0; k < K; k++) {
+            const float *a = A + k * lda;
+            for (long i = i0; i < i1; i++) out[i * Kp + k] = bf_from_f32(a[i]);
+        }
+        for (long i = i0; i < i1; i++)
+            for (long k = K; k < Kp; k++) out[i * Kp + k] = 0;
+    }
+}
+
+/* C (M,N) (+)= Abf @ Bp with A converted already (rnnkit_bf16_convert_t; Abf's rows padded to 32
+ * past M). Returns as rnnkit_bf16_gemm. */
+EXPORT int rnnkit_bf16_gemm_converted(int tier, long M, long N, long Kp, const uint16_t *Abf,
+                                      const uint16_t *Bp, float *C, long ldc, int accumulate) {
+    if (M <= 0 || N <= 0) return 0;
+    return bf_gemm_tier(tier, M, N, Kp, Abf, Bp, C, ldc, accumulate);
+}
+
+#define BF_SIGM(v) (0.5f * tanh_f32(0.5f * (v)) + 0.5f)
+
+/* The bf16-mixed LSTM forward over the batch rows [n0, n1) (the float32 loop is lstm.c's lstm_fw, and
+ * every element-wise line here is the same as its lstm_cell):
+ *     a_t = gates_t + bf16(h_{t-1}) bf16(Wh) + b            (float32 sums)
+ * gates (T,N,4H) hold x_t Wx on entry, the activations [i,f,o,g] on return; h, c (T+1,N,H) with h[0],
+ * c[0] set; tanh_c (T,N,H); Whp: Wh (H,4H) packed (rnnkit_bf16_pack); b (4H); mask (T,N) or NULL.
+ * h_{t-1} is rounded into one bf16 buffer per call. Returns as rnnkit_bf16_gemm. */
+EXPORT int rnnkit_bf16_lstm_fw(int tier, long T, long N, long H, long n0, long n1, float *gates,
+                               float *h, float *c, float *tanh_c, const uint16_t *Whp, const float *b,
+                               const unsigned char *mask) {
+    const long G = 4 * H, NH = N * H, M = n1 - n0;
+    if (M <= 0 || T <= 0) return 0;
+    if (tier != 1 && tier != 2) return 2;
+    const long Kp = bf_round_up(H, BF_KP), Mp = bf_round_up(M, BF_MP);
+    uint16_t *A = aligned_alloc(64, (size_t)(Mp * Kp) * sizeof(uint16_t));
+    if (!A) return 1;
+    int rc = 0;
+    for (long t = 0; t < T && !rc; t++) {
+        float *a = gates + t * N * G;
+        const float *hp = h + t * NH, *cp = c + t * NH;
+        float *hn = h + (t + 1) * NH, *cn = c + (t + 1) * NH, *tc = tanh_c + t * NH;
+        bf_convert_into(M, H, hp + n0 * H, NULL, H, Mp, Kp, A);
+        rc = bf_gemm_tier(tier, M, G, Kp, A, Whp, a + n0 * G, G, 1); /* a += h_{t-1} Wh */
+        for (long n = n0; n < n1; n++) {
+            float *an = a + n * G, *cnn = cn + n * H, *tcn = tc + n * H, *hnn = hn + n * H;
+            const float *cpn = cp + n * H, *hpn = hp + n * H;
+            VEC for (long j = 0; j < 3 * H; j++) an[j] = BF_SIGM(an[j] + b[j]); /* i, f, o */
+            VEC for (long j = 3 * H; j < G; j++) an[j] = tanh_f32(an[j] + b[j]); /* g */
+            const float *i = an, *f = an + H, *o = an + 2 * H, *g = an + 3 * H;
+            VEC for (long j = 0; j < H; j++) cnn[j] = f[j] * cpn[j] + i[j] * g[j];
+            VEC for (long j = 0; j < H; j++) tcn[j] = tanh_f32(cnn[j]);
+            VEC for (long j = 0; j < H; j++) hnn[j] = o[j] * tcn[j];
+            if (mask && !mask[t * N + n]) { /* a padded step carries the state */
+                memcpy(cnn, cpn, (size_t)H * sizeof(float));
+                memcpy(hnn, hpn, (size_t)H * sizeof(float));
+            }
+        }
+    }
+    free(A);
+    return rc;
+}
+
+/* The bf16-mixed LSTM BPTT over the batch rows [n0, n1): lstm.c's lstm_bw, element-wise in float32
+ * line for line, with the step's product in bf16:
+ *     dh_{t-1} = bf16(da_t) bf16(Wh^T)                       (float32 sums)
+ * WhTp: Wh^T (4H,H) packed. The other arguments as lstm_bw's. Returns as rnnkit_bf16_gemm. */
+EXPORT int rnnkit_bf16_lstm_bw(int tier, long T, long N, long H, long n0, long n1, const float *dh,
+                               const float *gates, const float *c, const float *tanh_c,
+                               const uint16_t *WhTp, const unsigned char *mask, float *dh_next,
+                               float *dc_next, float *da, float *dht, float *trace_dh,
+                               float *trace_dc) {
+    const long G = 4 * H, NH = N * H, M = n1 - n0;
+    if (M <= 0 || T <= 0) return 0;
+    if (tier != 1 && tier != 2) return 2;
+    const long Kp = bf_round_up(G, BF_KP), Mp = bf_round_up(M, BF_MP);
+    uint16_t *A = aligned_alloc(64, (size_t)(Mp * Kp) * sizeof(uint16_t));
+    if (!A) return 1;
+    int rc = 0;
+    for (long t = T - 1; t >= 0 && !rc; t--) {
+        const float *a = gates + t * N * G, *cp = c + t * NH, *tc = tanh_c + t * NH, *dhs = dh + t * NH;
+        float *dat = da + t * N * G;
+        for (long n = n0; n < n1; n++) {
+            const int m = mask ? mask[t * N + n] != 0 : 1;
+            const float *an = a + n * G, *cpn = cp + n * H, *tcn = tc + n * H, *dhn = dhs + n * H;
+            const float *i = an, *f = an + H, *o = an + 2 * H, *g = an + 3 * H;
+            float *d = dat + n * G, *dhtn = dht + n * H, *dhx = dh_next + n * H, *dcx = dc_next + n * H;
+            float *di = d, *df = d + H, *dox = d + 2 * H, *dg = d + 3 * H;
+            if (m) {
+                VEC for (long j = 0; j < H; j++) dhtn[j] = dhn[j] + dhx[j];
+                if (trace_dh) for (long j = 0; j < H; j++) trace_dh[(t + 1) * NH + n * H + j] = dhtn[j];
+                VEC for (long j = 0; j < H; j++) {
+                    float ht = dhtn[j], tj = tcn[j];
+                    float dc = dcx[j] + ht * o[j] * (1.0f - tj * tj); /* dc = dc_next + dh o (1 - tanh^2 c) */
+                    float ij = i[j], fj = f[j], oj = o[j], gj = g[j];
+                    dox[j] = ht * tj * oj * (1.0f - oj);     /* do, through the sigmoid */
+                    df[j] = dc * cpn[j] * fj * (1.0f - fj);  /* df = dc c_{t-1} */
+                    di[j] = dc * gj * ij * (1.0f - ij);      /* di = dc g */
+                    dg[j] = dc * ij * (1.0f - gj * gj);      /* dg = dc i, through the tanh */
+                    dcx[j] = dc;
+                }
+                if (trace_dc) for (long j = 0; j < H; j++) trace_dc[(t + 1) * NH + n * H + j] = dcx[j];
+                VEC for (long j = 0; j < H; j++) dcx[j] *= f[j]; /* dc_{t-1} = dc f */
+            } else { /* a padded step receives no gradient and passes the state gradient through */
+                for (long j = 0; j < H; j++) dhtn[j] = dhx[j];
+                if (trace_dh) for (long j = 0; j < H; j++) trace_dh[(t + 1) * NH + n * H + j] = dhtn[j];
+                if (trace_dc) for (long j = 0; j < H; j++) trace_dc[(t + 1) * NH + n * H + j] = dcx[j];
+                for (long j = 0; j < G; j++) d[j] = 0;
+            }
+        }
+        bf_convert_into(M, G, dat + n0 * G, NULL, G, Mp, Kp, A);
+        rc = bf_gemm_tier(tier, M, H, Kp, A, WhTp, dh_next + n0 * H, H, 0); /* dh_{t-1} = da Wh^T */
+        if (mask)
+            for (long n = n0; n < n1; n++)
+                if (!mask[t * N + n])
+                    for (long j = 0; j < H; j++) dh_next[n * H + j] = dht[n * H + j];
+    }
+    free(A);
+    return rc;
+}
 
 /* What this CPU, OS and build allow, into out[0..6]: the CPU has AMX-BF16 + AMX-TILE (CPUID 7.0
  * EDX bits 22, 24); has AVX512_BF16 (7.1 EAX bit 5) and AVX-512F (7.0 EBX bit 16); the OS saves the

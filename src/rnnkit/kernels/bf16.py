@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,6 +74,15 @@ def _lib():
                                              ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long,
                                              ctypes.c_int]
             lib.rnnkit_bf16_gemm.restype = ctypes.c_int
+            L, P, I = ctypes.c_long, ctypes.c_void_p, ctypes.c_int
+            lib.rnnkit_bf16_convert_t.argtypes = [L, L, P, L, L, L, P, L]
+            lib.rnnkit_bf16_convert_t.restype = None
+            lib.rnnkit_bf16_gemm_converted.argtypes = [I, L, L, L, P, P, P, L, I]
+            lib.rnnkit_bf16_gemm_converted.restype = I
+            lib.rnnkit_bf16_lstm_fw.argtypes = [I, L, L, L, L, L] + [P] * 7
+            lib.rnnkit_bf16_lstm_fw.restype = I
+            lib.rnnkit_bf16_lstm_bw.argtypes = [I, L, L, L, L, L] + [P] * 12
+            lib.rnnkit_bf16_lstm_bw.restype = I
         _state["lib"] = lib
     return _state["lib"]
 
@@ -222,6 +232,154 @@ def matmul(a, b: PackedB, out=None, accumulate=False, tier=None):
     else:
         pool.run_parallel(call, parts)
     return out
+
+
+def _check_rc(rc, what, tier):
+    if rc:
+        raise MemoryError(f"{what}: out of memory") if rc == 1 else RuntimeError(
+            f"{what}: tier {tier} is not in this build")
+
+
+def _row_splits(M, Q, k, macs):
+    """Parts (m0, m1, q0, q1) of an (M rows, Q panels) product for k threads: whole AMX blocks of
+    rows, or whole panels when the rows are few; one part when the product is small."""
+    parts = [(0, M, 0, Q)]
+    if k > 1 and macs >= SPLIT_MIN_MACS:
+        if M >= AMX_ROWS * k:
+            bounds = [0] + [M * i // k // AMX_ROWS * AMX_ROWS for i in range(1, k)] + [M]
+            parts = [(m0, m1, 0, Q) for m0, m1 in zip(bounds, bounds[1:]) if m1 > m0]
+        elif Q >= 2:
+            kk = min(k, Q)
+            bounds = [Q * i // kk for i in range(kk + 1)]
+            parts = [(0, M, q0, q1) for q0, q1 in zip(bounds, bounds[1:]) if q1 > q0]
+    return parts
+
+
+_local = threading.local()
+
+
+def _scratch(name, size):
+    """A uint16 buffer of `size` kept per thread between calls: the weight gradients' operands are
+    tens of MB, and fresh pages cost their faults at every training step."""
+    bufs = _local.__dict__.setdefault("bufs", {})
+    buf = bufs.get(name)
+    if buf is None or buf.size < size:
+        buf = bufs[name] = np.empty(size, dtype=np.uint16)
+    return buf[:size]
+
+
+def matmul_tn(a, b, out=None, accumulate=False, tier=None):
+    """out (M, N) float32 (+)= bf16(a)^T @ bf16(b) for a (K, M) and b (K, N) float32, both with
+    contiguous rows: the weight gradients' shape, x^T da, where K = T N is the long side. a^T is
+    converted and b packed here, each cut across rnnkit's threads, then multiplied as `matmul` does.
+    On tier none: float32 throughout (`kernels.matmul(a.T, b)`)."""
+    info = detect()
+    tier = info["tier"] if tier is None else tier
+    if tier not in info["runnable"]:
+        raise ValueError(f"bf16 tier {tier!r} cannot run here (runnable: "
+                         f"{', '.join(info['runnable'])})")
+    a, b = np.asarray(a), np.asarray(b)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[0]:
+        raise ValueError(f"bf16.matmul_tn: a {a.shape} and b {b.shape} need the same rows (K, .)")
+    K, M = a.shape
+    N = b.shape[1]
+    if accumulate and out is None:
+        raise ValueError("bf16.matmul_tn(accumulate=True) needs out")
+    if out is None:
+        out = np.empty((M, N), dtype=np.float32)
+    if out.dtype != np.float32 or out.shape != (M, N) or out.strides[1] != 4:
+        raise ValueError(f"bf16.matmul_tn: out must be float32 ({M}, {N}) with contiguous rows")
+    if tier == "none":
+        from rnnkit.kernels.products import matmul as matmul32
+
+        return matmul32(a.T, b, out=out, accumulate=accumulate)
+    if a.dtype != np.float32 or a.strides[1] != 4:
+        a = np.ascontiguousarray(a, dtype=np.float32)
+    if b.dtype != np.float32 or b.strides[1] != 4:
+        b = np.ascontiguousarray(b, dtype=np.float32)
+    lib, code = _lib(), TIERS.index(tier)
+    Kp, Mp = (K + 31) // 32 * 32, (M + AMX_ROWS - 1) // AMX_ROWS * AMX_ROWS
+    Q, P = (N + PANEL - 1) // PANEL, (K + 31) // 32 * 16
+    abf = _scratch("a", Mp * Kp).reshape(Mp, Kp)
+    abf[M:] = 0
+    bp = _scratch("b", Q * P * PANEL * 2)
+    lda, ldb = a.strides[0] // 4, b.strides[0] // 4
+    k = pool.threads() if M * N * K >= SPLIT_MIN_MACS else 1
+
+    def convert(i):  # part i of k: rows of a^T, panels of b
+        m0, m1 = M * i // k, M * (i + 1) // k
+        lib.rnnkit_bf16_convert_t(M, K, a.ctypes.data, lda, m0, m1, abf.ctypes.data, Kp)
+        q0, q1 = Q * i // k, Q * (i + 1) // k
+        if q1 > q0:
+            lib.rnnkit_bf16_pack(K, min(N, PANEL * q1) - PANEL * q0, b.ctypes.data + PANEL * q0 * 4,
+                                 ldb, bp.ctypes.data + q0 * P * PANEL * 2 * 2)
+
+    def call(m0, m1, q0, q1):
+        n = min(N, PANEL * q1) - PANEL * q0
+        _check_rc(lib.rnnkit_bf16_gemm_converted(
+            code, m1 - m0, n, Kp, abf.ctypes.data + m0 * Kp * 2,
+            bp.ctypes.data + q0 * P * PANEL * 2 * 2,
+            out.ctypes.data + m0 * out.strides[0] + PANEL * q0 * 4, out.strides[0] // 4,
+            int(accumulate)), "bf16.matmul_tn", tier)
+
+    if k > 1:
+        pool.run_parallel(convert, [(i,) for i in range(k)])
+        pool.run_parallel(call, _row_splits(M, Q, k, M * N * K))
+    else:
+        convert(0)
+        call(0, M, 0, Q)
+    return out
+
+
+def _ptr(x):
+    return None if x is None else x.ctypes.data
+
+
+def _loop(fn, T, N, H, step_macs, tier, *args):
+    """Run a time loop of bf16.c over the batch rows, cut across rnnkit's threads as the float32
+    loops are (`pool.row_parts`): fn(tier, T, N, H, n0, n1, *args)."""
+    code = TIERS.index(tier)
+    ptrs = [_ptr(x) for x in args]
+
+    def run(n0, n1):
+        _check_rc(fn(code, T, N, H, n0, n1, *ptrs), "bf16 time loop", tier)
+
+    parts = pool.row_parts(T, N, step_macs, pool.threads())
+    if len(parts) == 1:
+        run(*parts[0])
+    else:
+        pool.run_parallel(run, parts)
+
+
+def _contiguous32(**arrays):
+    for name, x in arrays.items():
+        if x is not None and (x.dtype != np.float32 or not x.flags.c_contiguous):
+            raise ValueError(f"bf16 time loop: {name} must be C-contiguous float32")
+
+
+def _mask_bytes(mask):
+    return None if mask is None else np.ascontiguousarray(mask, dtype=np.bool_).view(np.uint8)
+
+
+def lstm_fw(T, N, H, gates, h, c, tanh_c, Whp: PackedB, b, mask, tier=None):
+    """The LSTM's bf16-mixed forward time loop (`rnnkit_bf16_lstm_fw` in bf16.c): gates (T, N, 4H)
+    x_t Wx in, activations out; h, c (T+1, N, H) with h[0], c[0] set; tanh_c (T, N, H); Whp: Wh (H, 4H)
+    packed; b (4H,); mask (T, N) bool or None. tier: amx or avx512_bf16 (default `tier()`)."""
+    tier = detect()["tier"] if tier is None else tier
+    _contiguous32(gates=gates, h=h, c=c, tanh_c=tanh_c, b=b)
+    _loop(_lib().rnnkit_bf16_lstm_fw, T, N, H, 4 * H * H, tier, gates, h, c, tanh_c, Whp.bits, b,
+          _mask_bytes(mask))
+
+
+def lstm_bw(T, N, H, dh, gates, c, tanh_c, WhTp: PackedB, mask, dh_next, dc_next, da, dht,
+            trace_dh=None, trace_dc=None, tier=None):
+    """The LSTM's bf16-mixed BPTT loop (`rnnkit_bf16_lstm_bw`): the arguments of lstm.c's lstm_bw,
+    with WhTp: Wh^T (4H, H) packed."""
+    tier = detect()["tier"] if tier is None else tier
+    _contiguous32(dh=dh, gates=gates, c=c, tanh_c=tanh_c, dh_next=dh_next, dc_next=dc_next, da=da,
+                  dht=dht, trace_dh=trace_dh, trace_dc=trace_dc)
+    _loop(_lib().rnnkit_bf16_lstm_bw, T, N, H, 4 * H * H, tier, dh, gates, c, tanh_c, WhTp.bits,
+          _mask_bytes(mask), dh_next, dc_next, da, dht, trace_dh, trace_dc)
 
 
 def reference(a, b):

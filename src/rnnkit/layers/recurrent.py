@@ -20,6 +20,7 @@ state is each sequence's own. The reverse direction reads each sequence backward
 from __future__ import annotations
 
 import math
+import sys
 from typing import NamedTuple
 
 import numpy as np
@@ -64,10 +65,14 @@ class Recurrent(Module):
     O(T/k + k) further activation memory for about one extra forward. (The outputs are those of a
     one-direction layer; a bidirectional layer, or one followed by dropout, holds them beside its
     output, one (T, N, H) array per direction.)
+    precision: "32" (float32 throughout) or "bf16-mixed" (PyTorch Lightning's names): the products in
+    bf16 with float32 sums, the weights, the gradients, the state and the gate arithmetic float32
+    (`rnnkit.kernels.bf16`), for a cell with a bf16 path (`Cell.bf16_mixed`); float64 runs the exact
+    math either way. On a CPU with no bf16 unit, "bf16-mixed" runs the float32 path and says so once.
     """
 
     def __init__(self, cell, input_size, hidden_size, num_layers=1, bidirectional=False,
-                 dropout=0.0, dtype=DEFAULT_DTYPE, seed=0, recompute=None):
+                 dropout=0.0, dtype=DEFAULT_DTYPE, seed=0, recompute=None, precision="32"):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
@@ -76,6 +81,8 @@ class Recurrent(Module):
         self.cell = cells.create(cell) if isinstance(cell, str) else cell
         if not isinstance(self.cell, Cell):
             raise TypeError(f"cell must be a rnnkit.cells.Cell or a registered name, got {cell!r}")
+        self.precision = precision
+        self.cell = _with_precision(self.cell, precision)
         self.input_size, self.hidden_size = input_size, hidden_size
         self.num_layers, self.bidirectional, self.dropout = num_layers, bidirectional, dropout
         self.num_directions = 2 if bidirectional else 1
@@ -103,8 +110,10 @@ class Recurrent(Module):
 
     def __repr__(self):
         opts = ", ".join(f"{k}={v!r}" for k, v in self.cell.options().items())
+        prec = f", precision={self.precision!r}" if self.precision != "32" else ""
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, num_layers="
-                f"{self.num_layers}, bidirectional={self.bidirectional}{', ' + opts if opts else ''})")
+                f"{self.num_layers}, bidirectional={self.bidirectional}{', ' + opts if opts else ''}"
+                f"{prec})")
 
     @staticmethod
     def _prefix(k, d):
@@ -458,6 +467,31 @@ class Recurrent(Module):
         return inp, self.join_state(new)
 
 
+PRECISIONS = ("32", "bf16-mixed")
+_said: set = set()  # the bf16 fallback is said once per process
+
+
+def _with_precision(cell, precision):
+    """The cell that computes in `precision` (see Recurrent)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision == "32":
+        return cell
+    make = getattr(cell, "bf16_mixed", None)
+    if make is None:
+        raise ValueError(f"precision={precision!r}: the {cell.name} cell has no bf16 path yet (the "
+                         f"cells with one: lstm)")
+    from rnnkit.kernels import bf16
+
+    if bf16.tier() == "none":
+        if "none" not in _said:
+            _said.add("none")
+            print(f"rnnkit: precision {precision} runs in float32 here: no bf16 unit "
+                  f"({bf16.detect()['reason']})", file=sys.stderr)
+        return cell
+    return make()
+
+
 # --- one class per cell ---------------------------------------------------------------------------
 
 _LAYER_CLASSES: dict = {}
@@ -471,9 +505,9 @@ def layer_class(cell) -> type:
         option_names = [f for f in cls.__dataclass_fields__]
 
         def __init__(self, input_size, hidden_size, num_layers=1, bidirectional=False, dropout=0.0, *,
-                     dtype=DEFAULT_DTYPE, seed=0, recompute=None, **options):
+                     dtype=DEFAULT_DTYPE, seed=0, recompute=None, precision="32", **options):
             Recurrent.__init__(self, cls(**options), input_size, hidden_size, num_layers, bidirectional,
-                               dropout, dtype, seed, recompute)
+                               dropout, dtype, seed, recompute, precision)
 
         doc = (cls.__doc__ or "").strip()
         opts = f" Cell options (keywords): {', '.join(option_names)}." if option_names else ""
@@ -501,11 +535,12 @@ def layer_classes(plugins: bool = True) -> dict:
 
 
 def make_recurrent(cell: str, input_size, hidden_size, *, num_layers=1, bidirectional=False, dropout=0.0,
-                   dtype=DEFAULT_DTYPE, seed=0, recompute=None, **options) -> Recurrent:
+                   dtype=DEFAULT_DTYPE, seed=0, recompute=None, precision="32",
+                   **options) -> Recurrent:
     """Build a recurrent layer by the cell's registered name (`rnnkit.cells.names()`). Options the
     cell does not have are left out, so one call can carry, say, the LSTM's `forget_bias` whichever cell
     it names."""
     c = cells.create(cell, strict=False, **options)
     return layer_class(type(c)).from_cell(c, input_size, hidden_size, num_layers=num_layers,
                                           bidirectional=bidirectional, dropout=dropout, dtype=dtype,
-                                          seed=seed, recompute=recompute)
+                                          seed=seed, recompute=recompute, precision=precision)

@@ -42,6 +42,9 @@ class LMConfig:
     # the cell's own options (rnnkit.cells.options(cell)), e.g. {"forget_bias": 2.0}; empty: its
     # defaults, and this model's (an LSTM's forget bias 1.0)
     cell_options: dict = field(default_factory=dict)
+    # the recurrent layers' arithmetic (rnnkit.layers.Recurrent): "32", or "bf16-mixed" for bf16
+    # products with float32 sums, weights and state; the weights are float32 either way
+    precision: str = "32"
 
     @classmethod
     def from_dict(cls, d):
@@ -85,7 +88,7 @@ class CharLM(Module):
         self.embed = Embedding(cfg.vocab_size, cfg.embed, dtype=dtype, seed=s)
         self.rnn = make_recurrent(cfg.cell, cfg.embed, cfg.hidden, num_layers=cfg.layers,
                                   dropout=cfg.dropout, dtype=dtype, seed=s + 1,
-                                  **recurrent_options(cfg.cell, cfg.cell_options, forget_bias=1.0))
+                                  precision=cfg.precision, **recurrent_options(cfg.cell, cfg.cell_options, forget_bias=1.0))
         self.drop = Dropout(cfg.dropout, seed=s + 2)
         self.head = Linear(cfg.hidden, cfg.vocab_size, dtype=dtype, seed=s + 3)
 
