@@ -39,7 +39,7 @@ def plot_curves(result, path):
     if not curves:
         return None
     by_time = result["settings"].get("minutes") is not None
-    x_at, xlabel = (1, "seconds of training") if by_time else (0, "updates")
+    x_at, xlabel = (1, "seconds (evaluations included)") if by_time else (0, "updates")
     panels = [(2, "validation loss")]
     if result["metric"] != "val_loss":
         panels.insert(0, (3, result["metric_title"]))
