@@ -178,3 +178,9 @@ def test_bad_flags_are_one_line(tmp_path, capsys, argv, message):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("task", [t for t, entry in TASKS.items() if not entry.reads_data])
+def test_every_generated_task_runs(tmp_path, task):
+    row = run_compare(tiny(task=task, cells=["rnn"], updates=1), tmp_path)["rows"][0]
+    assert row["status"] == "ok" and row["steps"] == 1 and 0 <= row["test_acc"] <= 1

@@ -162,16 +162,13 @@ def _memory_task(name, title, length, params, updates, eval_every, metric="test_
 
 
 def _memory_generator(model):
-    """One token at a time through a memory model's stack and head, its argmax fed back as the next
-    input (one-hot, batch 1)."""
+    """One token at a time through a memory model's input (one-hot or embedding), stack and head, its
+    argmax fed back as the next input (batch 1)."""
     rnn, W, b = model.rnn, model.head.params["W"], model.head.params["b"]
-    V = model.cfg.input_size()
-    x = np.zeros((1, V), dtype=model.dtype)
     state = [None]
 
     def step(token):
-        x[:] = 0
-        x[0, token % V] = 1
+        x = model.inputs(np.array([[token]]))[0]  # (1, D)
         y, state[0] = rnn.step(x, state[0])
         return int(np.argmax(y[0] @ W + b))  # logits = y W + b
 
@@ -245,6 +242,9 @@ TASKS = {
     "induction": _memory_task(
         "induction", "induction heads (T = 64)", length=64, params=21_500, updates=2000,
         eval_every=250, vocab=16),
+    "recall": _memory_task(
+        "recall", "multi-query associative recall (4 pairs, T = 64, V = 256)", length=64,
+        params=50_000, updates=3000, eval_every=500, vocab=256, pairs=4, embed=32),
     "lm": CompareTask(
         title="character language model (tinyshakespeare)", build=_lm_build, prepare=_lm_prepare,
         reads_data=True,
