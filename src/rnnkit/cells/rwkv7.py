@@ -42,7 +42,7 @@ import numpy as np
 
 from rnnkit.backend import get_array_module, get_ops
 from rnnkit.cells.cell import Cell, Gate
-from rnnkit.cells.common import check_mask, expect_finite, expect_float, expect_shape
+from rnnkit.cells.common import check_mask, expect_finite, expect_float, expect_shape, sigmoid_
 from rnnkit.functional.causal_conv import final_state, final_state_backward
 from rnnkit.functional.norms import (group_norm_backward, group_norm_forward, layer_norm_backward,
                                      layer_norm_forward)
@@ -282,11 +282,6 @@ class Rwkv7Cache(NamedTuple):
     heads: int
 
 
-def _sig(x, xp):
-    e = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
-
-
 def _rows(a):
     """(T, N, X) as (T*N, X), for the products."""
     return a.reshape(-1, a.shape[-1])
@@ -394,18 +389,18 @@ def rwkv7_forward(x, state, p, mask=None, *, v_first=None, chunk=CHUNK, scan_wei
     xr, xw, xk, xv, xa, xg = X
     r, k, v = _mm(xr, p["Wr"]), _mm(xk, p["Wk"]), _mm(xv, p["Wv"])     # r, k, v = x_* W_*
     hw = xp.tanh(_mm(xw, p["w1"]))
-    sw = _sig(p["w0"] + _mm(hw, p["w2"]), xp)
+    sw = sigmoid_(p["w0"] + _mm(hw, p["w2"]), xp)
     w = xp.exp(-DECAY_SCALE * sw)                          # w = exp(-e^-0.5 sigmoid(w0 + tanh(x_w w1) w2))
     if v_first is None:                                    # the first layer: its values are v_first
         vf, hv, vg, vv = v, None, None, v
     else:                                                  # v <- v + (v_first - v) sigmoid(v0 + x_v v1 v2)
         vf = v_first
         hv = _mm(xv, p["v1"])
-        vg = _sig(p["v0"] + _mm(hv, p["v2"]), xp)
+        vg = sigmoid_(p["v0"] + _mm(hv, p["v2"]), xp)
         vv = v + (vf - v) * vg
     ha = _mm(xa, p["a1"])
-    a = _sig(p["a0"] + _mm(ha, p["a2"]), xp)               # a = sigmoid(a0 + x_a a1 a2)
-    hg = _sig(_mm(xg, p["g1"]), xp)
+    a = sigmoid_(p["a0"] + _mm(ha, p["a2"]), xp)               # a = sigmoid(a0 + x_a a1 a2)
+    hg = sigmoid_(_mm(xg, p["g1"]), xp)
     g = _mm(hg, p["g2"])                                   # g = sigmoid(x_g g1) g2
     kh = (k * p["k_k"]).reshape(T, N, H, C)
     knorm = xp.maximum(xp.sqrt((kh * kh).sum(axis=-1, keepdims=True)), NORM_EPS)

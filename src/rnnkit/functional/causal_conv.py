@@ -1,5 +1,5 @@
-"""The causal depthwise convolution over time (Mamba's and the minGRU paper's local mixing before the
-recurrence), forward beside backward, with its state: the last K-1 inputs, so that a sequence can be run
+"""The causal depthwise convolution over time (the local mixing before a recurrence, as Mamba's),
+forward beside backward, with its state: the last K-1 inputs, so that a sequence can be run
 in pieces, or one step at a time, and give what it gives in one piece.
 
 Dimensions, declared once for this module:
